@@ -1,0 +1,55 @@
+# sufcgi — build, test and demo. Every target installs what it needs on a
+# fresh Debian machine (run as root), so `make test` works on a clean clone.
+
+PYTHON   ?= /usr/bin/python3
+CARGO    ?= cargo
+BUILD    := build
+MODULE   := $(BUILD)/mod_sufcgi.so
+
+# Debian packages the build and the integration suite use.
+DEB_PACKAGES := apache2 apache2-dev libclang-dev clang pkg-config php-cgi \
+                libfcgi-dev libfcgi-bin libfcgi-perl python3-pip curl
+PY_PACKAGES  := flup pytest
+
+.PHONY: all build deps test unit integration demo clean
+
+all: build
+
+build: deps-build
+	$(CARGO) build --release
+	mkdir -p $(BUILD)
+	cp target/release/libsufcgi.so $(MODULE)
+	@echo "built $(MODULE)"
+
+# Install only what is missing, so repeated runs cost nothing.
+.PHONY: deps-build
+deps-build:
+	@missing=""; for p in apache2-dev libclang-dev clang; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+deps: deps-build
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@for m in $(PY_PACKAGES); do \
+	  $(PYTHON) -c "import $$m" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --break-system-packages $$m; done
+
+unit:
+	$(CARGO) test --no-default-features --lib
+
+integration: deps build
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/
+
+test: deps build unit integration
+
+demo: deps build
+	$(PYTHON) tests/demo.py
+
+clean:
+	rm -rf $(BUILD) target

@@ -1,0 +1,241 @@
+//! Hook registration and the configuration-time hooks: start (or update) the
+//! supervisor in the root parent, close what children must not hold, and route
+//! requests to our handler in fixups.
+
+use super::apr::bytes;
+use super::config::{self, server_conf, server_conf_mut};
+use super::guard::guard;
+use super::{ffi, handler, log, runtime};
+use crate::core::hostconfig::{HostConfig, VhostConfig};
+use crate::core::scoreboard::Scoreboard;
+use crate::core::supervisor::{self, SupervisorHandle};
+use std::ffi::{CString, OsStr};
+use std::os::raw::c_int;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::ptr;
+
+pub const HANDLER_APP: &[u8] = b"sufcgi-app";
+pub const HANDLER_WRAPPER: &[u8] = b"sufcgi-wrapper";
+pub const HANDLER_SCRIPT: &[u8] = b"sufcgi-script";
+
+pub unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
+    // SAFETY: called by httpd while loading the module; the hook functions are
+    // 'static and the predecessor/successor lists are null.
+    unsafe {
+        ffi::ap_hook_post_config(Some(post_config), ptr::null(), ptr::null(), ffi::APR_HOOK_MIDDLE as c_int);
+        ffi::ap_hook_child_init(Some(child_init), ptr::null(), ptr::null(), ffi::APR_HOOK_MIDDLE as c_int);
+        // Before mod_dir's fixup, which would otherwise look for index files
+        // (or redirect) inside a directory that an app serves.
+        ffi::ap_hook_fixups(Some(fixups), ptr::null(), ptr::null(), ffi::APR_HOOK_FIRST as c_int);
+        ffi::ap_hook_handler(Some(handler::handler), ptr::null(), ptr::null(), ffi::APR_HOOK_MIDDLE as c_int);
+    }
+}
+
+fn lookup_user(name: &[u8]) -> Option<(u32, u32)> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: getpwnam is called from the single-threaded parent at config time;
+    // the result is copied out before any other passwd call.
+    unsafe { libc::getpwnam(c.as_ptr()).as_ref().map(|pw| (pw.pw_uid, pw.pw_gid)) }
+}
+
+fn lookup_group(name: &[u8]) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: as lookup_user.
+    unsafe { libc::getgrnam(c.as_ptr()).as_ref().map(|g| g.gr_gid) }
+}
+
+/// The vhost table the supervisor derives identities from.
+///
+/// # Safety
+/// `s` is the main server of a fully read configuration.
+unsafe fn host_config(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server_rec, generation: u64) -> Result<HostConfig, String> {
+    // SAFETY: s and its chain are live for the whole generation.
+    unsafe {
+        let main = server_conf(s).cloned().unwrap_or_default();
+        let socket_dir = match &main.socket_dir {
+            Some(d) => d.clone(),
+            None => {
+                let p = ffi::ap_runtime_dir_relative(pconf, c"sufcgi".as_ptr());
+                PathBuf::from(OsStr::from_bytes(bytes(p).ok_or("no runtime directory")?))
+            }
+        };
+        let mut hc = HostConfig::new(socket_dir, ffi::ap_unixd_config.user_id, ffi::ap_unixd_config.group_id);
+        hc.generation = generation;
+        if let Some(v) = main.min_uid {
+            hc.min_uid = v;
+        }
+        if let Some(v) = main.min_gid {
+            hc.min_gid = v;
+        }
+        if let Some(v) = main.max_workers_ceiling {
+            hc.max_workers_ceiling = v;
+        }
+        if let Some(v) = main.max_workers_per_owner {
+            hc.max_workers_per_owner = v;
+        }
+        if let Some(v) = main.max_workers_total {
+            hc.max_workers_total = v;
+        }
+        hc.blocked_env = main.blocked_env.clone();
+
+        let core_index = (*ptr::addr_of!(ffi::core_module)).module_index as usize;
+        let mut srv = s;
+        let mut index = 0u32;
+        while !srv.is_null() {
+            let conf = server_conf_mut(srv).ok_or("module configuration missing")?;
+            conf.vhost_index = index;
+            let owner = match &conf.owner {
+                None => None,
+                Some((user, group)) => {
+                    let (uid, mut gid) = lookup_user(user)
+                        .ok_or_else(|| format!("SuFcgiOwner: no such user '{}'", String::from_utf8_lossy(user)))?;
+                    if let Some(g) = group {
+                        gid = lookup_group(g)
+                            .ok_or_else(|| format!("SuFcgiOwner: no such group '{}'", String::from_utf8_lossy(g)))?;
+                    }
+                    Some((uid, gid))
+                }
+            };
+            let core = *((*srv).module_config as *mut *mut ffi::core_server_config).add(core_index);
+            let docroot = core.as_ref().and_then(|c| bytes(c.ap_document_root)).unwrap_or(b"");
+            let name = format!("{}:{}", String::from_utf8_lossy(bytes((*srv).server_hostname).unwrap_or(b"")), (*srv).port);
+            hc.vhosts.push(VhostConfig { name, owner, document_root: PathBuf::from(OsStr::from_bytes(docroot)) });
+            index += 1;
+            srv = (*srv).next;
+        }
+        Ok(hc)
+    }
+}
+
+unsafe extern "C" fn post_config(
+    pconf: *mut ffi::apr_pool_t,
+    _plog: *mut ffi::apr_pool_t,
+    _ptemp: *mut ffi::apr_pool_t,
+    s: *mut ffi::server_rec,
+) -> c_int {
+    guard("post_config", ffi::HTTP_INTERNAL_SERVER_ERROR as c_int, |m| log::server(s, log::ERR, m), || {
+        // SAFETY: httpd runs post_config in the single-threaded parent with a
+        // complete configuration; `s` is the main server.
+        unsafe {
+            // The first of httpd's two start-up passes only checks the config:
+            // forking a supervisor there would leak one.
+            if ffi::ap_state_query(ffi::AP_SQ_MAIN_STATE as c_int) == ffi::AP_SQ_MS_CREATE_PRE_CONFIG as c_int {
+                return ffi::OK as c_int;
+            }
+            let generation = ffi::ap_state_query(ffi::AP_SQ_CONFIG_GEN as c_int).max(0) as u64;
+            let hc = match host_config(pconf, s, generation) {
+                Ok(hc) => hc,
+                Err(e) => {
+                    log::server(s, log::ERR, &format!("sufcgi: {e}"));
+                    return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int;
+                }
+            };
+            runtime::set(None);
+            if libc::geteuid() != 0 {
+                log::server(s, log::WARNING, "sufcgi: httpd was not started as root, so workers cannot run as their owners; sufcgi requests will be answered 503");
+                return ffi::OK as c_int;
+            }
+            let Some(persist) = runtime::persist((*(*s).process).pool) else {
+                return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int;
+            };
+            if persist.scoreboard.is_null() {
+                match Scoreboard::create(runtime::SCOREBOARD_SLOTS) {
+                    Ok(sb) => {
+                        let (p, n) = sb.as_raw();
+                        persist.scoreboard = p;
+                        persist.scoreboard_slots = n;
+                    }
+                    Err(e) => {
+                        log::server(s, log::ERR, &format!("sufcgi: cannot create the scoreboard: {e}"));
+                        return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int;
+                    }
+                }
+            }
+            // The mapping lives for the whole process (never unmapped), shared
+            // by every generation's children and the supervisor.
+            let scoreboard = Scoreboard::from_raw(persist.scoreboard, persist.scoreboard_slots);
+
+            let mut updated = false;
+            if persist.supervisor_pid > 0 {
+                let h = SupervisorHandle::from_raw(persist.supervisor_pid, persist.control_fd);
+                if h.is_alive() && h.send_config(&hc).is_ok() {
+                    updated = true;
+                }
+                let (pid, fd) = h.into_raw();
+                persist.supervisor_pid = pid;
+                persist.control_fd = fd;
+                if !updated && fd >= 0 {
+                    libc::close(fd);
+                    persist.control_fd = -1;
+                }
+            }
+            if !updated {
+                match supervisor::start(&hc, &scoreboard) {
+                    Ok(h) => {
+                        let (pid, fd) = h.into_raw();
+                        persist.supervisor_pid = pid;
+                        persist.control_fd = fd;
+                        log::server(s, log::INFO, &format!("sufcgi: supervisor started, pid {pid}"));
+                    }
+                    Err(e) => {
+                        log::server(s, log::ERR, &format!("sufcgi: cannot start the supervisor: {e}"));
+                        return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int;
+                    }
+                }
+            }
+            let io_timeout_ms = ((*s).timeout / 1000).clamp(1000, i32::MAX as i64) as i32;
+            runtime::set(Some(runtime::Runtime { generation, socket_dir: hc.socket_dir.clone(), scoreboard, io_timeout_ms }));
+            ffi::OK as c_int
+        }
+    })
+}
+
+unsafe extern "C" fn child_init(_p: *mut ffi::apr_pool_t, s: *mut ffi::server_rec) {
+    guard("child_init", (), |m| log::server(s, log::ERR, m), || {
+        // SAFETY: runs in each new child; the process pool is live and the
+        // Persist record was created by the parent before forking.
+        unsafe {
+            // Only the parent may send configuration: a child (possibly
+            // compromised later) must not hold the control channel.
+            if let Some(p) = runtime::persist((*(*s).process).pool) {
+                if p.control_fd >= 0 {
+                    libc::close(p.control_fd);
+                    p.control_fd = -1;
+                }
+            }
+        }
+    })
+}
+
+/// Route requests: an app owns its whole directory tree; otherwise a wrapper
+/// extension or `AddHandler sufcgi-script` picks the handler.
+unsafe extern "C" fn fixups(r: *mut ffi::request_rec) -> c_int {
+    guard("fixups", ffi::DECLINED, |m| log::request(r, log::ERR, m.as_bytes()), || {
+        // SAFETY: httpd passes the live request in its fixups phase.
+        unsafe {
+            let Some(cfg) = config::dir_conf(r) else { return ffi::DECLINED };
+            let rr = &mut *r;
+            if cfg.app().is_some() {
+                rr.handler = c"sufcgi-app".as_ptr();
+                // The app answers for directories too: keep mod_dir and
+                // mod_autoindex from redirecting or listing them.
+                if rr.finfo.filetype == ffi::apr_filetype_e_APR_DIR {
+                    rr.finfo.filetype = ffi::apr_filetype_e_APR_NOFILE;
+                }
+                return ffi::DECLINED;
+            }
+            if bytes(rr.handler) == Some(HANDLER_SCRIPT) {
+                return ffi::DECLINED;
+            }
+            if rr.finfo.filetype == ffi::apr_filetype_e_APR_REG {
+                if let Some(name) = bytes(rr.filename) {
+                    if cfg.wrapper_for(name).is_some() {
+                        rr.handler = c"sufcgi-wrapper".as_ptr();
+                    }
+                }
+            }
+            ffi::DECLINED
+        }
+    })
+}

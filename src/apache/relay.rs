@@ -1,0 +1,309 @@
+//! One FastCGI request over one connection to a pool socket: params out, the
+//! request body streamed in STDIN records as it arrives, the response streamed
+//! back to the client as it comes. Blocking httpd I/O on the client side,
+//! poll() on the backend side, so neither direction can deadlock the other.
+
+use super::apr::{pstr, table_add, table_set};
+use super::{ffi, log};
+use crate::core::fastcgi::cgi_headers::CgiHeaders;
+use crate::core::fastcgi::record::{self, FCGI_RESPONDER, STDIN};
+use crate::core::fastcgi::response::{Event, ResponseDecoder};
+use crate::core::fastcgi::params;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::raw::{c_char, c_int};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+const REQUEST_ID: u16 = 1;
+/// Response headers beyond this are a broken backend, not a reason to grow.
+pub const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
+const CHUNK: usize = 65535;
+
+/// Hop-by-hop headers a CGI response must not pass to the client.
+const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection"];
+
+/// Non-blocking connect to a pool socket. ENOENT/ECONNREFUSED mean the pool is
+/// gone (ask the supervisor again); EAGAIN means its backlog is full.
+pub fn connect(path: &Path) -> io::Result<OwnedFd> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as c_char;
+    }
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    // SAFETY: addr is initialised and len covers the family plus the path and its NUL.
+    let rc = unsafe { libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
+fn poll_one(fd: c_int, events: i16, timeout_ms: i32) -> io::Result<i16> {
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if rc >= 0 {
+            return Ok(if rc == 0 { 0 } else { p.revents });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Put the app's CGI headers on the response.
+///
+/// # Safety
+/// `r` is the live request being handled, before any body was sent.
+unsafe fn apply_headers(r: *mut ffi::request_rec, h: &CgiHeaders) {
+    // SAFETY: r is live; strings are copied into r->pool or the tables.
+    unsafe {
+        let rr = &mut *r;
+        rr.status = h.status as c_int;
+        if let Some(reason) = &h.reason {
+            let mut line = format!("{} ", h.status).into_bytes();
+            line.extend_from_slice(reason);
+            rr.status_line = pstr(rr.pool, &line);
+        }
+        if let Some(ct) = &h.content_type {
+            let c = pstr(rr.pool, ct);
+            if !c.is_null() {
+                ffi::ap_set_content_type(r, c);
+            }
+        }
+        if let Some(loc) = &h.location {
+            table_set(rr.headers_out, b"Location", loc);
+        }
+        for (k, v) in &h.headers {
+            let lower = k.to_ascii_lowercase();
+            if HOP_BY_HOP.contains(&lower.as_slice()) {
+                continue;
+            }
+            // Set-Cookie goes with err_headers_out so it survives error pages, as CGI does.
+            if lower == b"set-cookie" {
+                table_add(rr.err_headers_out, k, v);
+            } else {
+                table_add(rr.headers_out, k, v);
+            }
+        }
+    }
+}
+
+/// What the handler returns: an HTTP status (httpd writes the error page) or OK.
+pub type Status = c_int;
+
+struct Exchange {
+    r: *mut ffi::request_rec,
+    headers_sent: bool,
+    client_gone: bool,
+    wrote_body: bool,
+    stderr_line: Vec<u8>,
+    end_protocol_status: Option<u8>,
+}
+
+impl Exchange {
+    /// # Safety
+    /// `self.r` is the live request.
+    unsafe fn on_event(&mut self, ev: Event<'_>) {
+        match ev {
+            Event::Headers(h) => {
+                // SAFETY: headers come before any body bytes.
+                unsafe { apply_headers(self.r, &h) };
+                self.headers_sent = true;
+            }
+            Event::Body(b) => {
+                if self.client_gone || b.is_empty() {
+                    return;
+                }
+                // SAFETY: r is live; ap_rwrite copies the bytes into its brigade.
+                let n = unsafe { ffi::ap_rwrite(b.as_ptr() as *const _, b.len() as c_int, self.r) };
+                if n < 0 {
+                    self.client_gone = true;
+                } else {
+                    self.wrote_body = true;
+                }
+            }
+            Event::Stderr(b) => {
+                for &c in b {
+                    if c == b'\n' {
+                        self.flush_stderr();
+                    } else if self.stderr_line.len() < 8192 {
+                        self.stderr_line.push(c);
+                    }
+                }
+            }
+            Event::End { protocol_status, .. } => self.end_protocol_status = Some(protocol_status),
+        }
+    }
+
+    fn flush_stderr(&mut self) {
+        if !self.stderr_line.is_empty() {
+            let mut msg = b"sufcgi: app stderr: ".to_vec();
+            msg.extend_from_slice(&self.stderr_line);
+            log::request(self.r, log::ERR, &msg);
+            self.stderr_line.clear();
+        }
+    }
+}
+
+/// Run one request on connected socket `sock`.
+///
+/// # Safety
+/// `r` is the live request in its handler phase.
+pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], timeout_ms: i32) -> Status {
+    let fd = sock.as_raw_fd();
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    record::write_begin_request(&mut out, REQUEST_ID, FCGI_RESPONDER, 0);
+    params::write_params(&mut out, REQUEST_ID, pairs);
+
+    // SAFETY: r is live; this prepares httpd's body reading (dechunked).
+    let rc = unsafe { ffi::ap_setup_client_block(r, ffi::REQUEST_CHUNKED_DECHUNK as c_int) };
+    if rc != ffi::OK as c_int {
+        return rc;
+    }
+    // SAFETY: as above.
+    let mut body_done = unsafe { ffi::ap_should_client_block(r) } == 0;
+    if body_done {
+        record::write_stream_end(&mut out, STDIN, REQUEST_ID);
+    }
+    let mut out_pos = 0usize;
+    let mut backend_closed_input = false;
+    let mut client_buf = vec![0u8; CHUNK];
+    let mut backend_buf = vec![0u8; CHUNK + 8];
+    let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS);
+    let mut ex = Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr_line: Vec::new(), end_protocol_status: None };
+    let mut failure: Option<(Status, String)> = None;
+
+    loop {
+        if out_pos == out.len() && !body_done && !backend_closed_input {
+            out.clear();
+            out_pos = 0;
+            // SAFETY: client_buf is CHUNK bytes long; httpd fills at most that.
+            let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
+            if n < 0 {
+                failure = Some((ffi::HTTP_BAD_REQUEST as Status, "reading the request body from the client failed".into()));
+                break;
+            } else if n == 0 {
+                record::write_stream_end(&mut out, STDIN, REQUEST_ID);
+                body_done = true;
+            } else {
+                record::write_stream(&mut out, STDIN, REQUEST_ID, &client_buf[..n as usize]);
+            }
+        }
+        let want_write = out_pos < out.len() && !backend_closed_input;
+        let events = libc::POLLIN | if want_write { libc::POLLOUT } else { 0 };
+        let rev = match poll_one(fd, events, timeout_ms) {
+            Ok(0) => {
+                failure = Some((ffi::HTTP_GATEWAY_TIME_OUT as Status, format!("the app sent nothing for {} s", timeout_ms / 1000)));
+                break;
+            }
+            Ok(rev) => rev,
+            Err(e) => {
+                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, format!("poll on the app socket failed: {e}")));
+                break;
+            }
+        };
+        if want_write && rev & libc::POLLOUT != 0 {
+            // SAFETY: writing from our own buffer to our own socket.
+            let n = unsafe { libc::send(fd, out[out_pos..].as_ptr() as *const _, out.len() - out_pos, libc::MSG_NOSIGNAL) };
+            if n >= 0 {
+                out_pos += n as usize;
+            } else {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
+                    // The app stopped reading (it may already have answered):
+                    // keep reading its response, send nothing more.
+                    backend_closed_input = true;
+                    out.clear();
+                    out_pos = 0;
+                }
+            }
+        }
+        if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            // SAFETY: reading into our own buffer from our own socket.
+            let n = unsafe { libc::recv(fd, backend_buf.as_mut_ptr() as *mut _, backend_buf.len(), 0) };
+            if n == 0 {
+                break;
+            }
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, format!("reading from the app failed: {e}")));
+                break;
+            }
+            let n = n as usize;
+            let mut sink = |ev: Event<'_>| {
+                // SAFETY: r is live for the whole exchange.
+                unsafe { ex.on_event(ev) }
+            };
+            if let Err(e) = dec.feed(&backend_buf[..n], &mut sink) {
+                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, format!("the app sent malformed FastCGI: {e}")));
+                break;
+            }
+            if ex.client_gone {
+                break;
+            }
+            // A short read means the socket is drained for now: push what we
+            // have to the client instead of waiting for more (streaming).
+            if ex.wrote_body && n < backend_buf.len() && !dec.is_done() {
+                // SAFETY: r is live.
+                if unsafe { ffi::ap_rflush(r) } < 0 {
+                    ex.client_gone = true;
+                    break;
+                }
+            }
+            if dec.is_done() {
+                break;
+            }
+        }
+    }
+    ex.flush_stderr();
+    drop(sock);
+
+    if failure.is_none() && !ex.client_gone {
+        if let Err(e) = dec.finish() {
+            failure = Some((ffi::HTTP_BAD_GATEWAY as Status, format!("the app's response ended early: {e}")));
+        }
+    }
+    if let Some(ps) = ex.end_protocol_status {
+        if ps != record::REQUEST_COMPLETE && !ex.headers_sent {
+            failure = Some((ffi::HTTP_SERVICE_UNAVAILABLE as Status, format!("the app refused the request (FastCGI protocol status {ps})")));
+        }
+    }
+    match failure {
+        None => ffi::OK as Status,
+        Some((status, why)) => {
+            log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
+            if ex.headers_sent {
+                // Too late for an error page: make sure the client sees a
+                // truncated response rather than a complete-looking one.
+                // SAFETY: r and its connection are live.
+                unsafe {
+                    (*(*r).connection).keepalive = ffi::ap_conn_keepalive_e_AP_CONN_CLOSE;
+                    (*(*r).connection).aborted = 1;
+                }
+                ffi::OK as Status
+            } else {
+                status
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! State that outlives one configuration generation (kept in httpd's process
+//! pool: the supervisor, its control channel, the scoreboard) and the
+//! per-generation view the request path reads.
+//!
+//! httpd unloads and reloads DSO modules on every restart, so Rust statics
+//! start empty each generation; anything that must survive a graceful restart
+//! lives in the process pool's userdata instead.
+
+use super::ffi;
+use crate::core::scoreboard::Scoreboard;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// Number of scoreboard slots: the most pools that can be live at once.
+pub const SCOREBOARD_SLOTS: u32 = 8192;
+
+const PERSIST_KEY: &std::ffi::CStr = c"sufcgi:persist";
+
+/// Lives in the process pool, written only by the single-threaded parent.
+#[repr(C)]
+pub struct Persist {
+    pub supervisor_pid: libc::pid_t,
+    pub control_fd: libc::c_int,
+    pub scoreboard: *mut u8,
+    pub scoreboard_slots: u32,
+}
+
+/// The process-lifetime record, created on first use.
+///
+/// # Safety
+/// `pool` must be httpd's process pool; call only from the parent at config time
+/// (or from child_init, which only reads and clears the control fd).
+pub unsafe fn persist(pool: *mut ffi::apr_pool_t) -> Option<&'static mut Persist> {
+    let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: the key is a static string; APR writes the stored pointer or null.
+    unsafe { ffi::apr_pool_userdata_get(&mut data, PERSIST_KEY.as_ptr(), pool) };
+    if data.is_null() {
+        // SAFETY: apr_palloc returns memory living as long as the process pool;
+        // we initialise every field before publishing it.
+        unsafe {
+            let p = ffi::apr_palloc(pool, std::mem::size_of::<Persist>()) as *mut Persist;
+            if p.is_null() {
+                return None;
+            }
+            p.write(Persist { supervisor_pid: 0, control_fd: -1, scoreboard: std::ptr::null_mut(), scoreboard_slots: 0 });
+            // The key must outlive the pool: a static string.
+            ffi::apr_pool_userdata_setn(p as *const _, PERSIST_KEY.as_ptr(), None, pool);
+            data = p as *mut _;
+        }
+    }
+    // SAFETY: data points to the Persist stored above (or in an earlier generation).
+    unsafe { (data as *mut Persist).as_mut() }
+}
+
+/// What request handling needs, fixed for one generation.
+pub struct Runtime {
+    pub generation: u64,
+    pub socket_dir: PathBuf,
+    pub scoreboard: Scoreboard,
+    /// Max seconds to wait for the backend on any one read or write.
+    pub io_timeout_ms: i32,
+}
+
+static RUNTIME: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
+
+pub fn set(rt: Option<Runtime>) {
+    let mut g = RUNTIME.write().unwrap_or_else(|e| e.into_inner());
+    *g = rt.map(Arc::new);
+}
+
+/// None when the module is inactive (httpd not started as root).
+pub fn get() -> Option<Arc<Runtime>> {
+    RUNTIME.read().unwrap_or_else(|e| e.into_inner()).clone()
+}

@@ -1,0 +1,373 @@
+//! The customer directive model: parsing and validating values, and inheritance
+//! down the directory tree. Shared by the Apache glue (which gets tokens from
+//! httpd's parser) and the lighttpd glue (which reads `.htaccess` itself).
+
+use std::path::{Component, Path, PathBuf};
+
+/// Upper bound for values written in `.htaccess`; the host ceiling clamps further.
+pub const MAX_WORKERS_LIMIT: u32 = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppDef {
+    /// The directory whose tree the app serves (where the directive was written).
+    pub dir: PathBuf,
+    /// Absolute path of the app file (inside `dir`).
+    pub program: PathBuf,
+    pub args: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSetting {
+    /// `SuFcgiApp off`: this subtree is Apache's again.
+    Off,
+    On(AppDef),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wrapper {
+    /// Including the dot, e.g. `.php`.
+    pub ext: Vec<u8>,
+    pub command: PathBuf,
+    pub args: Vec<Vec<u8>>,
+    /// Directory where the directive was written: the pool's working directory.
+    pub dir: PathBuf,
+}
+
+/// Merged per-directory settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirConfig {
+    pub app: Option<AppSetting>,
+    pub wrappers: Vec<Wrapper>,
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    pub max_workers: Option<u32>,
+    /// Customer files (`.htaccess`) that contributed a directive; the supervisor
+    /// checks their ownership before running anything they configure.
+    pub sources: Vec<PathBuf>,
+}
+
+/// The customer directives, by name as written in `.htaccess`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Directive {
+    App,
+    Wrapper,
+    Env,
+    MaxWorkers,
+}
+
+impl Directive {
+    pub const ALL: [Directive; 4] = [Directive::App, Directive::Wrapper, Directive::Env, Directive::MaxWorkers];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Directive::App => "SuFcgiApp",
+            Directive::Wrapper => "SuFcgiWrapper",
+            Directive::Env => "SuFcgiEnv",
+            Directive::MaxWorkers => "SuFcgiMaxWorkers",
+        }
+    }
+
+    pub fn usage(self) -> &'static str {
+        match self {
+            Directive::App => "FILE [ARG...] | off -- serve this directory tree with the FastCGI app FILE",
+            Directive::Wrapper => "COMMAND [ARG...] .EXT -- run existing *.EXT files through COMMAND (e.g. /usr/bin/php-cgi .php)",
+            Directive::Env => "NAME VALUE -- extra environment variable for this directory's workers",
+            Directive::MaxWorkers => "N -- at most N worker processes for this app (clamped to the host's ceiling)",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Directive> {
+        Directive::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// Apply one directive occurrence to `cfg`.
+///
+/// `dir` is the directory the directive applies to (the `.htaccess` directory),
+/// `source` the customer file it came from (None for server config), and
+/// `env_allowed` the host's environment policy. The error is the reason only;
+/// the caller adds file and line.
+pub fn apply(
+    cfg: &mut DirConfig,
+    directive: Directive,
+    args: &[&[u8]],
+    dir: &Path,
+    source: Option<&Path>,
+    env_allowed: &dyn Fn(&[u8]) -> bool,
+) -> Result<(), String> {
+    let name = directive.name();
+    match directive {
+        Directive::App => {
+            let Some((first, rest)) = args.split_first() else {
+                return Err(format!("{name} needs a FILE (or 'off')"));
+            };
+            if first.eq_ignore_ascii_case(b"off") {
+                if !rest.is_empty() {
+                    return Err(format!("{name} off takes no further arguments"));
+                }
+                cfg.app = Some(AppSetting::Off);
+            } else {
+                let rel = relative_path(first).map_err(|e| format!("{name}: {e}"))?;
+                for a in rest {
+                    check_arg(a).map_err(|e| format!("{name}: {e}"))?;
+                }
+                cfg.app = Some(AppSetting::On(AppDef {
+                    dir: dir.to_path_buf(),
+                    program: dir.join(rel),
+                    args: rest.iter().map(|a| a.to_vec()).collect(),
+                }));
+            }
+        }
+        Directive::Wrapper => {
+            if args.len() < 2 {
+                return Err(format!("{name} needs a COMMAND and an extension, e.g. '{name} /usr/bin/php-cgi .php'"));
+            }
+            let ext = args[args.len() - 1];
+            check_extension(ext).map_err(|e| format!("{name}: {e}"))?;
+            let command = args[0];
+            if !command.starts_with(b"/") {
+                return Err(format!("{name}: the command '{}' must be an absolute path", lossy(command)));
+            }
+            let command = path_from_bytes(command).map_err(|e| format!("{name}: {e}"))?;
+            let middle = &args[1..args.len() - 1];
+            for a in middle {
+                check_arg(a).map_err(|e| format!("{name}: {e}"))?;
+            }
+            let w = Wrapper {
+                ext: ext.to_vec(),
+                command,
+                args: middle.iter().map(|a| a.to_vec()).collect(),
+                dir: dir.to_path_buf(),
+            };
+            cfg.wrappers.retain(|x| x.ext != w.ext);
+            cfg.wrappers.push(w);
+        }
+        Directive::Env => {
+            let [n, v] = args else {
+                return Err(format!("{name} takes exactly two arguments: NAME VALUE"));
+            };
+            if !is_env_name(n) {
+                return Err(format!("{name}: '{}' is not a valid environment variable name", lossy(n)));
+            }
+            if !env_allowed(n) {
+                return Err(format!("{name}: setting '{}' is not allowed on this server", lossy(n)));
+            }
+            if v.contains(&0) {
+                return Err(format!("{name}: the value of '{}' contains a NUL byte", lossy(n)));
+            }
+            cfg.env.retain(|(k, _)| k.as_slice() != *n);
+            cfg.env.push((n.to_vec(), v.to_vec()));
+        }
+        Directive::MaxWorkers => {
+            let [n] = args else {
+                return Err(format!("{name} takes exactly one number"));
+            };
+            cfg.max_workers = Some(parse_count(n, 1, MAX_WORKERS_LIMIT).map_err(|e| format!("{name}: {e}"))?);
+        }
+    }
+    if let Some(src) = source {
+        if !cfg.sources.iter().any(|s| s == src) {
+            cfg.sources.push(src.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// Inheritance: `add` (deeper directory) overrides `base`; env and wrappers are
+/// merged by name/extension.
+pub fn merge(base: &DirConfig, add: &DirConfig) -> DirConfig {
+    let mut out = base.clone();
+    if add.app.is_some() {
+        out.app = add.app.clone();
+    }
+    for w in &add.wrappers {
+        out.wrappers.retain(|x| x.ext != w.ext);
+        out.wrappers.push(w.clone());
+    }
+    for (k, v) in &add.env {
+        out.env.retain(|(bk, _)| bk != k);
+        out.env.push((k.clone(), v.clone()));
+    }
+    if add.max_workers.is_some() {
+        out.max_workers = add.max_workers;
+    }
+    for s in &add.sources {
+        if !out.sources.contains(s) {
+            out.sources.push(s.clone());
+        }
+    }
+    out
+}
+
+impl DirConfig {
+    /// The wrapper configured for a file name, if any.
+    pub fn wrapper_for(&self, file_name: &[u8]) -> Option<&Wrapper> {
+        self.wrappers.iter().find(|w| file_name.len() > w.ext.len() && file_name.ends_with(&w.ext))
+    }
+
+    pub fn app(&self) -> Option<&AppDef> {
+        match &self.app {
+            Some(AppSetting::On(def)) => Some(def),
+            _ => None,
+        }
+    }
+}
+
+/// Parse a decimal count in `min..=max`.
+pub fn parse_count(v: &[u8], min: u32, max: u32) -> Result<u32, String> {
+    let s = std::str::from_utf8(v).map_err(|_| format!("'{}' is not a number", lossy(v)))?;
+    match s.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a number between {min} and {max}")),
+    }
+}
+
+pub fn is_env_name(n: &[u8]) -> bool {
+    match n.split_first() {
+        Some((f, rest)) => {
+            (f.is_ascii_alphabetic() || *f == b'_') && rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        }
+        None => false,
+    }
+}
+
+fn check_arg(a: &[u8]) -> Result<(), String> {
+    if a.contains(&0) {
+        return Err("an argument contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+fn check_extension(ext: &[u8]) -> Result<(), String> {
+    let ok = ext.len() >= 2
+        && ext[0] == b'.'
+        && ext[1..].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("the last argument '{}' must be a file extension such as .php", lossy(ext)))
+    }
+}
+
+/// A FILE argument: relative, no `..`, so an app always lies inside its directory.
+fn relative_path(v: &[u8]) -> Result<PathBuf, String> {
+    let p = path_from_bytes(v)?;
+    if p.is_absolute() {
+        return Err(format!("'{}' must be a path relative to this directory", lossy(v)));
+    }
+    if p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(format!("'{}' must not leave this directory", lossy(v)));
+    }
+    Ok(p)
+}
+
+fn path_from_bytes(v: &[u8]) -> Result<PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    if v.is_empty() || v.contains(&0) {
+        return Err("empty path or NUL byte in path".into());
+    }
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(v)))
+}
+
+fn lossy(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allow_all(_: &[u8]) -> bool {
+        true
+    }
+
+    fn run(cfg: &mut DirConfig, d: Directive, args: &[&str]) -> Result<(), String> {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        apply(cfg, d, &a, Path::new("/home/a/www/app"), Some(Path::new("/home/a/www/app/.htaccess")), &allow_all)
+    }
+
+    #[test]
+    fn app_is_relative_to_its_directory() {
+        let mut c = DirConfig::default();
+        run(&mut c, Directive::App, &["app.py", "--x"]).unwrap();
+        let def = c.app().unwrap();
+        assert_eq!(def.program, Path::new("/home/a/www/app/app.py"));
+        assert_eq!(def.args, vec![b"--x".to_vec()]);
+        assert_eq!(c.sources, vec![PathBuf::from("/home/a/www/app/.htaccess")]);
+        assert!(run(&mut c, Directive::App, &["/usr/bin/python3"]).unwrap_err().contains("relative"));
+        assert!(run(&mut c, Directive::App, &["../other/app.py"]).unwrap_err().contains("leave"));
+        assert!(run(&mut c, Directive::App, &[]).is_err());
+    }
+
+    #[test]
+    fn app_off_overrides_parent() {
+        let mut parent = DirConfig::default();
+        run(&mut parent, Directive::App, &["app.py"]).unwrap();
+        let mut child = DirConfig::default();
+        run(&mut child, Directive::App, &["Off"]).unwrap();
+        let merged = merge(&parent, &child);
+        assert_eq!(merged.app, Some(AppSetting::Off));
+        assert!(merged.app().is_none());
+        assert!(run(&mut child, Directive::App, &["off", "x"]).is_err());
+    }
+
+    #[test]
+    fn wrapper_needs_absolute_command_and_extension() {
+        let mut c = DirConfig::default();
+        run(&mut c, Directive::Wrapper, &["/usr/bin/php-cgi", ".php"]).unwrap();
+        run(&mut c, Directive::Wrapper, &["/usr/bin/php-cgi", "-d", "x=1", ".php"]).unwrap();
+        assert_eq!(c.wrappers.len(), 1, "same extension replaces");
+        assert_eq!(c.wrappers[0].args, vec![b"-d".to_vec(), b"x=1".to_vec()]);
+        assert!(c.wrapper_for(b"index.php").is_some());
+        assert!(c.wrapper_for(b".php").is_none());
+        assert!(c.wrapper_for(b"index.phps").is_none());
+        assert!(run(&mut c, Directive::Wrapper, &["php-cgi", ".php"]).unwrap_err().contains("absolute"));
+        assert!(run(&mut c, Directive::Wrapper, &["/usr/bin/php-cgi", "php"]).unwrap_err().contains("extension"));
+        assert!(run(&mut c, Directive::Wrapper, &["/usr/bin/php-cgi"]).is_err());
+    }
+
+    #[test]
+    fn env_rules() {
+        let mut c = DirConfig::default();
+        run(&mut c, Directive::Env, &["APP_MODE", "prod"]).unwrap();
+        run(&mut c, Directive::Env, &["APP_MODE", "dev"]).unwrap();
+        assert_eq!(c.env, vec![(b"APP_MODE".to_vec(), b"dev".to_vec())]);
+        assert!(run(&mut c, Directive::Env, &["1BAD", "x"]).unwrap_err().contains("not a valid"));
+        assert!(run(&mut c, Directive::Env, &["A-B", "x"]).is_err());
+        assert!(run(&mut c, Directive::Env, &["ONLYNAME"]).is_err());
+        let deny = |n: &[u8]| !n.starts_with(b"LD_");
+        let e = apply(&mut c, Directive::Env, &[b"LD_PRELOAD", b"/x.so"], Path::new("/d"), None, &deny).unwrap_err();
+        assert!(e.contains("not allowed"), "{e}");
+    }
+
+    #[test]
+    fn max_workers_range() {
+        let mut c = DirConfig::default();
+        run(&mut c, Directive::MaxWorkers, &["8"]).unwrap();
+        assert_eq!(c.max_workers, Some(8));
+        assert!(run(&mut c, Directive::MaxWorkers, &["lots"]).unwrap_err().contains("not a number"));
+        assert!(run(&mut c, Directive::MaxWorkers, &["0"]).is_err());
+        assert!(run(&mut c, Directive::MaxWorkers, &["99999"]).is_err());
+        assert!(run(&mut c, Directive::MaxWorkers, &["-1"]).is_err());
+    }
+
+    #[test]
+    fn merge_env_and_wrappers_by_key() {
+        let mut a = DirConfig::default();
+        run(&mut a, Directive::Env, &["X", "1"]).unwrap();
+        run(&mut a, Directive::Env, &["Y", "1"]).unwrap();
+        run(&mut a, Directive::Wrapper, &["/usr/bin/php-cgi", ".php"]).unwrap();
+        run(&mut a, Directive::MaxWorkers, &["3"]).unwrap();
+        let mut b = DirConfig::default();
+        run(&mut b, Directive::Env, &["Y", "2"]).unwrap();
+        let m = merge(&a, &b);
+        assert_eq!(m.env, vec![(b"X".to_vec(), b"1".to_vec()), (b"Y".to_vec(), b"2".to_vec())]);
+        assert_eq!(m.max_workers, Some(3));
+        assert_eq!(m.wrappers.len(), 1);
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        assert_eq!(Directive::from_name("sufcgiapp"), Some(Directive::App));
+        assert_eq!(Directive::from_name("SuFcgiNope"), None);
+    }
+}

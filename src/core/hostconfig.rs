@@ -1,0 +1,80 @@
+//! What the host (server config) decides: identities per vhost, floors and ceilings.
+//!
+//! Built by the server glue in the privileged parent at start-up and on every
+//! graceful restart, and handed to the supervisor over its control channel.
+//! Customer directives can never change anything here.
+
+use std::path::PathBuf;
+
+/// Defaults that are safe with nothing but the `LoadModule` line.
+pub const DEFAULT_MIN_UID: u32 = 1000;
+pub const DEFAULT_MIN_GID: u32 = 1000;
+pub const DEFAULT_MAX_WORKERS: u32 = 4;
+pub const DEFAULT_MAX_WORKERS_CEILING: u32 = 16;
+pub const DEFAULT_MAX_WORKERS_PER_OWNER: u32 = 32;
+pub const DEFAULT_MAX_WORKERS_TOTAL: u32 = 512;
+
+/// Environment names a customer may never set, whatever the host adds.
+pub const ALWAYS_BLOCKED_ENV: &[&str] = &["PHPRC", "PHP_VALUE", "PHP_ADMIN_VALUE", "HTTP_PROXY", "PATH"];
+/// Environment name prefixes a customer may never set.
+pub const ALWAYS_BLOCKED_ENV_PREFIXES: &[&str] = &["LD_"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Server configuration generation; children quote it so the supervisor
+    /// resolves their vhost index against the table they were forked with.
+    pub generation: u64,
+    pub min_uid: u32,
+    pub min_gid: u32,
+    /// Ceiling for a customer's `SuFcgiMaxWorkers`.
+    pub max_workers_ceiling: u32,
+    /// Live workers one owner (uid) may have across all its pools.
+    pub max_workers_per_owner: u32,
+    /// Live workers across the whole server.
+    pub max_workers_total: u32,
+    /// Where pool sockets and the supervisor socket live (root-owned, 0750 root:server_gid).
+    pub socket_dir: PathBuf,
+    /// The uid/gid the server's children run as: the only peers the supervisor serves.
+    pub server_uid: u32,
+    pub server_gid: u32,
+    /// Extra environment names the host forbids in `SuFcgiEnv`.
+    pub blocked_env: Vec<String>,
+    /// Indexed by the position the glue assigned (Apache: order of server_rec chain).
+    pub vhosts: Vec<VhostConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostConfig {
+    /// For logs and pool keys: "name:port".
+    pub name: String,
+    /// `SuFcgiOwner`, already resolved to ids by the privileged parent.
+    pub owner: Option<(u32, u32)>,
+    /// The vhost's DocumentRoot; its owner (lstat) is the identity when `owner` is None.
+    pub document_root: PathBuf,
+}
+
+impl HostConfig {
+    pub fn new(socket_dir: PathBuf, server_uid: u32, server_gid: u32) -> HostConfig {
+        HostConfig {
+            generation: 0,
+            min_uid: DEFAULT_MIN_UID,
+            min_gid: DEFAULT_MIN_GID,
+            max_workers_ceiling: DEFAULT_MAX_WORKERS_CEILING,
+            max_workers_per_owner: DEFAULT_MAX_WORKERS_PER_OWNER,
+            max_workers_total: DEFAULT_MAX_WORKERS_TOTAL,
+            socket_dir,
+            server_uid,
+            server_gid,
+            blocked_env: Vec::new(),
+            vhosts: Vec::new(),
+        }
+    }
+
+    /// Whether a customer may set environment variable `name`.
+    pub fn env_allowed(&self, name: &[u8]) -> bool {
+        let blocked_exact = ALWAYS_BLOCKED_ENV.iter().any(|b| b.as_bytes() == name)
+            || self.blocked_env.iter().any(|b| b.as_bytes() == name);
+        let blocked_prefix = ALWAYS_BLOCKED_ENV_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()));
+        !(blocked_exact || blocked_prefix)
+    }
+}

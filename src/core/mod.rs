@@ -1,0 +1,11 @@
+//! The server-agnostic core. Nothing here may use a server's FFI.
+
+pub mod directives;
+pub mod fastcgi;
+pub mod hostconfig;
+pub mod identity;
+pub mod mapping;
+pub mod request;
+pub mod scoreboard;
+pub mod supervisor;
+pub mod sys;

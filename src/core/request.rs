@@ -1,0 +1,69 @@
+//! What a server child asks the supervisor for: a pool able to serve one app.
+//!
+//! The child describes *what* to run (from the merged directives); the
+//! supervisor decides *as whom* from its own host config and the filesystem,
+//! and checks every file itself. Nothing in here is trusted for identity.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AppKind {
+    /// `SuFcgiApp FILE [ARG…]`: one app serves a directory tree.
+    App = 1,
+    /// `SuFcgiWrapper COMMAND [ARG…] .EXT`: COMMAND serves every `*.EXT` script.
+    Wrapper = 2,
+    /// `AddHandler sufcgi-script`: the file itself is the app.
+    Script = 3,
+}
+
+/// A request for a ready pool. Encoded by `supervisor::protocol`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolSpec {
+    /// HostConfig generation the child was forked with.
+    pub generation: u64,
+    /// Index into `HostConfig::vhosts`.
+    pub vhost: u32,
+    pub kind: AppKind,
+    /// Absolute path of the program: the app file (App, Script) or the wrapper
+    /// command (Wrapper).
+    pub program: PathBuf,
+    /// Arguments after the program (argv[1..]).
+    pub args: Vec<Vec<u8>>,
+    /// Directory the worker runs in: the configuring directory (App, Wrapper)
+    /// or the script's directory (Script). Ownership is checked on it.
+    pub workdir: PathBuf,
+    /// The `.htaccess` files that configured this pool; each is ownership-checked.
+    pub config_files: Vec<PathBuf>,
+    /// `SuFcgiEnv` pairs, already validated by the directive parser; the
+    /// supervisor re-validates against the host's blocklist.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `SuFcgiMaxWorkers` as written (the supervisor clamps to the ceiling).
+    pub max_workers: u32,
+    /// For `~user` requests (mod_userdir): the user named in the URL. The
+    /// supervisor accepts it only if `program` lies inside that user's home.
+    pub userdir_user: Option<Vec<u8>>,
+}
+
+/// The supervisor's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolReply {
+    Ready(PoolInfo),
+    /// Nothing was spawned. `status` is the HTTP status to answer (403, 500, 503),
+    /// `reason` goes to the error log (never to the client).
+    Refused { status: u16, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolInfo {
+    /// The pool's listening socket (workers accept on it as fd 0).
+    pub socket_path: PathBuf,
+    /// Scoreboard slot of this pool and the slot's generation when assigned.
+    pub slot: u32,
+    pub slot_generation: u32,
+    /// The identity the pool runs as; the child uses it to check scripts
+    /// served through a wrapper (they must belong to the same owner).
+    pub uid: u32,
+    pub gid: u32,
+    /// Effective (clamped) worker maximum.
+    pub max_workers: u32,
+}

@@ -1,0 +1,76 @@
+//! The server child's side of the supervisor socket.
+//!
+//! One `Client` per child process; the glue guards it with a mutex and
+//! reconnects after fork or after any error (an error leaves the stream in
+//! an unknown state, so the client refuses further use once one happened).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::protocol::{self, Request};
+use crate::core::request::{PoolReply, PoolSpec};
+use crate::core::sys;
+
+/// How long `ensure` waits for the supervisor.
+pub const ENSURE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Client {
+    stream: UnixStream,
+    broken: bool,
+}
+
+impl Client {
+    pub fn connect(socket_path: &Path) -> io::Result<Client> {
+        let stream = UnixStream::connect(socket_path)?;
+        // Only a root supervisor (or one running as ourselves, in tests) is trusted.
+        let (_, uid, _) = sys::peer_cred(stream.as_raw_fd())?;
+        if uid != 0 && uid != sys::geteuid() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("supervisor socket {} is served by uid {uid}, not root", socket_path.display()),
+            ));
+        }
+        stream.set_read_timeout(Some(ENSURE_TIMEOUT))?;
+        stream.set_write_timeout(Some(ENSURE_TIMEOUT))?;
+        Ok(Client { stream, broken: false })
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.broken {
+            Err(io::Error::new(io::ErrorKind::NotConnected, "supervisor connection is broken; reconnect"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send(&mut self, r: &Request) -> io::Result<()> {
+        let frame = protocol::encode_request(r)?;
+        sys::send_all(self.stream.as_raw_fd(), &frame)
+    }
+
+    /// Asks for a ready pool; blocks up to `ENSURE_TIMEOUT`.
+    pub fn ensure(&mut self, spec: &PoolSpec) -> io::Result<PoolReply> {
+        self.check()?;
+        let result = self
+            .send(&Request::Ensure(spec.clone()))
+            .and_then(|_| protocol::read_payload(&mut self.stream))
+            .and_then(|p| protocol::decode_reply(&p).map_err(io::Error::from));
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    /// Tells the supervisor a pool looks saturated. No reply.
+    pub fn spawn_hint(&mut self, slot: u32, slot_generation: u32) -> io::Result<()> {
+        self.check()?;
+        let r = self.send(&Request::SpawnHint { slot, slot_generation });
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+}

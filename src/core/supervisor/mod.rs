@@ -1,0 +1,236 @@
+//! The privileged supervisor: forked from the server's root parent, it
+//! decides identities, checks files, and spawns/reaps per-pool workers.
+//!
+//! `start` prepares the socket directory and the supervisor socket in the
+//! parent (so errors are reported synchronously), then forks. The child
+//! never execs; it runs `server::run`. The parent keeps a `SupervisorHandle`:
+//! closing its control fd (dropping the handle) stops the supervisor.
+
+pub mod client;
+pub mod log;
+mod pools;
+pub mod protocol;
+mod server;
+mod spawn;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::core::hostconfig::HostConfig;
+use crate::core::scoreboard::Scoreboard;
+use crate::core::sys;
+
+pub use client::Client;
+
+/// The supervisor's listening socket inside the socket directory.
+pub fn supervisor_socket_path(socket_dir: &Path) -> PathBuf {
+    socket_dir.join("supervisor.sock")
+}
+
+/// Creates (0750 root:`server_gid`) or verifies the socket directory.
+/// Refuses a symlink or a directory not owned by root; ownership and mode are
+/// fixed through an `O_NOFOLLOW` fd, never through the path.
+pub fn prepare_socket_dir(dir: &Path, server_gid: u32) -> io::Result<()> {
+    if !dir.is_absolute() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("socket dir {} is not absolute", dir.display())));
+    }
+    match sys::lstat(dir) {
+        Ok(st) if st.is_symlink() => {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("socket dir {} is a symlink", dir.display()),
+            ))
+        }
+        Ok(st) if !st.is_dir() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("socket dir {} is not a directory", dir.display()),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match sys::mkdir(dir, 0o750) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("cannot create socket dir {}: {e}", dir.display()))),
+        },
+        Err(e) => return Err(e),
+    }
+    let fd = sys::open_dir_nofollow(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open socket dir {}: {e}", dir.display())))?;
+    let st = sys::fstat(fd.as_raw_fd())?;
+    if st.uid != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("socket dir {} is owned by uid {}, not root", dir.display(), st.uid),
+        ));
+    }
+    // The directory is the gate for the 0666 sockets inside it: enforce it every time.
+    sys::fchown(fd.as_raw_fd(), 0, server_gid)?;
+    sys::fchmod(fd.as_raw_fd(), 0o750)?;
+    Ok(())
+}
+
+/// Unlinks every `*.sock` socket left in `dir` by an earlier run (the links
+/// themselves; nothing is followed).
+fn remove_stale_sockets(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "sock") {
+            if let Ok(st) = sys::lstat(&path) {
+                if st.is_socket() {
+                    let _ = sys::unlink_if_exists(&path);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fork the supervisor from the privileged (root) parent. Must not be called
+/// from a multi-threaded process.
+pub fn start(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<SupervisorHandle> {
+    prepare_socket_dir(&cfg.socket_dir, cfg.server_gid)?;
+    remove_stale_sockets(&cfg.socket_dir)?;
+    let path = supervisor_socket_path(&cfg.socket_dir);
+    let listener = sys::unix_listen(&path, 1024, 0o666)?;
+    let (parent_end, child_end) = sys::socketpair()?;
+    // Before fork, so even the first frame carries the sender's credentials.
+    sys::set_passcred(child_end.as_raw_fd())?;
+    let (sb_ptr, nslots) = scoreboard.as_raw();
+    let cfg = cfg.clone();
+    let parent_pid = sys::getpid();
+
+    // SAFETY: the caller guarantees a single-threaded process; the child only
+    // runs our own code and leaves through `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = io::Error::last_os_error();
+        let _ = sys::unlink_if_exists(&path);
+        return Err(e);
+    }
+    if pid == 0 {
+        drop(parent_end);
+        become_supervisor(parent_pid, &child_end, &listener);
+        // SAFETY: the mapping was created before fork and is inherited (MAP_SHARED).
+        let sb = unsafe { Scoreboard::from_raw(sb_ptr, nslots) };
+        server::run(cfg, sb, child_end, listener, path);
+    }
+    drop(child_end);
+    drop(listener);
+    Ok(SupervisorHandle { pid, control: Some(parent_end) })
+}
+
+/// Process hygiene for the freshly forked supervisor (runs in the child).
+fn become_supervisor(parent_pid: libc::pid_t, control: &OwnedFd, listener: &OwnedFd) {
+    // Inherited server signal handlers must not run here.
+    sys::reset_signals();
+    // The server signals its whole process group on restart (HUP, USR1, WINCH):
+    // the supervisor survives restarts and learns about them over the control channel.
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGPIPE] {
+        sys::ignore_signal(sig);
+    }
+    let fail = |what: &str| -> ! {
+        log::log(log::Level::Error, format_args!("supervisor setup failed: {what}"));
+        // SAFETY: leaving the forked child.
+        unsafe { libc::_exit(1) }
+    };
+    if sys::set_parent_death_signal(libc::SIGTERM).is_err() {
+        fail("prctl(PR_SET_PDEATHSIG)");
+    }
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != parent_pid {
+        fail("server exited during start-up");
+    }
+    // Never let the server's listening sockets (or anything else) reach a worker.
+    sys::close_fds_except(3, &[control.as_raw_fd(), listener.as_raw_fd()]);
+    // One fd per server child: lift the soft limit to the hard one (workers get
+    // the server's original limit back).
+    if let Ok((soft, hard)) = sys::nofile_limit() {
+        let _ = spawn::WORKER_NOFILE.set((soft, hard));
+        let want = hard.min(1 << 20);
+        if want > soft {
+            let _ = sys::set_nofile_soft(want, hard);
+        }
+    }
+    match sys::open_dev_null(libc::O_RDONLY) {
+        // SAFETY: dup2 onto fd 0; `null` is a valid open fd.
+        Ok(null) => unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+        },
+        Err(_) => fail("open /dev/null"),
+    }
+}
+
+/// The parent's reference to a running supervisor.
+pub struct SupervisorHandle {
+    pid: libc::pid_t,
+    control: Option<OwnedFd>,
+}
+
+impl SupervisorHandle {
+    pub fn from_raw(pid: libc::pid_t, control_fd: RawFd) -> SupervisorHandle {
+        // SAFETY: the glue hands back exactly what `into_raw` gave it; the fd is
+        // open and owned by nobody else.
+        let control = if control_fd >= 0 { Some(unsafe { OwnedFd::from_raw_fd(control_fd) }) } else { None };
+        SupervisorHandle { pid, control }
+    }
+
+    pub fn into_raw(mut self) -> (libc::pid_t, RawFd) {
+        let fd = self.control.take().map_or(-1, |f| f.into_raw_fd());
+        (self.pid, fd)
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Whether the supervisor process still runs. Reaps it if it exited; a pid
+    /// already reaped by someone else (e.g. the server's own reaper) counts as gone.
+    pub fn is_alive(&self) -> bool {
+        let mut st = 0;
+        // SAFETY: `st` is a valid out-int; WNOHANG never blocks.
+        let rc = sys::cvt_retry(|| unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) });
+        matches!(rc, Ok(0))
+    }
+
+    /// Graceful restart: the parent sends the new generation's config over the control channel.
+    pub fn send_config(&self, cfg: &HostConfig) -> io::Result<()> {
+        let fd = self
+            .control
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "supervisor control channel closed"))?;
+        let frame = protocol::encode_config(cfg)?;
+        sys::send_all(fd.as_raw_fd(), &frame)
+    }
+
+    /// Closes the control channel (the supervisor then stops its workers and
+    /// exits) and waits up to `timeout` for it, SIGKILLing it after that.
+    pub fn shutdown(mut self, timeout: Duration) -> io::Result<()> {
+        self.control = None;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut st = 0;
+            // SAFETY: `st` is a valid out-int; WNOHANG never blocks.
+            match sys::cvt_retry(|| unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) }) {
+                Ok(0) => {}
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                let _ = sys::kill(self.pid, libc::SIGKILL);
+                let mut st = 0;
+                // SAFETY: waiting for our own child after SIGKILL.
+                let _ = sys::cvt_retry(|| unsafe { libc::waitpid(self.pid, &mut st, 0) });
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "supervisor did not stop in time; killed"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! Wire format between server children, the privileged parent and the supervisor.
+//!
+//! A frame is `u32` little-endian payload length, then the payload:
+//! `[VERSION, TAG, body…]`. Bodies use fixed-width little-endian integers,
+//! `u32`-length-prefixed byte strings, `u32`-counted lists and a `0/1` byte
+//! for options. Decoding is strict: every length is bounded by what is left,
+//! trailing bytes are an error, and nothing panics on hostile input.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use crate::core::hostconfig::{HostConfig, VhostConfig};
+use crate::core::request::{AppKind, PoolInfo, PoolReply, PoolSpec};
+use crate::core::sys;
+
+pub const VERSION: u8 = 1;
+/// Largest payload accepted (and produced).
+pub const MAX_FRAME: usize = 1 << 20;
+
+const TAG_ENSURE: u8 = 1;
+const TAG_SPAWN_HINT: u8 = 2;
+const TAG_REPLY_READY: u8 = 3;
+const TAG_REPLY_REFUSED: u8 = 4;
+const TAG_CONFIG: u8 = 5;
+
+/// What a server child sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Ensure(PoolSpec),
+    SpawnHint { slot: u32, slot_generation: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoError(pub &'static str);
+
+impl std::fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed frame: {}", self.0)
+    }
+}
+
+impl From<ProtoError> for io::Error {
+    fn from(e: ProtoError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+    }
+}
+
+/// Builds one frame; `finish` fills in the length.
+pub struct Encoder {
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(tag: u8) -> Encoder {
+        Encoder { buf: vec![0, 0, 0, 0, VERSION, tag] }
+    }
+    /// A bare encoder without frame header (used for pool keys).
+    pub fn raw() -> Encoder {
+        Encoder { buf: Vec::new() }
+    }
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.u32(v.len() as u32);
+        self.buf.extend_from_slice(v);
+        self
+    }
+    pub fn path(&mut self, p: &std::path::Path) -> &mut Self {
+        self.bytes(sys::path_bytes(p))
+    }
+    pub fn into_raw(self) -> Vec<u8> {
+        self.buf
+    }
+    /// The finished frame, or an error if the payload exceeds `MAX_FRAME`.
+    pub fn finish(mut self) -> io::Result<Vec<u8>> {
+        let len = self.buf.len() - 4;
+        if len > MAX_FRAME {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame exceeds the 1 MiB limit"));
+        }
+        self.buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        Ok(self.buf)
+    }
+}
+
+/// Reads a payload; every accessor checks bounds.
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(buf: &'a [u8]) -> Decoder<'a> {
+        Decoder { buf }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
+        if self.buf.len() < n {
+            return Err(ProtoError("truncated"));
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    pub fn u8(&mut self) -> Result<u8, ProtoError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, ProtoError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    pub fn u32(&mut self) -> Result<u32, ProtoError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub fn u64(&mut self) -> Result<u64, ProtoError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    pub fn bytes(&mut self) -> Result<Vec<u8>, ProtoError> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    pub fn string(&mut self) -> Result<String, ProtoError> {
+        String::from_utf8(self.bytes()?).map_err(|_| ProtoError("string is not UTF-8"))
+    }
+    pub fn path(&mut self) -> Result<PathBuf, ProtoError> {
+        let b = self.bytes()?;
+        if b.contains(&0) {
+            return Err(ProtoError("path contains NUL"));
+        }
+        Ok(sys::path_from_bytes(&b).to_path_buf())
+    }
+    pub fn bool(&mut self) -> Result<bool, ProtoError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(ProtoError("bad boolean")),
+        }
+    }
+    /// A list count; each element takes at least `min_elem` bytes, so the
+    /// count can never make us allocate more than the frame justifies.
+    pub fn count(&mut self, min_elem: usize) -> Result<usize, ProtoError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_elem.max(1)) > self.buf.len() {
+            return Err(ProtoError("list count exceeds frame"));
+        }
+        Ok(n)
+    }
+    pub fn end(&self) -> Result<(), ProtoError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtoError("trailing bytes"))
+        }
+    }
+}
+
+/// Splits off `[VERSION, TAG]` and checks the version.
+fn open(payload: &[u8]) -> Result<(u8, Decoder<'_>), ProtoError> {
+    let mut d = Decoder::new(payload);
+    if d.u8()? != VERSION {
+        return Err(ProtoError("unsupported protocol version"));
+    }
+    let tag = d.u8()?;
+    Ok((tag, d))
+}
+
+fn kind_code(k: AppKind) -> u8 {
+    k as u8
+}
+
+fn kind_from(code: u8) -> Result<AppKind, ProtoError> {
+    match code {
+        1 => Ok(AppKind::App),
+        2 => Ok(AppKind::Wrapper),
+        3 => Ok(AppKind::Script),
+        _ => Err(ProtoError("unknown app kind")),
+    }
+}
+
+fn put_spec(e: &mut Encoder, s: &PoolSpec) {
+    e.u64(s.generation).u32(s.vhost).u8(kind_code(s.kind)).path(&s.program);
+    e.u32(s.args.len() as u32);
+    for a in &s.args {
+        e.bytes(a);
+    }
+    e.path(&s.workdir);
+    e.u32(s.config_files.len() as u32);
+    for c in &s.config_files {
+        e.path(c);
+    }
+    e.u32(s.env.len() as u32);
+    for (k, v) in &s.env {
+        e.bytes(k).bytes(v);
+    }
+    e.u32(s.max_workers);
+    match &s.userdir_user {
+        Some(u) => e.u8(1).bytes(u),
+        None => e.u8(0),
+    };
+}
+
+fn get_spec(d: &mut Decoder<'_>) -> Result<PoolSpec, ProtoError> {
+    let generation = d.u64()?;
+    let vhost = d.u32()?;
+    let kind = kind_from(d.u8()?)?;
+    let program = d.path()?;
+    let n = d.count(4)?;
+    let mut args = Vec::with_capacity(n);
+    for _ in 0..n {
+        args.push(d.bytes()?);
+    }
+    let workdir = d.path()?;
+    let n = d.count(4)?;
+    let mut config_files = Vec::with_capacity(n);
+    for _ in 0..n {
+        config_files.push(d.path()?);
+    }
+    let n = d.count(8)?;
+    let mut env = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = d.bytes()?;
+        let v = d.bytes()?;
+        env.push((k, v));
+    }
+    let max_workers = d.u32()?;
+    let userdir_user = if d.bool()? { Some(d.bytes()?) } else { None };
+    Ok(PoolSpec { generation, vhost, kind, program, args, workdir, config_files, env, max_workers, userdir_user })
+}
+
+pub fn encode_request(r: &Request) -> io::Result<Vec<u8>> {
+    match r {
+        Request::Ensure(spec) => {
+            let mut e = Encoder::new(TAG_ENSURE);
+            put_spec(&mut e, spec);
+            e.finish()
+        }
+        Request::SpawnHint { slot, slot_generation } => {
+            let mut e = Encoder::new(TAG_SPAWN_HINT);
+            e.u32(*slot).u32(*slot_generation);
+            e.finish()
+        }
+    }
+}
+
+pub fn decode_request(payload: &[u8]) -> Result<Request, ProtoError> {
+    let (tag, mut d) = open(payload)?;
+    let r = match tag {
+        TAG_ENSURE => Request::Ensure(get_spec(&mut d)?),
+        TAG_SPAWN_HINT => Request::SpawnHint { slot: d.u32()?, slot_generation: d.u32()? },
+        _ => return Err(ProtoError("unexpected message tag")),
+    };
+    d.end()?;
+    Ok(r)
+}
+
+pub fn encode_reply(r: &PoolReply) -> io::Result<Vec<u8>> {
+    match r {
+        PoolReply::Ready(i) => {
+            let mut e = Encoder::new(TAG_REPLY_READY);
+            e.path(&i.socket_path).u32(i.slot).u32(i.slot_generation).u32(i.uid).u32(i.gid).u32(i.max_workers);
+            e.finish()
+        }
+        PoolReply::Refused { status, reason } => {
+            let mut e = Encoder::new(TAG_REPLY_REFUSED);
+            // Reasons are log text; keep them well inside a frame.
+            let mut end = reason.len().min(4096);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            e.u16(*status).bytes(&reason.as_bytes()[..end]);
+            e.finish()
+        }
+    }
+}
+
+pub fn decode_reply(payload: &[u8]) -> Result<PoolReply, ProtoError> {
+    let (tag, mut d) = open(payload)?;
+    let r = match tag {
+        TAG_REPLY_READY => PoolReply::Ready(PoolInfo {
+            socket_path: d.path()?,
+            slot: d.u32()?,
+            slot_generation: d.u32()?,
+            uid: d.u32()?,
+            gid: d.u32()?,
+            max_workers: d.u32()?,
+        }),
+        TAG_REPLY_REFUSED => PoolReply::Refused { status: d.u16()?, reason: d.string()? },
+        _ => return Err(ProtoError("unexpected message tag")),
+    };
+    d.end()?;
+    Ok(r)
+}
+
+pub fn encode_config(c: &HostConfig) -> io::Result<Vec<u8>> {
+    let mut e = Encoder::new(TAG_CONFIG);
+    e.u64(c.generation)
+        .u32(c.min_uid)
+        .u32(c.min_gid)
+        .u32(c.max_workers_ceiling)
+        .u32(c.max_workers_per_owner)
+        .u32(c.max_workers_total)
+        .path(&c.socket_dir)
+        .u32(c.server_uid)
+        .u32(c.server_gid);
+    e.u32(c.blocked_env.len() as u32);
+    for b in &c.blocked_env {
+        e.bytes(b.as_bytes());
+    }
+    e.u32(c.vhosts.len() as u32);
+    for v in &c.vhosts {
+        e.bytes(v.name.as_bytes());
+        match v.owner {
+            Some((u, g)) => e.u8(1).u32(u).u32(g),
+            None => e.u8(0),
+        };
+        e.path(&v.document_root);
+    }
+    e.finish()
+}
+
+pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
+    let (tag, mut d) = open(payload)?;
+    if tag != TAG_CONFIG {
+        return Err(ProtoError("unexpected message tag"));
+    }
+    let generation = d.u64()?;
+    let min_uid = d.u32()?;
+    let min_gid = d.u32()?;
+    let max_workers_ceiling = d.u32()?;
+    let max_workers_per_owner = d.u32()?;
+    let max_workers_total = d.u32()?;
+    let socket_dir = d.path()?;
+    let server_uid = d.u32()?;
+    let server_gid = d.u32()?;
+    let n = d.count(4)?;
+    let mut blocked_env = Vec::with_capacity(n);
+    for _ in 0..n {
+        blocked_env.push(d.string()?);
+    }
+    let n = d.count(9)?;
+    let mut vhosts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = d.string()?;
+        let owner = if d.bool()? { Some((d.u32()?, d.u32()?)) } else { None };
+        let document_root = d.path()?;
+        vhosts.push(VhostConfig { name, owner, document_root });
+    }
+    d.end()?;
+    Ok(HostConfig {
+        generation,
+        min_uid,
+        min_gid,
+        max_workers_ceiling,
+        max_workers_per_owner,
+        max_workers_total,
+        socket_dir,
+        server_uid,
+        server_gid,
+        blocked_env,
+        vhosts,
+    })
+}
+
+/// Accumulates bytes from a non-blocking stream and yields whole payloads.
+#[derive(Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn new() -> FrameReader {
+        FrameReader::default()
+    }
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+    /// The next complete payload, `Ok(None)` if more bytes are needed, or an
+    /// error for an oversized frame (the connection should then be dropped).
+    pub fn next_payload(&mut self) -> Result<Option<Vec<u8>>, ProtoError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(ProtoError("frame too large"));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let payload = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(payload))
+    }
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Blocking read of one payload.
+pub fn read_payload<R: Read>(r: &mut R) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(ProtoError("frame too large").into());
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(payload)
+}
+
+pub fn write_frame<W: Write>(w: &mut W, frame: &[u8]) -> io::Result<()> {
+    w.write_all(frame)?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_spec() -> PoolSpec {
+        PoolSpec {
+            generation: 7,
+            vhost: 2,
+            kind: AppKind::Wrapper,
+            program: "/usr/bin/php-cgi".into(),
+            args: vec![b"-d".to_vec(), b"x=\xff".to_vec()],
+            workdir: "/home/a/www".into(),
+            config_files: vec!["/home/a/www/.htaccess".into(), "/home/a/.htaccess".into()],
+            env: vec![(b"A".to_vec(), b"1".to_vec()), (b"B".to_vec(), Vec::new())],
+            max_workers: 3,
+            userdir_user: Some(b"alice".to_vec()),
+        }
+    }
+
+    fn payload(frame: &[u8]) -> &[u8] {
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(frame.len(), 4 + len);
+        &frame[4..]
+    }
+
+    #[test]
+    fn request_round_trip() {
+        for r in [
+            Request::Ensure(sample_spec()),
+            Request::Ensure(PoolSpec { userdir_user: None, args: vec![], ..sample_spec() }),
+            Request::SpawnHint { slot: 5, slot_generation: 9 },
+        ] {
+            let f = encode_request(&r).unwrap();
+            assert_eq!(decode_request(payload(&f)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn reply_round_trip() {
+        for r in [
+            PoolReply::Ready(PoolInfo {
+                socket_path: "/run/sufcgi/00ff.sock".into(),
+                slot: 1,
+                slot_generation: 2,
+                uid: 1001,
+                gid: 1002,
+                max_workers: 4,
+            }),
+            PoolReply::Refused { status: 403, reason: "nope".into() },
+        ] {
+            let f = encode_reply(&r).unwrap();
+            assert_eq!(decode_reply(payload(&f)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn config_round_trip() {
+        let mut c = HostConfig::new("/run/sufcgi".into(), 33, 33);
+        c.generation = 12;
+        c.blocked_env = vec!["SECRET".into()];
+        c.vhosts.push(VhostConfig { name: "a:80".into(), owner: Some((1001, 1001)), document_root: "/srv/a".into() });
+        c.vhosts.push(VhostConfig { name: "b:443".into(), owner: None, document_root: "/srv/b".into() });
+        let f = encode_config(&c).unwrap();
+        assert_eq!(decode_config(payload(&f)).unwrap(), c);
+    }
+
+    #[test]
+    fn hand_written_spawn_hint_frame() {
+        let frame: &[u8] = &[
+            10, 0, 0, 0, // payload length
+            VERSION, TAG_SPAWN_HINT, // header
+            3, 0, 0, 0, // slot
+            0x01, 0x01, 0, 0, // generation 257
+        ];
+        assert_eq!(encode_request(&Request::SpawnHint { slot: 3, slot_generation: 257 }).unwrap(), frame);
+        assert_eq!(decode_request(&frame[4..]).unwrap(), Request::SpawnHint { slot: 3, slot_generation: 257 });
+    }
+
+    #[test]
+    fn hand_written_refused_frame() {
+        let frame: &[u8] = &[VERSION, TAG_REPLY_REFUSED, 0x93, 0x01, 2, 0, 0, 0, b'n', b'o'];
+        assert_eq!(decode_reply(frame).unwrap(), PoolReply::Refused { status: 403, reason: "no".into() });
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        let good = encode_request(&Request::Ensure(sample_spec())).unwrap();
+        let p = payload(&good);
+        // Every truncation fails cleanly.
+        for n in 0..p.len() {
+            assert!(decode_request(&p[..n]).is_err(), "truncated at {n}");
+        }
+        // Trailing garbage, wrong version, unknown tag, bad kind.
+        let mut t = p.to_vec();
+        t.push(0);
+        assert!(decode_request(&t).is_err());
+        assert!(decode_request(&[2, TAG_SPAWN_HINT, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(decode_request(&[VERSION, 99]).is_err());
+        let mut k = p.to_vec();
+        k[2 + 8 + 4] = 9;
+        assert!(decode_request(&k).is_err());
+        // Huge list count cannot allocate.
+        let mut e = Encoder::new(TAG_ENSURE);
+        e.u64(0).u32(0).u8(1).bytes(b"/x").u32(u32::MAX);
+        let f = e.finish().unwrap();
+        assert!(decode_request(payload(&f)).is_err());
+        // Replies: unknown tag; requests tag is not a reply.
+        assert!(decode_reply(&[VERSION, TAG_ENSURE]).is_err());
+        assert!(decode_config(&[VERSION, TAG_SPAWN_HINT]).is_err());
+    }
+
+    #[test]
+    fn frame_reader_splits_and_bounds() {
+        let a = encode_request(&Request::SpawnHint { slot: 1, slot_generation: 2 }).unwrap();
+        let b = encode_request(&Request::Ensure(sample_spec())).unwrap();
+        let mut all = a.clone();
+        all.extend_from_slice(&b);
+        let mut r = FrameReader::new();
+        for chunk in all.chunks(3) {
+            r.push(chunk);
+        }
+        assert_eq!(decode_request(&r.next_payload().unwrap().unwrap()).unwrap(), Request::SpawnHint { slot: 1, slot_generation: 2 });
+        assert!(matches!(decode_request(&r.next_payload().unwrap().unwrap()).unwrap(), Request::Ensure(_)));
+        assert_eq!(r.next_payload().unwrap(), None);
+        let mut big = FrameReader::new();
+        big.push(&((MAX_FRAME as u32) + 1).to_le_bytes());
+        assert!(big.next_payload().is_err());
+        let mut cur = std::io::Cursor::new(b.clone());
+        assert_eq!(read_payload(&mut cur).unwrap(), payload(&b));
+    }
+}

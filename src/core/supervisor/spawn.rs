@@ -1,0 +1,228 @@
+//! Forks one worker: drops to the pool's identity and execs the program with
+//! the pool's listening socket as fd 0 (FCGI_LISTENSOCK_FILENO).
+//!
+//! Everything that allocates (C strings, argv/envp arrays, the group list) is
+//! prepared before `fork`; the child only makes async-signal-safe calls and
+//! ends in `execve` or `_exit(127)` with a short reason on stderr.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use crate::core::identity::Owner;
+use crate::core::sys;
+
+/// The server's `RLIMIT_NOFILE` (soft, hard) from before the supervisor raised
+/// its own soft limit for client connections; workers get it back.
+pub static WORKER_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Fixed PATH for every worker.
+pub const WORKER_PATH: &[u8] = b"/usr/local/bin:/usr/bin:/bin";
+
+/// Everything a worker exec needs, built once per pool.
+pub struct PreparedExec {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    workdir: CString,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+/// The worker environment: PATH, HOME, USER, LOGNAME, then the pool's pairs
+/// (a pair naming one of the first four replaces it rather than duplicating it).
+pub fn worker_env(owner: &Owner, env: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"PATH".to_vec(), WORKER_PATH.to_vec()),
+        (b"HOME".to_vec(), owner.home.clone()),
+        (b"USER".to_vec(), owner.name.clone()),
+        (b"LOGNAME".to_vec(), owner.name.clone()),
+    ];
+    for (k, v) in env {
+        match out.iter_mut().find(|(ek, _)| ek == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => out.push((k.clone(), v.clone())),
+        }
+    }
+    out
+}
+
+impl PreparedExec {
+    pub fn new(
+        program: &Path,
+        args: &[Vec<u8>],
+        workdir: &Path,
+        env: &[(Vec<u8>, Vec<u8>)],
+        owner: &Owner,
+    ) -> io::Result<PreparedExec> {
+        let program_c = sys::cpath(program)?;
+        let mut argv = vec![program_c.clone()];
+        for a in args {
+            argv.push(sys::cstring(a)?);
+        }
+        let mut envp = Vec::new();
+        for (k, v) in worker_env(owner, env) {
+            let mut kv = k;
+            kv.push(b'=');
+            kv.extend_from_slice(&v);
+            envp.push(sys::cstring(&kv)?);
+        }
+        let mut groups = sys::getgrouplist(&owner.name, owner.gid)?;
+        if !groups.contains(&owner.gid) {
+            groups.insert(0, owner.gid);
+        }
+        Ok(PreparedExec {
+            program: program_c,
+            argv,
+            envp,
+            workdir: sys::cpath(workdir)?,
+            uid: owner.uid,
+            gid: owner.gid,
+            groups,
+        })
+    }
+}
+
+/// Writes `sufcgi: worker setup failed: <what> (errno N)` and `_exit(127)`.
+/// Async-signal-safe: formats into a stack buffer.
+fn child_fail(what: &[u8]) -> ! {
+    // SAFETY: reading errno location is always valid.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut buf = [0u8; 160];
+    let mut n = 0;
+    for part in [&b"sufcgi: worker setup failed: "[..], what, b" (errno "] {
+        for &b in part {
+            if n < buf.len() - 16 {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+    }
+    let mut digits = [0u8; 12];
+    let mut d = 0;
+    let mut e = errno.unsigned_abs();
+    loop {
+        digits[d] = b'0' + (e % 10) as u8;
+        d += 1;
+        e /= 10;
+        if e == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        buf[n] = digits[d];
+        n += 1;
+    }
+    buf[n] = b')';
+    buf[n + 1] = b'\n';
+    let _ = sys::write_all_fd(2, &buf[..n + 2]);
+    // SAFETY: terminating the forked child without running parent-owned destructors.
+    unsafe { libc::_exit(127) }
+}
+
+/// Forks and execs one worker. Returns the child's pid (also its process
+/// group and session id). `listen_fd` becomes the worker's fd 0 and
+/// `dev_null` its fd 1; every other fd except stderr is closed.
+/// Must be called from a single-threaded process (the supervisor).
+pub fn spawn_worker(exec: &PreparedExec, listen_fd: RawFd, dev_null: RawFd) -> io::Result<libc::pid_t> {
+    // Pointer arrays are built before fork: the child must not allocate.
+    let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = exec.envp.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let parent = sys::getpid();
+    let nofile = WORKER_NOFILE.get().copied();
+
+    // SAFETY: fork in the single-threaded supervisor; the child below only uses
+    // async-signal-safe calls on data prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(pid);
+    }
+
+    // ---- child ----
+    // SAFETY (whole block): async-signal-safe syscalls on fds and buffers prepared
+    // before fork; every failure ends in `child_fail`, which `_exit`s.
+    unsafe {
+        if libc::setsid() < 0 {
+            child_fail(b"setsid");
+        }
+        if sys::set_parent_death_signal(libc::SIGKILL).is_err() {
+            child_fail(b"prctl(PR_SET_PDEATHSIG)");
+        }
+        // The supervisor may have died between fork and prctl.
+        if libc::getppid() != parent {
+            child_fail(b"supervisor exited");
+        }
+        sys::reset_signals();
+
+        if listen_fd == 0 {
+            let fl = libc::fcntl(0, libc::F_GETFD);
+            if fl < 0 || libc::fcntl(0, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
+                child_fail(b"fcntl(fd 0)");
+            }
+        } else if libc::dup2(listen_fd, 0) < 0 {
+            child_fail(b"dup2(listen socket, 0)");
+        }
+        if dev_null != 1 && libc::dup2(dev_null, 1) < 0 {
+            child_fail(b"dup2(/dev/null, 1)");
+        }
+        sys::close_fds_except(3, &[]);
+        if let Some((soft, hard)) = nofile {
+            if sys::set_nofile_soft(soft, hard).is_err() {
+                child_fail(b"setrlimit(RLIMIT_NOFILE)");
+            }
+        }
+
+        if libc::setgroups(exec.groups.len(), exec.groups.as_ptr()) < 0 {
+            child_fail(b"setgroups");
+        }
+        if libc::setresgid(exec.gid, exec.gid, exec.gid) < 0 {
+            child_fail(b"setresgid");
+        }
+        if libc::setresuid(exec.uid, exec.uid, exec.uid) < 0 {
+            child_fail(b"setresuid");
+        }
+        let (mut r, mut e, mut s) = (0, 0, 0);
+        if libc::getresuid(&mut r, &mut e, &mut s) < 0 || r != exec.uid || e != exec.uid || s != exec.uid {
+            child_fail(b"uid did not change");
+        }
+        let (mut rg, mut eg, mut sg) = (0, 0, 0);
+        if libc::getresgid(&mut rg, &mut eg, &mut sg) < 0 || rg != exec.gid || eg != exec.gid || sg != exec.gid {
+            child_fail(b"gid did not change");
+        }
+        // Privileges must be gone for good.
+        if exec.uid != 0 && libc::setresuid(0, 0, 0) == 0 {
+            child_fail(b"could regain root");
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0 {
+            child_fail(b"prctl(PR_SET_NO_NEW_PRIVS)");
+        }
+        if libc::chdir(exec.workdir.as_ptr()) < 0 {
+            child_fail(b"chdir");
+        }
+        libc::execve(exec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        child_fail(b"execve")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_order_and_override() {
+        let o = Owner { uid: 1001, gid: 1001, name: b"a".to_vec(), home: b"/home/a".to_vec() };
+        let env = worker_env(&o, &[(b"X".to_vec(), b"1".to_vec()), (b"HOME".to_vec(), b"/srv".to_vec())]);
+        let names: Vec<&[u8]> = env.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(names, vec![&b"PATH"[..], b"HOME", b"USER", b"LOGNAME", b"X"]);
+        assert_eq!(env[1].1, b"/srv");
+        assert_eq!(env[0].1, WORKER_PATH);
+    }
+}

@@ -1,0 +1,588 @@
+//! Thin, checked wrappers over the libc calls the supervisor needs.
+//!
+//! Everything that touches raw file descriptors, credentials or the
+//! passwd database goes through here so the `unsafe` stays in one place.
+//! Functions marked "async-signal-safe" may be used between `fork` and
+//! `execve`/`_exit`: they neither allocate nor take locks.
+
+// libc's field and constant types differ between targets; the casts keep this portable.
+#![allow(clippy::unnecessary_cast)]
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Turns a `-1` return into the current `errno`.
+pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `cvt` that retries on `EINTR`.
+pub fn cvt_retry<F: FnMut() -> libc::c_int>(mut f: F) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A path or byte string as a C string; interior NUL is an `InvalidInput` error.
+pub fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "embedded NUL byte"))
+}
+
+pub fn cpath(path: &Path) -> io::Result<CString> {
+    cstring(path.as_os_str().as_bytes())
+}
+
+/// The parts of `struct stat` the identity checks look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    /// Type and permission bits (`st_mode`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u64,
+}
+
+impl FileStat {
+    fn from_raw(st: &libc::stat) -> FileStat {
+        FileStat {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            nlink: st.st_nlink as u64,
+        }
+    }
+    fn file_type(&self) -> u32 {
+        self.mode & libc::S_IFMT as u32
+    }
+    pub fn is_file(&self) -> bool {
+        self.file_type() == libc::S_IFREG as u32
+    }
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == libc::S_IFDIR as u32
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.file_type() == libc::S_IFLNK as u32
+    }
+    pub fn is_socket(&self) -> bool {
+        self.file_type() == libc::S_IFSOCK as u32
+    }
+}
+
+/// `lstat(2)`: never follows a final symlink.
+pub fn lstat(path: &Path) -> io::Result<FileStat> {
+    let c = cpath(path)?;
+    // SAFETY: zeroed `stat` is a valid out-buffer; `c` is NUL-terminated and outlives the call.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        cvt(libc::lstat(c.as_ptr(), &mut st))?;
+        Ok(FileStat::from_raw(&st))
+    }
+}
+
+pub fn fstat(fd: RawFd) -> io::Result<FileStat> {
+    // SAFETY: zeroed `stat` is a valid out-buffer; a bad fd only yields EBADF.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        cvt(libc::fstat(fd, &mut st))?;
+        Ok(FileStat::from_raw(&st))
+    }
+}
+
+/// One passwd entry, copied out of libc's buffers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passwd {
+    pub name: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: Vec<u8>,
+}
+
+fn getpw_with<F>(mut call: F) -> io::Result<Option<Passwd>>
+where
+    F: FnMut(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> libc::c_int,
+{
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: zeroed passwd is a valid out-struct; buf is writable for buf.len() bytes;
+        // on success `result` points at `pw`, whose strings point into `buf` (both alive here).
+        unsafe {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            let rc = call(&mut pw, buf.as_mut_ptr(), buf.len(), &mut result);
+            if rc == libc::ERANGE && buf.len() < (1 << 20) {
+                let n = buf.len() * 2;
+                buf.resize(n, 0);
+                continue;
+            }
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            if result.is_null() {
+                return Ok(None);
+            }
+            let cs = |p: *const libc::c_char| -> Vec<u8> {
+                if p.is_null() {
+                    Vec::new()
+                } else {
+                    CStr::from_ptr(p).to_bytes().to_vec()
+                }
+            };
+            return Ok(Some(Passwd { name: cs(pw.pw_name), uid: pw.pw_uid, gid: pw.pw_gid, home: cs(pw.pw_dir) }));
+        }
+    }
+}
+
+/// `getpwnam_r`; `Ok(None)` when there is no such user.
+pub fn getpwnam(name: &[u8]) -> io::Result<Option<Passwd>> {
+    let c = cstring(name)?;
+    // SAFETY: forwarded pointers come from `getpw_with`, valid for the call.
+    getpw_with(|pw, buf, len, res| unsafe { libc::getpwnam_r(c.as_ptr(), pw, buf, len, res) })
+}
+
+/// `getpwuid_r`; `Ok(None)` when there is no such uid.
+pub fn getpwuid(uid: u32) -> io::Result<Option<Passwd>> {
+    // SAFETY: forwarded pointers come from `getpw_with`, valid for the call.
+    getpw_with(|pw, buf, len, res| unsafe { libc::getpwuid_r(uid, pw, buf, len, res) })
+}
+
+/// Supplementary groups of `name` (including `gid`), from the group database.
+pub fn getgrouplist(name: &[u8], gid: u32) -> io::Result<Vec<libc::gid_t>> {
+    let c = cstring(name)?;
+    let mut n: libc::c_int = 32;
+    loop {
+        let mut groups: Vec<libc::gid_t> = vec![0; n as usize];
+        let mut count = n;
+        // SAFETY: `groups` has room for `count` entries; glibc updates `count` to the real size.
+        let rc = unsafe { libc::getgrouplist(c.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            groups.truncate(count.max(0) as usize);
+            return Ok(groups);
+        }
+        if count <= n {
+            // glibc reports the needed size; if it did not grow, give up rather than loop.
+            if n >= 65536 {
+                return Err(io::Error::other("getgrouplist: too many groups"));
+            }
+            n *= 2;
+        } else {
+            n = count;
+        }
+    }
+}
+
+/// `socketpair(AF_UNIX, SOCK_STREAM)`, both ends close-on-exec.
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a writable array of two ints.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn sockaddr_un(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain old data; all-zero is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long or invalid"));
+    }
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+/// Creates a listening Unix stream socket at `path` with mode `mode` (via umask around bind).
+/// The fd is close-on-exec and blocking. `path` must not exist.
+pub fn unix_listen(path: &Path, backlog: i32, mode: u32) -> io::Result<OwnedFd> {
+    let (addr, len) = sockaddr_un(path)?;
+    // SAFETY: plain socket creation; the result is checked.
+    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mask = (!mode) & 0o777;
+    // SAFETY: umask only swaps the process's mask; restored right after bind. The
+    // processes calling this (root parent at start-up, the supervisor) are single-threaded.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    let rc = unsafe { libc::bind(fd.as_raw_fd(), &addr as *const libc::sockaddr_un as *const libc::sockaddr, len) };
+    // SAFETY: restores the previous mask.
+    unsafe { libc::umask(old) };
+    cvt(rc)?;
+    // SAFETY: listening on a bound socket fd we own.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(fd)
+}
+
+/// `SO_PEERCRED` of a connected Unix socket: (pid, uid, gid).
+pub fn peer_cred(fd: RawFd) -> io::Result<(i32, u32, u32)> {
+    // SAFETY: ucred is plain data; getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        cvt(libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        ))?;
+        Ok((cred.pid, cred.uid, cred.gid))
+    }
+}
+
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we were handed; errors are reported.
+    unsafe {
+        let flags = cvt(libc::fcntl(fd, libc::F_GETFL))?;
+        let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+        cvt(libc::fcntl(fd, libc::F_SETFL, flags))?;
+    }
+    Ok(())
+}
+
+pub fn open_dev_null(flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: literal NUL-terminated path; result checked.
+    let fd = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: freshly opened fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Closes every fd >= `from` except those in `keep`. Async-signal-safe.
+pub fn close_fds_except(from: RawFd, keep: &[RawFd]) {
+    // `keep` is tiny; walk the gaps between kept fds in ascending order without allocating.
+    let mut lo = from;
+    loop {
+        let next_keep = keep.iter().copied().filter(|&k| k >= lo).min();
+        match next_keep {
+            Some(k) => {
+                if k > lo {
+                    close_range(lo, k - 1);
+                }
+                lo = k + 1;
+            }
+            None => {
+                close_range(lo, RawFd::MAX);
+                return;
+            }
+        }
+    }
+}
+
+/// Closes fds in `lo..=hi`. Async-signal-safe; falls back to a close loop on old kernels.
+fn close_range(lo: RawFd, hi: RawFd) {
+    // SAFETY: close_range only closes descriptors; invalid ranges fail with EINVAL.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, lo as libc::c_uint, hi as libc::c_uint, 0 as libc::c_uint) };
+    if rc == 0 {
+        return;
+    }
+    // SAFETY: getrlimit writes into a local struct.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 && rl.rlim_cur != libc::RLIM_INFINITY {
+        rl.rlim_cur.min(1 << 20) as RawFd
+    } else {
+        65536
+    };
+    let top = hi.min(max);
+    let mut fd = lo;
+    while fd <= top {
+        // SAFETY: closing an fd number; EBADF for unused numbers is harmless.
+        unsafe { libc::close(fd) };
+        fd += 1;
+    }
+}
+
+/// Restores every signal to its default disposition and empties the mask.
+/// Async-signal-safe (sigaction/sigprocmask only).
+pub fn reset_signals() {
+    // SAFETY: a zeroed sigaction with SIG_DFL is valid; SIGKILL/SIGSTOP just fail with EINVAL.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in 1..65 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+pub fn ignore_signal(sig: libc::c_int) {
+    // SAFETY: installing SIG_IGN has no memory-safety requirements.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_IGN;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Blocks `sigs` and returns a non-blocking, close-on-exec signalfd for them.
+pub fn signalfd(sigs: &[libc::c_int]) -> io::Result<OwnedFd> {
+    // SAFETY: sigset manipulation on a local; signalfd result is checked and then owned.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        cvt(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
+        let fd = cvt(libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Reads one pending signal number from a signalfd; `None` when none is pending.
+pub fn read_signalfd(fd: RawFd) -> io::Result<Option<u32>> {
+    // SAFETY: signalfd_siginfo is plain data; read writes at most its size.
+    unsafe {
+        let mut info: libc::signalfd_siginfo = std::mem::zeroed();
+        let n = libc::read(
+            fd,
+            &mut info as *mut libc::signalfd_siginfo as *mut libc::c_void,
+            std::mem::size_of::<libc::signalfd_siginfo>(),
+        );
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        if n as usize != std::mem::size_of::<libc::signalfd_siginfo>() {
+            return Ok(None);
+        }
+        Ok(Some(info.ssi_signo))
+    }
+}
+
+/// How a child ended, as `waitpid` told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl std::fmt::Display for ExitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitKind::Exited(s) => write!(f, "exited with status {s}"),
+            ExitKind::Signaled(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// `waitpid(pid, WNOHANG)`: `Ok(None)` when nothing (more) has exited.
+pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<(libc::pid_t, ExitKind)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid out-int.
+    let rc = cvt_retry(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) });
+    match rc {
+        Ok(0) => Ok(None),
+        Ok(p) => {
+            let kind = if libc::WIFSIGNALED(status) {
+                ExitKind::Signaled(libc::WTERMSIG(status))
+            } else {
+                ExitKind::Exited(libc::WEXITSTATUS(status))
+            };
+            Ok(Some((p, kind)))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety requirements.
+    cvt(unsafe { libc::kill(pid, sig) }).map(|_| ())
+}
+
+/// `prctl(PR_SET_PDEATHSIG)`. Async-signal-safe.
+pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) }).map(|_| ())
+}
+
+/// Unlinks `path` itself (never what a symlink points at); a missing path is fine.
+pub fn unlink_if_exists(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Opens a directory without following a final symlink (`O_DIRECTORY|O_NOFOLLOW`).
+pub fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is NUL-terminated; result checked and then owned.
+    let fd = cvt(unsafe {
+        libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+    })?;
+    // SAFETY: freshly opened fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    cvt(unsafe { libc::fchown(fd, uid, gid) }).map(|_| ())
+}
+
+pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    cvt(unsafe { libc::fchmod(fd, mode as libc::mode_t) }).map(|_| ())
+}
+
+pub fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is NUL-terminated.
+    cvt(unsafe { libc::mkdir(c.as_ptr(), mode as libc::mode_t) }).map(|_| ())
+}
+
+/// Writes all of `buf` to `fd`; async-signal-safe (used for child error messages too).
+pub fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// `send(2)` of all of `buf` with `MSG_NOSIGNAL`: a closed peer is an `EPIPE`
+/// error, never a SIGPIPE in a host process that did not ignore it.
+pub fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let n = unsafe { libc::send(fd, buf.as_ptr() as *const libc::c_void, buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Turns on `SO_PASSCRED`: every `recv_with_uid` then learns the sender's uid
+/// from the kernel, per message, unforgeable.
+pub fn set_passcred(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid int of the given size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `recvmsg` on a socket with `SO_PASSCRED`: bytes read and the sender's uid
+/// (`None` if the kernel attached no credentials). On a stream socket the
+/// kernel never merges bytes from senders with different credentials into one read.
+pub fn recv_with_uid(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
+    // u64 backing keeps the control buffer aligned for cmsghdr.
+    let mut cbuf = [0u64; 16];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: msghdr points at `iov` and `cbuf`, both alive and sized as declared;
+    // the CMSG_* walk stays inside `msg_controllen` as reported by the kernel.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut uid = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                let cred = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::ucred);
+                uid = Some(cred.uid);
+            } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                // Nobody should pass us fds here: close them.
+                let data = libc::CMSG_DATA(c) as *const libc::c_int;
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
+                for k in 0..count {
+                    libc::close(std::ptr::read_unaligned(data.add(k)));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        Ok((n as usize, uid))
+    }
+}
+
+/// `RLIMIT_NOFILE` as (soft, hard).
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    // SAFETY: getrlimit writes into a local struct.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        cvt(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl))?;
+        Ok((rl.rlim_cur as u64, rl.rlim_max as u64))
+    }
+}
+
+/// Sets the soft `RLIMIT_NOFILE`, keeping the hard limit. Async-signal-safe.
+pub fn set_nofile_soft(soft: u64, hard: u64) -> io::Result<()> {
+    let rl = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    // SAFETY: setrlimit reads a local struct.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }).map(|_| ())
+}
+
+/// `getpid()`.
+pub fn getpid() -> libc::pid_t {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::getpid() }
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Path bytes helper.
+pub fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+pub fn path_from_bytes(b: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(b))
+}
