@@ -5,7 +5,7 @@
 use super::apr::bytes;
 use super::config::{self, server_conf, server_conf_mut};
 use super::guard::guard;
-use super::{ffi, handler, log, runtime};
+use super::{ffi, handler, log, runtime, watchdog};
 use crate::core::hostconfig::{HostConfig, VhostConfig};
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
@@ -123,72 +123,67 @@ unsafe extern "C" fn post_config(
             if ffi::ap_state_query(ffi::AP_SQ_MAIN_STATE as c_int) == ffi::AP_SQ_MS_CREATE_PRE_CONFIG as c_int {
                 return ffi::OK as c_int;
             }
-            let generation = ffi::ap_state_query(ffi::AP_SQ_CONFIG_GEN as c_int).max(0) as u64;
-            let hc = match host_config(pconf, s, generation) {
-                Ok(hc) => hc,
-                Err(e) => {
-                    log::server(s, log::ERR, &format!("sufcgi: {e}"));
-                    return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int;
-                }
-            };
-            runtime::set(None);
-            if libc::geteuid() != 0 {
-                log::server(s, log::WARNING, "sufcgi: httpd was not started as root, so workers cannot run as their owners; sufcgi requests will be answered 503");
-                return ffi::OK as c_int;
-            }
-            let Some(persist) = runtime::persist((*(*s).process).pool) else {
+            if let Err(e) = ensure_supervisor(pconf, s) {
+                log::server(s, log::ERR, &format!("sufcgi: {e}"));
                 return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int;
-            };
-            if persist.scoreboard.is_null() {
-                match Scoreboard::create(runtime::SCOREBOARD_SLOTS) {
-                    Ok(sb) => {
-                        let (p, n) = sb.as_raw();
-                        persist.scoreboard = p;
-                        persist.scoreboard_slots = n;
-                    }
-                    Err(e) => {
-                        log::server(s, log::ERR, &format!("sufcgi: cannot create the scoreboard: {e}"));
-                        return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int;
-                    }
-                }
             }
-            // The mapping lives for the whole process (never unmapped), shared
-            // by every generation's children and the supervisor.
-            let scoreboard = Scoreboard::from_raw(persist.scoreboard, persist.scoreboard_slots);
-
-            let mut updated = false;
-            if persist.supervisor_pid > 0 {
-                let h = SupervisorHandle::from_raw(persist.supervisor_pid, persist.control_fd);
-                if h.is_alive() && h.send_config(&hc).is_ok() {
-                    updated = true;
-                }
-                let (pid, fd) = h.into_raw();
-                persist.supervisor_pid = pid;
-                persist.control_fd = fd;
-                if !updated && fd >= 0 {
-                    libc::close(fd);
-                    persist.control_fd = -1;
-                }
-            }
-            if !updated {
-                match supervisor::start(&hc, &scoreboard) {
-                    Ok(h) => {
-                        let (pid, fd) = h.into_raw();
-                        persist.supervisor_pid = pid;
-                        persist.control_fd = fd;
-                        log::server(s, log::INFO, &format!("sufcgi: supervisor started, pid {pid}"));
-                    }
-                    Err(e) => {
-                        log::server(s, log::ERR, &format!("sufcgi: cannot start the supervisor: {e}"));
-                        return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int;
-                    }
-                }
-            }
-            let io_timeout_ms = ((*s).timeout / 1000).clamp(1000, i32::MAX as i64) as i32;
-            runtime::set(Some(runtime::Runtime { generation, socket_dir: hc.socket_dir.clone(), scoreboard, io_timeout_ms }));
             ffi::OK as c_int
         }
     })
+}
+
+/// Start the supervisor, or hand the running one this generation's vhost
+/// table; then publish the runtime the request path reads and watch the
+/// supervisor's life. Also used by the watchdog after the supervisor died.
+///
+/// # Safety
+/// Parent only, at config time (or from the MPM's maintenance callback).
+pub unsafe fn ensure_supervisor(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server_rec) -> Result<(), String> {
+    // SAFETY: the caller guarantees the single-threaded parent and a live
+    // configuration; every pointer below comes from it.
+    unsafe {
+        let generation = ffi::ap_state_query(ffi::AP_SQ_CONFIG_GEN as c_int).max(0) as u64;
+        let hc = host_config(pconf, s, generation)?;
+        runtime::set(None);
+        if libc::geteuid() != 0 {
+            log::server(s, log::WARNING, "sufcgi: httpd was not started as root, so workers cannot run as their owners; sufcgi requests will be answered 503");
+            return Ok(());
+        }
+        let persist = runtime::persist((*(*s).process).pool).ok_or("cannot allocate the process record")?;
+        if persist.scoreboard.is_null() {
+            let sb = Scoreboard::create(runtime::SCOREBOARD_SLOTS).map_err(|e| format!("cannot create the scoreboard: {e}"))?;
+            let (p, n) = sb.as_raw();
+            persist.scoreboard = p;
+            persist.scoreboard_slots = n;
+        }
+        // The mapping lives for the whole process (never unmapped), shared by
+        // every generation's children and the supervisor.
+        let scoreboard = Scoreboard::from_raw(persist.scoreboard, persist.scoreboard_slots);
+
+        let mut updated = false;
+        if persist.supervisor_pid > 0 {
+            let h = SupervisorHandle::from_raw(persist.supervisor_pid, persist.control_fd);
+            updated = h.is_alive() && h.send_config(&hc).is_ok();
+            let (pid, fd) = h.into_raw();
+            persist.supervisor_pid = pid;
+            persist.control_fd = fd;
+            if !updated && fd >= 0 {
+                libc::close(fd);
+                persist.control_fd = -1;
+            }
+        }
+        if !updated {
+            let h = supervisor::start(&hc, &scoreboard).map_err(|e| format!("cannot start the supervisor: {e}"))?;
+            let (pid, fd) = h.into_raw();
+            persist.supervisor_pid = pid;
+            persist.control_fd = fd;
+            log::server(s, log::INFO, &format!("sufcgi: supervisor started, pid {pid}"));
+        }
+        watchdog::watch(pconf, s, persist.supervisor_pid);
+        let io_timeout_ms = ((*s).timeout / 1000).clamp(1000, i32::MAX as i64) as i32;
+        runtime::set(Some(runtime::Runtime { generation, socket_dir: hc.socket_dir.clone(), scoreboard, io_timeout_ms }));
+        Ok(())
+    }
 }
 
 unsafe extern "C" fn child_init(_p: *mut ffi::apr_pool_t, s: *mut ffi::server_rec) {

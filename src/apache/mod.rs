@@ -12,3 +12,4 @@ mod log;
 mod module;
 mod relay;
 mod runtime;
+mod watchdog;

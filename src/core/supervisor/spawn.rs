@@ -201,6 +201,14 @@ pub fn spawn_worker(exec: &PreparedExec, listen_fd: RawFd, dev_null: RawFd) -> i
         if exec.uid != 0 && libc::setresuid(0, 0, 0) == 0 {
             child_fail(b"could regain root");
         }
+        // The kernel clears the parent-death signal when credentials change,
+        // so the one set above is gone: set it again, and re-check the race.
+        if sys::set_parent_death_signal(libc::SIGKILL).is_err() {
+            child_fail(b"prctl(PR_SET_PDEATHSIG) after setresuid");
+        }
+        if libc::getppid() != parent {
+            child_fail(b"supervisor exited");
+        }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0 {
             child_fail(b"prctl(PR_SET_NO_NEW_PRIVS)");
         }
