@@ -8,7 +8,7 @@ MODULE   := $(BUILD)/mod_sufcgi.so
 
 # Debian packages the build and the integration suite use.
 DEB_PACKAGES := apache2 apache2-dev libclang-dev clang pkg-config php-cgi \
-                libfcgi-dev libfcgi-bin libfcgi-perl python3-pip curl
+                libfcgi-dev libfcgi-bin libfcgi-perl python3-pip python3-flask curl
 PY_PACKAGES  := flup pytest
 
 .PHONY: all build deps test unit integration demo clean
@@ -18,7 +18,10 @@ all: build
 build: deps-build
 	$(CARGO) build --release
 	mkdir -p $(BUILD)
-	cp target/release/libsufcgi.so $(MODULE)
+	@# A new inode, never a rewrite in place: a running httpd has the old file
+	@# mapped, and overwriting mapped code crashes it.
+	cp target/release/libsufcgi.so $(MODULE).tmp
+	mv -f $(MODULE).tmp $(MODULE)
 	@echo "built $(MODULE)"
 
 # Install only what is missing, so repeated runs cost nothing.
@@ -53,3 +56,19 @@ demo: deps build
 
 clean:
 	rm -rf $(BUILD) target
+
+# `make bench`: sufcgi against a static file, mod_proxy_fcgi (with and without
+# enablereuse) and mod_fcgid with wrk; writes bench/results/latest.json and
+# prints a Markdown table (see BENCHMARKS.md). BENCH_ARGS passes options to
+# bench/bench.py, e.g. BENCH_ARGS="--duration 5 --max-wait 0".
+BENCH_PACKAGES := apache2 gcc wrk libfcgi-dev libfcgi-bin libapache2-mod-fcgid
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: build
+	@missing=""; for p in $(BENCH_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	$(PYTHON) bench/bench.py $(BENCH_ARGS)

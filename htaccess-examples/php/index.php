@@ -1,0 +1,7 @@
+<?php
+// Shows which account runs this script: with sufcgi it is the site owner, never www-data.
+$user = posix_getpwuid(posix_getuid());
+header('Content-Type: text/plain');
+echo "Hello from PHP, running as {$user['name']} (uid " . posix_getuid() . ", gid " . posix_getgid() . ")\n";
+echo "SCRIPT_FILENAME = {$_SERVER['SCRIPT_FILENAME']}\n";
+echo "worker pid      = " . getmypid() . "\n";

@@ -1,0 +1,77 @@
+"""Shared fixtures: the test site (users, docroots) and one Apache per MPM."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+import harness
+from site_layout import build_site
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        raise pytest.UsageError("the sufcgi integration suite must run as root "
+                                "(it creates users and starts Apache)")
+
+
+@pytest.fixture(scope="session")
+def site():
+    s = build_site()
+    yield s
+    harness.kill_test_user_processes()
+    shutil.rmtree(s.base, ignore_errors=True)
+
+
+def _module_or_fail():
+    """Tests needing mod_sufcgi fail (not skip) with a clear message when it is missing."""
+    if not harness.MODULE_PATH.is_file():
+        pytest.fail(f"{harness.MODULE_PATH} does not exist: build it with `make build` "
+                    "(tests that need the sufcgi module fail until it is there)", pytrace=False)
+    return harness.MODULE_PATH
+
+
+@pytest.fixture(scope="session")
+def sufcgi_module():
+    return _module_or_fail()
+
+
+@pytest.fixture(scope="module", params=harness.MPMS)
+def apache(request, site):
+    """Apache with mod_sufcgi and every test vhost, one per MPM (tests are grouped by MPM)."""
+    _module_or_fail()
+    a = harness.Apache(mpm=request.param, vhosts=site.vhosts())
+    try:
+        a.start()
+    except harness.HarnessError:
+        a.stop()
+        raise
+    yield a
+    a.stop()
+    # keep the server root (logs) of a failed run for inspection; otherwise remove it
+    if request.session.testsfailed:
+        print(f"\n[{request.param}] Apache server root kept for inspection: {a.root}")
+    else:
+        a.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _crash_guard(request):
+    """A crashed child or supervisor fails the test that caused it, and later tests on
+    that server fail fast instead of hanging on a broken server."""
+    if "apache" not in request.fixturenames:
+        yield
+        return
+    a = request.getfixturevalue("apache")
+    earlier = a.crash_lines()
+    if earlier:
+        pytest.fail("this Apache already had crashed processes (see the first failing test):\n"
+                    + "\n".join(earlier[:5]), pytrace=False)
+    mark = a.log_mark()
+    yield
+    crashes = a.crash_lines(mark)
+    if crashes:
+        pytest.fail("processes crashed during this test:\n" + "\n".join(crashes[:5])
+                    + f"\n--- error log since test start ---\n{a.log_since(mark)[-3000:]}",
+                    pytrace=False)

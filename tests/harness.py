@@ -1,0 +1,672 @@
+"""Test harness for sufcgi: a throw-away Apache, test users, files, HTTP helpers.
+
+Everything here runs as root (the suite needs useradd/chown and starts Apache
+as root so that it can switch to www-data). Waits are bounded and fail with a
+message that says what was being waited for.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import pwd
+import grp
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+APACHE_BIN = "/usr/sbin/apache2"
+MODULES_DIR = Path("/usr/lib/apache2/modules")
+REPO = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+# The lead's build output; SUFCGI_MODULE overrides it (e.g. a release build).
+MODULE_PATH = Path(os.environ.get("SUFCGI_MODULE", REPO / "build" / "mod_sufcgi.so"))
+PYTHON = "/usr/bin/python3"  # Debian's: apps running as test users cannot see /root/.pyenv
+MPMS = ("event", "worker", "prefork")
+WWW_DATA = (pwd.getpwnam("www-data").pw_uid, grp.getgrnam("www-data").gr_gid)
+
+# Stock modules every test server loads (core, so, http, log_config, logio, unixd, version are built in).
+STOCK_MODULES = (
+    "authz_core", "authz_user", "authn_core", "authn_file", "auth_basic",
+    "mime", "dir", "alias", "env", "rewrite", "userdir", "proxy", "proxy_fcgi",
+    "setenvif",
+)
+
+# uids of the users this suite creates: their processes are killed in teardown.
+TEST_UIDS: set[int] = set()
+
+
+class HarnessError(AssertionError):
+    """A harness step failed (Apache would not start, a wait timed out...)."""
+
+
+class ModuleMissing(HarnessError):
+    pass
+
+
+def require_module() -> Path:
+    """Path of mod_sufcgi.so, or a clear failure (never a silent skip)."""
+    if not MODULE_PATH.is_file():
+        raise ModuleMissing(
+            f"{MODULE_PATH} does not exist: build it with `make build` "
+            "(tests that need the sufcgi module fail until it is there)")
+    return MODULE_PATH
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll predicate() until it returns a truthy value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- users/files
+
+@dataclass
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+    @property
+    def www(self) -> Path:
+        return self.home / "www"
+
+    @property
+    def ids(self) -> tuple[int, int]:
+        return (self.uid, self.gid)
+
+
+def ensure_user(name: str, uid: int) -> User:
+    """Create (or reuse) a user with a same-numbered primary group, home 0755
+    and a `www/` document root, all owned by the user."""
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        subprocess.run(["groupadd", "-g", str(uid), name], check=True)
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-u", str(uid), "-g", name, "-M", "-d", f"/home/{name}",
+                        "-s", "/usr/sbin/nologin", name], check=True)
+        pw = pwd.getpwnam(name)
+    if pw.pw_uid != uid:
+        raise HarnessError(f"user {name} exists with uid {pw.pw_uid}, expected {uid}")
+    user = User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
+    TEST_UIDS.add(user.uid)
+    mkdir(user.home, user.ids, 0o755)
+    mkdir(user.www, user.ids, 0o755)
+    return user
+
+
+def mkdir(path: Path, owner: tuple[int, int], mode: int = 0o755) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, *owner)
+    os.chmod(path, mode)
+    return path
+
+
+def put(path: Path, content, owner: tuple[int, int], mode: int = 0o644) -> Path:
+    """Write a file (str or bytes) with an exact owner and mode."""
+    path = Path(path)
+    if path.is_symlink():
+        path.unlink()
+    data = content.encode() if isinstance(content, str) else content
+    path.write_bytes(data)
+    os.chown(path, *owner)
+    os.chmod(path, mode)
+    return path
+
+
+def put_app(path: Path, app_name: str, owner: tuple[int, int], mode: int = 0o755) -> Path:
+    """Copy one of tests/apps/ into place as an executable owned by owner."""
+    return put(path, (APPS / app_name).read_bytes(), owner, mode)
+
+
+def compile_c_app(source: Path, dest: Path, owner: tuple[int, int]) -> Path:
+    """Build a libfcgi app with `cc ... -lfcgi` and hand it to owner (0755)."""
+    dest = Path(dest)
+    res = subprocess.run(["cc", "-O2", "-Wall", "-o", str(dest), str(source), "-lfcgi"],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise HarnessError(f"compiling {source} failed:\n{res.stderr}")
+    os.chown(dest, *owner)
+    os.chmod(dest, 0o755)
+    return dest
+
+
+def sha_password(password: str) -> str:
+    """htpasswd-compatible {SHA} hash (no htpasswd binary needed)."""
+    import base64
+    return "{SHA}" + base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+
+
+# ---------------------------------------------------------------- processes
+
+def _proc_status(pid: int) -> dict[str, str]:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                out[k] = v.strip()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return out
+
+
+def all_pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def proc_uid(pid: int) -> int | None:
+    st = _proc_status(pid)
+    return int(st["Uid"].split()[0]) if "Uid" in st else None
+
+
+def proc_ppid(pid: int) -> int | None:
+    st = _proc_status(pid)
+    return int(st["PPid"]) if "PPid" in st else None
+
+
+def pid_alive(pid: int) -> bool:
+    st = _proc_status(pid)
+    return bool(st) and not st.get("State", "").startswith("Z")
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid in all_pids():
+        pp = proc_ppid(pid)
+        if pp is not None:
+            children.setdefault(pp, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def processes_of_uids(uids) -> list[int]:
+    uids = set(uids)
+    return [p for p in all_pids() if proc_uid(p) in uids and pid_alive(p)]
+
+
+def processes_with_cwd_under(path: Path) -> list[int]:
+    path = str(path)
+    out = []
+    for p in all_pids():
+        try:
+            cwd = os.readlink(f"/proc/{p}/cwd")
+        except OSError:
+            continue
+        if (cwd == path or cwd.startswith(path + "/")) and pid_alive(p):
+            out.append(p)
+    return out
+
+
+def kill_pids(pids, grace: float = 3.0) -> list[int]:
+    """SIGTERM, bounded wait, then SIGKILL. Returns the pids that were alive."""
+    alive = [p for p in pids if pid_alive(p)]
+    for p in alive:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid_alive(p) for p in alive):
+        time.sleep(0.05)
+    for p in alive:
+        if pid_alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return alive
+
+
+def kill_test_user_processes() -> list[int]:
+    return kill_pids(processes_of_uids(TEST_UIDS))
+
+
+def rss_kib(pid: int, key: str = "VmRSS") -> int:
+    v = _proc_status(pid).get(key)
+    if v is None:
+        raise HarnessError(f"no {key} for pid {pid} (process gone?)")
+    return int(v.split()[0])
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset VmHWM to the current RSS (Linux clear_refs '5')."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _tcp_inode(server_port: int, client_port: int) -> str | None:
+    """Inode of the server-side socket of the loopback connection client_port -> server_port."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            lport = int(parts[1].rsplit(":", 1)[1], 16)
+            rport = int(parts[2].rsplit(":", 1)[1], 16)
+            if lport == server_port and rport == client_port:
+                return parts[9]
+    return None
+
+
+def pid_holding_connection(pids, server_port: int, client_port: int) -> int | None:
+    inode = _tcp_inode(server_port, client_port)
+    if not inode or inode == "0":
+        return None
+    target = f"socket:[{inode}]"
+    for p in pids:
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                try:
+                    if os.readlink(f"/proc/{p}/fd/{fd}") == target:
+                        return p
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+# ---------------------------------------------------------------- HTTP
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError as e:
+            raise AssertionError(f"response is not JSON ({e}): status {self.status}, "
+                                 f"body {self.body[:500]!r}") from None
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.reason} {self.body[:200]!r}>"
+
+
+def _read_response(resp: http.client.HTTPResponse) -> Response:
+    body = resp.read()
+    return Response(resp.status, resp.reason, resp.getheaders(), body)
+
+
+def request(port: int, path: str, *, host: str | None = None, method: str = "GET",
+            headers: dict | None = None, body=None, timeout: float = 20) -> Response:
+    """One request on a fresh connection. `host` is the Host header (name-based vhosts)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        h = {"Host": f"{host}:{port}" if host else f"127.0.0.1:{port}", "Connection": "close"}
+        h.update(headers or {})
+        conn.request(method, path, body=body, headers=h)
+        return _read_response(conn.getresponse())
+    finally:
+        conn.close()
+
+
+class KeepAliveClient:
+    """Several requests on one HTTP/1.1 connection; fails if the server closes it."""
+
+    def __init__(self, port: int, host: str, timeout: float = 30):
+        self.port, self.host = port, host
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.connect()
+        self.local_port = self.conn.sock.getsockname()[1]
+
+    def get(self, path: str) -> Response:
+        self.conn.request("GET", path, headers={"Host": f"{self.host}:{self.port}"})
+        resp = self.conn.getresponse()
+        r = _read_response(resp)
+        if self.conn.sock is None or self.conn.sock.getsockname()[1] != self.local_port:
+            raise AssertionError("server closed the keep-alive connection")
+        return r
+
+    def close(self):
+        self.conn.close()
+
+
+def pattern_bytes(total: int, chunk: int = 1 << 20):
+    """Deterministic, incompressible-looking body in chunks: yields bytes."""
+    block = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(chunk // 32))
+    sent = 0
+    n = 0
+    while sent < total:
+        piece = block[: min(chunk, total - sent)]
+        # vary each chunk so a stuck/duplicated chunk changes the digest
+        piece = n.to_bytes(8, "big") + piece[8:] if len(piece) >= 8 else piece
+        sent += len(piece)
+        n += 1
+        yield piece
+
+
+def pattern_sha256(total: int) -> str:
+    h = hashlib.sha256()
+    for piece in pattern_bytes(total):
+        h.update(piece)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- Apache
+
+@dataclass
+class Vhost:
+    name: str
+    docroot: Path
+    extra: str = ""           # inside <VirtualHost>
+    allow_override: str = "All"
+
+
+@dataclass
+class Apache:
+    """A private Apache: temp ServerRoot, generated httpd.conf, its own port.
+
+    `sufcgi=True` adds `LoadModule sufcgi_module build/mod_sufcgi.so` (start()
+    raises ModuleMissing if the file is not there)."""
+    mpm: str = "event"
+    vhosts: list = field(default_factory=list)
+    extra: str = ""            # server-level config appended after the modules
+    sufcgi: bool = True
+    port: int = 0
+    root: Path | None = None
+    log_level: str = "info"
+
+    def __post_init__(self):
+        if self.mpm not in MPMS:
+            raise ValueError(f"unknown MPM {self.mpm}")
+        if not self.port:
+            self.port = free_port()
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix=f"sufcgi-httpd-{self.mpm}-"))
+        self.root = Path(self.root)
+        os.chmod(self.root, 0o755)  # www-data must reach run/ (sockets) below it
+        self.conf = self.root / "httpd.conf"
+        self.error_log = self.root / "error.log"
+        self.access_log = self.root / "access.log"
+        self.pidfile = self.root / "httpd.pid"
+        self.run_dir = self.root / "run"
+        self.run_dir.mkdir(exist_ok=True)
+        os.chmod(self.run_dir, 0o755)
+        self.master: int | None = None
+        self.leftovers: list[int] = []
+        self._known: set[int] = set()
+
+    # -- config
+    def config_text(self) -> str:
+        L = [
+            f"ServerRoot {self.root}",
+            f"Listen 127.0.0.1:{self.port}",
+            f"PidFile {self.pidfile}",
+            f"ErrorLog {self.error_log}",
+            f"LogLevel {self.log_level}",
+            f"DefaultRuntimeDir {self.run_dir}",
+            "User www-data",
+            "Group www-data",
+            f"LoadModule mpm_{self.mpm}_module {MODULES_DIR}/mod_mpm_{self.mpm}.so",
+        ]
+        for m in STOCK_MODULES:
+            L.append(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so")
+        if self.sufcgi:
+            L.append(f"LoadModule sufcgi_module {require_module()}")
+        if self.mpm == "prefork":
+            L += ["StartServers 2", "MinSpareServers 1", "MaxSpareServers 4",
+                  "MaxRequestWorkers 16", "ServerLimit 16"]
+        else:
+            L += ["StartServers 2", "ServerLimit 4", "ThreadsPerChild 8", "ThreadLimit 8",
+                  "MinSpareThreads 4", "MaxSpareThreads 16", "MaxRequestWorkers 32"]
+        L += [
+            "ServerName localhost",
+            "TypesConfig /etc/mime.types",
+            "AddDefaultCharset Off",
+            "KeepAlive On",
+            "MaxKeepAliveRequests 100",
+            "KeepAliveTimeout 15",
+            "Timeout 60",
+            'LogFormat "%h %l %u %t \\"%r\\" %>s %b %{Host}i pid=%P" sufcgi',
+            f"CustomLog {self.access_log} sufcgi",
+            "DirectoryIndex index.html",
+            "<Directory />\n  AllowOverride None\n  Require all denied\n</Directory>",
+            '<Files ".ht*">\n  Require all denied\n</Files>',
+            self.extra,
+        ]
+        for v in self.vhosts:
+            L.append(
+                f"<VirtualHost 127.0.0.1:{self.port}>\n"
+                f"  ServerName {v.name}\n"
+                f"  DocumentRoot {v.docroot}\n"
+                f"  <Directory {v.docroot}>\n"
+                f"    Options FollowSymLinks ExecCGI\n"
+                f"    AllowOverride {v.allow_override}\n"
+                f"    Require all granted\n"
+                f"  </Directory>\n"
+                f"{v.extra}\n"
+                f"</VirtualHost>")
+        return "\n".join(L) + "\n"
+
+    def write_config(self):
+        self.conf.write_text(self.config_text())
+
+    # -- lifecycle
+    def _apachectl(self, *args) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+        return subprocess.run([APACHE_BIN, "-f", str(self.conf), *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    def configtest(self) -> subprocess.CompletedProcess:
+        self.write_config()
+        return self._apachectl("-t")
+
+    def start(self):
+        self.write_config()
+        if self.error_log.exists():
+            self.error_log.unlink()
+        if self.pidfile.exists():
+            self.pidfile.unlink()
+        res = self._apachectl("-k", "start")
+        if res.returncode != 0:
+            raise HarnessError(f"apache2 -k start failed ({res.returncode}):\n{res.stdout}{res.stderr}"
+                               f"\n--- error log ---\n{self.log_tail()}")
+        try:
+            wait_for(lambda: self.pidfile.exists() and self.pidfile.read_text().strip(), 15,
+                     f"{self.pidfile}")
+            self.master = int(self.pidfile.read_text().strip())
+            wait_for(lambda: port_open(self.port), 15, f"Apache to listen on 127.0.0.1:{self.port}")
+        except HarnessError as e:
+            self.stop()
+            raise HarnessError(f"{e}\n--- error log ---\n{self.log_tail()}") from None
+        self._remember()
+        return self
+
+    def _remember(self):
+        if self.master:
+            self._known.update(descendants(self.master))
+
+    def graceful(self):
+        self._remember()
+        mark = self.log_mark()
+        old_gen_children = set(self.child_pids())
+        res = self._apachectl("-k", "graceful")
+        if res.returncode != 0:
+            raise HarnessError(f"graceful failed: {res.stdout}{res.stderr}")
+        wait_for(lambda: "resuming normal operations" in self.log_since(mark), 20,
+                 "'resuming normal operations' after graceful")
+        wait_for(lambda: port_open(self.port), 15, "port after graceful")
+        self._remember()
+        return old_gen_children
+
+    def stop(self, grace: float = 20):
+        """Stop Apache and wait for the master to exit; kill everything it left behind
+        (its descendants seen while running and any process of a test user).
+        self.leftovers lists what had to be killed after the master was gone."""
+        self._remember()
+        if self.master and pid_alive(self.master):
+            self._apachectl("-k", "stop")
+            try:
+                wait_for(lambda: not pid_alive(self.master), grace, "Apache master to exit")
+            except HarnessError:
+                kill_pids([self.master] + descendants(self.master), grace=1)
+        # Give an honest supervisor a moment to reap its workers before judging leftovers.
+        try:
+            wait_for(lambda: not [p for p in self._known if pid_alive(p)], 5, "children to exit",)
+        except HarnessError:
+            pass
+        self.leftovers = [p for p in self._known if pid_alive(p)]
+        kill_pids(self.leftovers, grace=1)
+        kill_test_user_processes()
+        self.master = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- processes
+    def child_pids(self) -> list[int]:
+        """Apache children serving requests (run as www-data), not the supervisor."""
+        if not self.master:
+            return []
+        return [p for p in descendants(self.master)
+                if proc_uid(p) == WWW_DATA[0] and pid_alive(p)
+                and Path(f"/proc/{p}/comm").read_text().strip() == "apache2"]
+
+    def all_descendants(self) -> list[int]:
+        return descendants(self.master) if self.master else []
+
+    # -- logs
+    def log_mark(self) -> int:
+        try:
+            return self.error_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, mark: int) -> str:
+        try:
+            with open(self.error_log, "rb") as f:
+                f.seek(mark)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, mark: int, predicate, what: str, timeout: float = 5) -> str:
+        """Wait until the log written since mark satisfies predicate(text); return it.
+        On timeout the failure shows the log lines that did arrive."""
+        try:
+            wait_for(lambda: predicate(self.log_since(mark)), timeout, what)
+        except HarnessError as e:
+            raise AssertionError(f"{e}\n--- error log since mark ---\n{self.log_since(mark)}") from None
+        return self.log_since(mark)
+
+    def crash_lines(self, mark: int = 0) -> list[str]:
+        """Error-log lines reporting a process that died on a signal (segfault, abort...)."""
+        return [l for l in self.log_since(mark).splitlines() if "exit signal" in l]
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return "(no error log)"
+
+    # -- HTTP
+    def get(self, path: str, host: str | None = None, **kw) -> Response:
+        return request(self.port, path, host=host, **kw)
+
+    def cleanup(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- standalone FastCGI
+
+class StandaloneFcgi:
+    """Run an app as a FastCGI server on a Unix socket the way a spawner does:
+    we bind+listen, hand the socket to the app as fd 0, drop to `owner`.
+    Used for the mod_proxy_fcgi side of comparisons and harness self-tests."""
+
+    def __init__(self, argv: list[str], sock_path: Path, owner: tuple[int, int] | None = None,
+                 cwd: Path | None = None, env: dict | None = None):
+        self.sock_path = Path(sock_path)
+        if self.sock_path.exists():
+            self.sock_path.unlink()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.sock_path))
+        self.listener.listen(64)
+        os.chmod(self.sock_path, 0o666)  # www-data connects to it
+        fd = self.listener.fileno()
+
+        def child_setup():
+            os.setsid()
+            if owner:
+                os.setgroups([])
+                os.setgid(owner[1])
+                os.setuid(owner[0])
+
+        self.proc = subprocess.Popen(
+            argv, stdin=fd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=str(cwd) if cwd else None, preexec_fn=child_setup, close_fds=True,
+            env=env if env is not None else {"PATH": "/usr/bin:/bin"})
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=10)
+        self.listener.close()
+        try:
+            self.sock_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
