@@ -96,12 +96,3 @@ pub unsafe fn table_set(t: *mut ffi::apr_table_t, k: &[u8], v: &[u8]) {
         unsafe { ffi::apr_table_set(t, k.as_ptr(), v.as_ptr()) };
     }
 }
-
-/// # Safety
-/// `t` must be a live table.
-pub unsafe fn table_unset(t: *mut ffi::apr_table_t, k: &[u8]) {
-    if let Ok(k) = CString::new(k) {
-        // SAFETY: apr_table_unset only reads the key.
-        unsafe { ffi::apr_table_unset(t, k.as_ptr()) };
-    }
-}

@@ -10,6 +10,7 @@ use super::guard::guard;
 use super::log;
 use crate::core::directives::{self, DirConfig, Directive};
 use crate::core::hostconfig::HostConfig;
+use crate::core::limits::Limits;
 use std::ffi::{CStr, OsStr};
 use std::os::raw::{c_char, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
@@ -18,19 +19,32 @@ use std::ptr;
 
 /// Host settings from server config. Global ones are read from the main server
 /// only; `owner` is per vhost and deliberately not inherited by vhosts.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ServerConf {
     pub owner: Option<(Vec<u8>, Option<Vec<u8>>)>,
     pub min_uid: Option<u32>,
     pub min_gid: Option<u32>,
     pub socket_dir: Option<PathBuf>,
-    pub max_workers_ceiling: Option<u32>,
+    /// `SuFcgiCeiling NAME VALUE`, applied over the default ceilings.
+    pub ceilings: Limits,
     pub max_workers_per_owner: Option<u32>,
     pub max_workers_total: Option<u32>,
     pub blocked_env: Vec<String>,
-    /// Position of this server_rec in the chain, assigned at post_config; the
-    /// supervisor resolves identities by it.
-    pub vhost_index: u32,
+}
+
+impl Default for ServerConf {
+    fn default() -> Self {
+        ServerConf {
+            owner: None,
+            min_uid: None,
+            min_gid: None,
+            socket_dir: None,
+            ceilings: Limits::DEFAULT_CEILINGS,
+            max_workers_per_owner: None,
+            max_workers_total: None,
+            blocked_env: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -39,7 +53,7 @@ enum HostDirective {
     MinUid,
     MinGid,
     SocketDir,
-    MaxWorkersCeiling,
+    Ceiling,
     MaxWorkersPerOwner,
     MaxWorkersTotal,
     BlockEnv,
@@ -51,7 +65,7 @@ impl HostDirective {
         (HostDirective::MinUid, c"SuFcgiMinUid", c"N -- lowest uid a worker may run as (default 1000)"),
         (HostDirective::MinGid, c"SuFcgiMinGid", c"N -- lowest gid a worker may run as (default 1000)"),
         (HostDirective::SocketDir, c"SuFcgiSocketDir", c"DIR -- directory for worker sockets (default: runtime dir/sufcgi)"),
-        (HostDirective::MaxWorkersCeiling, c"SuFcgiMaxWorkersCeiling", c"N -- highest SuFcgiMaxWorkers a customer may ask for (default 16)"),
+        (HostDirective::Ceiling, c"SuFcgiCeiling", c"NAME VALUE -- highest value customers may set for SuFcgiNAME (MaxWorkers, MinWorkers, IdleTimeout, MaxRequests, QueueLimit, QueueTimeout, RequestTimeout, MemoryLimit)"),
         (HostDirective::MaxWorkersPerOwner, c"SuFcgiMaxWorkersPerOwner", c"N -- live workers one owner may have in all (default 32)"),
         (HostDirective::MaxWorkersTotal, c"SuFcgiMaxWorkersTotal", c"N -- live workers on this server in all (default 512)"),
         (HostDirective::BlockEnv, c"SuFcgiBlockEnv", c"NAME... -- environment names customers may not set with SuFcgiEnv"),
@@ -60,7 +74,7 @@ impl HostDirective {
 
 /// httpd's command table must be a static C array that lives as long as the module.
 #[repr(transparent)]
-pub struct CommandTable(pub [ffi::command_rec; 13]);
+pub struct CommandTable(pub [ffi::command_rec; 23]);
 // SAFETY: the table is immutable after initialisation and holds only pointers
 // to 'static data (names, usage strings, functions).
 unsafe impl Sync for CommandTable {}
@@ -105,6 +119,16 @@ pub static COMMANDS: CommandTable = CommandTable([
     customer(Directive::Wrapper, c"SuFcgiWrapper", c"COMMAND [ARG...] .EXT -- run existing *.EXT files through COMMAND"),
     customer(Directive::Env, c"SuFcgiEnv", c"NAME VALUE -- extra environment variable for the workers"),
     customer(Directive::MaxWorkers, c"SuFcgiMaxWorkers", c"N -- at most N worker processes for this app"),
+    customer(Directive::MinWorkers, c"SuFcgiMinWorkers", c"N -- worker processes kept running even when idle"),
+    customer(Directive::IdleTimeout, c"SuFcgiIdleTimeout", c"SECONDS -- idle workers above the minimum stop after this long"),
+    customer(Directive::MaxRequests, c"SuFcgiMaxRequests", c"N -- a worker is replaced after serving N requests (0: never)"),
+    customer(Directive::QueueLimit, c"SuFcgiQueueLimit", c"N -- requests that may wait for a busy app before 503"),
+    customer(Directive::QueueTimeout, c"SuFcgiQueueTimeout", c"SECONDS -- longest wait for a worker before 503"),
+    customer(Directive::BusyPage, c"SuFcgiBusyPage", c"FILE -- the page sent with 503 when the app is overloaded"),
+    customer(Directive::RequestTimeout, c"SuFcgiRequestTimeout", c"SECONDS -- a longer request gets 504 and its worker is replaced"),
+    customer(Directive::MemoryLimit, c"SuFcgiMemoryLimit", c"SIZE -- a worker using more memory (e.g. 256M) is stopped"),
+    customer(Directive::RestartFile, c"SuFcgiRestartFile", c"PATH -- touching this file restarts the app's workers"),
+    customer(Directive::Log, c"SuFcgiLog", c"FILE -- the app's stderr and lifecycle events go to this file"),
     host(0),
     host(1),
     host(2),
@@ -185,6 +209,23 @@ unsafe extern "C" fn customer_directive(
     })
 }
 
+/// `SuFcgiCeiling NAME VALUE`: NAME is a customer directive without its prefix.
+fn set_ceiling(c: &mut Limits, name: &[u8], v: &[u8]) -> Result<(), String> {
+    let secs = || directives::parse_count(v, 0, directives::MAX_SECONDS);
+    match name.to_ascii_lowercase().as_slice() {
+        b"maxworkers" => c.max_workers = directives::parse_count(v, 1, directives::MAX_WORKERS_LIMIT)?,
+        b"minworkers" => c.min_workers = directives::parse_count(v, 0, directives::MAX_WORKERS_LIMIT)?,
+        b"idletimeout" => c.idle_timeout = directives::parse_count(v, 1, directives::MAX_SECONDS)?,
+        b"maxrequests" => c.max_requests = directives::parse_count(v, 0, u32::MAX - 1)?,
+        b"queuelimit" => c.queue_limit = directives::parse_count(v, 0, 100_000)?,
+        b"queuetimeout" => c.queue_timeout = secs()?,
+        b"requesttimeout" => c.request_timeout = secs()?,
+        b"memorylimit" => c.memory_limit = crate::core::limits::parse_size(v)?,
+        _ => return Err(format!("unknown limit '{}'", String::from_utf8_lossy(name))),
+    }
+    Ok(())
+}
+
 fn env_allowed(host: Option<&ServerConf>, name: &[u8]) -> bool {
     let mut probe = HostConfig::new(PathBuf::new(), 0, 0);
     if let Some(h) = host {
@@ -238,7 +279,10 @@ unsafe extern "C" fn host_directive(
                 },
                 HostDirective::MinUid => count(1, u32::MAX - 1).map(|n| conf.min_uid = Some(n)),
                 HostDirective::MinGid => count(1, u32::MAX - 1).map(|n| conf.min_gid = Some(n)),
-                HostDirective::MaxWorkersCeiling => count(1, directives::MAX_WORKERS_LIMIT).map(|n| conf.max_workers_ceiling = Some(n)),
+                HostDirective::Ceiling => match a.as_slice() {
+                    [n, v] => set_ceiling(&mut conf.ceilings, n, v).map_err(|e| format!("{name}: {e}")),
+                    _ => Err(format!("{name} takes NAME VALUE, e.g. SuFcgiCeiling MaxWorkers 8")),
+                },
                 HostDirective::MaxWorkersPerOwner => count(1, 100_000).map(|n| conf.max_workers_per_owner = Some(n)),
                 HostDirective::MaxWorkersTotal => count(1, 1_000_000).map(|n| conf.max_workers_total = Some(n)),
                 HostDirective::SocketDir => match a.as_slice() {

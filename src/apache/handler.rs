@@ -2,15 +2,18 @@
 //! (cached, else asked of the supervisor) → CGI params → relay.
 
 use super::apr::{bytes, table_entries, table_set};
-use super::config::{dir_conf, server_conf};
+use super::config::dir_conf;
 use super::guard::guard;
 use super::hooks::{HANDLER_APP, HANDLER_SCRIPT, HANDLER_WRAPPER};
 use super::link::{self, PoolError};
-use super::{ffi, log, relay, runtime};
+use super::{dispatch, ffi, log, relay, runtime};
 use crate::core::directives::DirConfig;
 use crate::core::fastcgi::params::param_value_is_safe;
 use crate::core::mapping::split_mount;
-use crate::core::request::{AppKind, PoolInfo, PoolSpec};
+use crate::core::directives::DEFAULT_RESTART_FILE;
+use crate::core::request::{worker_socket_path, AppKind, PoolInfo, PoolSpec};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use std::ffi::OsStr;
 use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
@@ -91,17 +94,13 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                 let mut full = filename.clone();
                 full.extend_from_slice(&path_info);
                 let dir = def.dir.as_os_str().as_bytes();
-                let (script_name, info) = split_mount(&uri, &full, dir).unwrap_or_else(|| (Vec::new(), uri.clone()));
-                overrides.push((b"SCRIPT_NAME", script_name));
-                overrides.push((b"SCRIPT_FILENAME", def.program.as_os_str().as_bytes().to_vec()));
-                if info.is_empty() {
-                    overrides.push((b"PATH_INFO", Vec::new()));
-                } else {
-                    let mut translated = dir.strip_suffix(b"/").unwrap_or(dir).to_vec();
-                    translated.extend_from_slice(&info);
-                    overrides.push((b"PATH_TRANSLATED", translated));
-                    overrides.push((b"PATH_INFO", info));
+                // SCRIPT_NAME is the mount point and PATH_INFO the rest: give
+                // httpd that path info, so ap_add_cgi_vars derives SCRIPT_NAME
+                // and PATH_TRANSLATED exactly as for any CGI request.
+                if let Some((_, info)) = split_mount(&uri, &full, dir) {
+                    rr.path_info = super::apr::pstr(rr.pool, &info) as *mut _;
                 }
+                overrides.push((b"SCRIPT_FILENAME", def.program.as_os_str().as_bytes().to_vec()));
                 (def.program.clone(), def.args.clone(), def.dir.clone())
             }
             AppKind::Wrapper => {
@@ -120,27 +119,35 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                 (p, Vec::new(), dir)
             }
         };
-        let vhost = server_conf(rr.server).map(|c| c.vhost_index).unwrap_or(0);
+        let Some(&vhost) = rt.vhosts.get(&(rr.server as usize)) else {
+            return refuse(r, ffi::HTTP_INTERNAL_SERVER_ERROR, "request for a server unknown to this configuration generation");
+        };
         let spec = PoolSpec {
             generation: rt.generation,
             vhost,
             kind,
             program,
             args,
-            workdir,
+            workdir: workdir.clone(),
             config_files: cfg.sources.clone(),
             env: cfg.env.clone(),
-            max_workers: cfg.max_workers.unwrap_or(crate::core::hostconfig::DEFAULT_MAX_WORKERS),
+            limits: cfg.limits.resolve(),
+            restart_file: Some(workdir.join(cfg.restart_file.as_deref().unwrap_or(Path::new(DEFAULT_RESTART_FILE)))),
+            log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
             userdir_user: userdir_user(&uri),
         };
+        // Edits to these files mean fresh workers (wrapped scripts are re-read
+        // by their interpreter anyway).
+        let mut watch: Vec<PathBuf> = spec.config_files.clone();
+        if kind != AppKind::Wrapper {
+            watch.push(spec.program.clone());
+        }
+        watch.extend(spec.restart_file.iter().cloned());
 
         // The CGI environment httpd builds for mod_cgi, mod_proxy_fcgi and mod_fcgid.
         ffi::ap_add_common_vars(r);
         ffi::ap_add_cgi_vars(r);
         for (k, v) in &overrides {
-            if k == b"PATH_INFO" && v.is_empty() {
-                super::apr::table_unset(rr.subprocess_env, b"PATH_TRANSLATED");
-            }
             table_set(rr.subprocess_env, k, v);
         }
         let pairs = table_entries(rr.subprocess_env);
@@ -148,9 +155,15 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             return refuse(r, ffi::HTTP_BAD_REQUEST, &format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(k)));
         }
 
+        let mut body = relay::Body::new();
+        // Only requests that may safely run twice are sent to a second worker
+        // when the first vanished without a word (it may have run them).
+        let idempotent = [ffi::M_GET, ffi::M_PUT, ffi::M_DELETE, ffi::M_OPTIONS].contains(&(rr.method_number as u32));
+        let mut first_failure: Option<String> = None;
+        let mut fresh = false;
         let mut checked_script = false;
-        for attempt in 0..2 {
-            let pool = match link::pool_for(&rt, &spec, attempt > 0) {
+        for _attempt in 0..4 {
+            let pool = match link::pool_for(&rt, &spec, &watch, fresh) {
                 Ok(p) => p,
                 Err(PoolError::Refused { status, reason }) => {
                     if status == 503 {
@@ -164,34 +177,107 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                 }
             };
             if kind == AppKind::Wrapper && !checked_script {
-                if let Err(why) = check_wrapped_script(&path(&filename), &pool) {
+                if let Err(why) = check_wrapped_script(&path(&filename), &pool.info) {
                     return refuse(r, ffi::HTTP_FORBIDDEN, &format!("refusing to run a script: {why}"));
                 }
                 checked_script = true;
             }
-            match relay::connect(&pool.socket_path) {
-                Ok(sock) => {
-                    let slot = rt.scoreboard.slot(pool.slot);
-                    let entered = slot.map(|s| s.enter());
-                    if let Some((_, true)) = &entered {
-                        link::spawn_hint(&rt, pool.slot, pool.slot_generation);
-                    }
-                    let status = relay::exchange(r, sock, &pairs, rt.io_timeout_ms);
-                    drop(entered);
-                    return status;
-                }
-                Err(e) if attempt == 0 && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ECONNREFUSED)) => {
-                    // The pool went away (idle, crashed, replaced): ask again.
-                    link::forget(&spec);
+            let Some(slot) = pool.slot(&rt) else {
+                // Replaced or forgotten since we cached it: ask again.
+                fresh = true;
+                continue;
+            };
+            let claim = match dispatch::claim_worker(&rt, &pool, slot) {
+                Ok(c) => c,
+                Err(dispatch::NoWorker::Gone) => {
+                    fresh = true;
                     continue;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                    table_set(rr.err_headers_out, b"Retry-After", b"5");
-                    return refuse(r, ffi::HTTP_SERVICE_UNAVAILABLE, "the app's queue is full");
+                Err(dispatch::NoWorker::Busy { retry_after, why }) => {
+                    if let Some(first) = first_failure {
+                        // The retry found no worker: the first failure is the answer.
+                        return refuse(r, ffi::HTTP_BAD_GATEWAY, &first);
+                    }
+                    slot.rejected.fetch_add(1, Ordering::Relaxed);
+                    return busy(r, cfg, retry_after, &why);
                 }
-                Err(e) => return refuse(r, ffi::HTTP_BAD_GATEWAY, &format!("cannot connect to the app's socket: {e}")),
+            };
+            let sock = match relay::connect(&worker_socket_path(&pool.info.socket_prefix, claim.index)) {
+                Ok(s) => s,
+                Err(e) => {
+                    // The worker went away between claim and connect: take another.
+                    if claim.retire() {
+                        link::nudge(&rt, &pool.info);
+                    }
+                    log::request(r, log::INFO, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
+                    continue;
+                }
+            };
+            slot.requests.fetch_add(1, Ordering::Relaxed);
+            slot.inflight.fetch_add(1, Ordering::AcqRel);
+            let deadline = (pool.info.limits.request_timeout > 0)
+                .then(|| Instant::now() + Duration::from_secs(pool.info.limits.request_timeout as u64));
+            let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline };
+            let outcome = relay::exchange(r, sock, &pairs, &mut body, &timeouts);
+            slot.inflight.fetch_sub(1, Ordering::AcqRel);
+            let (index, epoch) = (claim.index, claim.epoch);
+            match outcome.fate {
+                relay::Fate::Clean => {
+                    if claim.release() {
+                        link::nudge(&rt, &pool.info);
+                    }
+                }
+                relay::Fate::Broken => {
+                    claim.retire();
+                    link::nudge(&rt, &pool.info);
+                }
+                relay::Fate::TimedOut => {
+                    claim.retire();
+                    link::kill(&rt, &pool.info, index, epoch);
+                }
             }
+            if outcome.retryable && outcome.fate == relay::Fate::Broken && idempotent && first_failure.is_none() {
+                // Nothing came back and the body is at hand: another worker
+                // gets the request (e.g. php-cgi exiting after its last request).
+                let why = outcome.why.unwrap_or_default();
+                log::request(r, log::INFO, format!("sufcgi: {why}; retrying on another worker").as_bytes());
+                first_failure = Some(why);
+                continue;
+            }
+            if let Some(why) = &outcome.why {
+                log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
+            }
+            return outcome.status;
         }
-        refuse(r, ffi::HTTP_BAD_GATEWAY, "the app's pool could not be reached")
+        refuse(r, ffi::HTTP_BAD_GATEWAY, "no worker of the app could take the request")
     }
+}
+
+/// 503 for an overloaded or backing-off app: `Retry-After`, and the
+/// customer's `SuFcgiBusyPage` as the body when there is one.
+fn busy(r: *mut ffi::request_rec, cfg: &DirConfig, retry_after: u32, why: &str) -> c_int {
+    log::request(r, log::WARNING, format!("sufcgi: 503: {why}").as_bytes());
+    // SAFETY: r is the live request; strings are copied by APR.
+    unsafe {
+        let rr = &mut *r;
+        table_set(rr.err_headers_out, b"Retry-After", retry_after.max(1).to_string().as_bytes());
+        if let Some(page) = cfg.busy_page.as_deref().and_then(read_busy_page) {
+            rr.status = ffi::HTTP_SERVICE_UNAVAILABLE as c_int;
+            ffi::ap_set_content_type(r, c"text/html; charset=utf-8".as_ptr());
+            table_set(rr.headers_out, b"Retry-After", retry_after.max(1).to_string().as_bytes());
+            ffi::ap_rwrite(page.as_ptr() as *const _, page.len() as c_int, r);
+            return ffi::OK as c_int;
+        }
+    }
+    ffi::HTTP_SERVICE_UNAVAILABLE as c_int
+}
+
+/// The busy page, if it is a regular file of sensible size (read as the
+/// server user: it is served like any other file of the site).
+fn read_busy_page(p: &Path) -> Option<Vec<u8>> {
+    let md = std::fs::symlink_metadata(p).ok()?;
+    if !md.file_type().is_file() || md.len() > 64 * 1024 {
+        return None;
+    }
+    std::fs::read(p).ok()
 }

@@ -3,12 +3,13 @@
 //! requests to our handler in fixups.
 
 use super::apr::bytes;
-use super::config::{self, server_conf, server_conf_mut};
+use super::config::{self, server_conf};
 use super::guard::guard;
 use super::{ffi, handler, log, runtime, watchdog};
 use crate::core::hostconfig::{HostConfig, VhostConfig};
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
+use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
@@ -49,7 +50,14 @@ fn lookup_group(name: &[u8]) -> Option<u32> {
 ///
 /// # Safety
 /// `s` is the main server of a fully read configuration.
-unsafe fn host_config(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server_rec, generation: u64) -> Result<HostConfig, String> {
+/// Also returns each server_rec's index in the table: vhosts without SuFcgi
+/// directives share the main server's config record, so the index cannot be
+/// stored there.
+unsafe fn host_config(
+    pconf: *mut ffi::apr_pool_t,
+    s: *mut ffi::server_rec,
+    generation: u64,
+) -> Result<(HostConfig, HashMap<usize, u32>), String> {
     // SAFETY: s and its chain are live for the whole generation.
     unsafe {
         let main = server_conf(s).cloned().unwrap_or_default();
@@ -68,9 +76,7 @@ unsafe fn host_config(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server_rec, gene
         if let Some(v) = main.min_gid {
             hc.min_gid = v;
         }
-        if let Some(v) = main.max_workers_ceiling {
-            hc.max_workers_ceiling = v;
-        }
+        hc.ceilings = main.ceilings;
         if let Some(v) = main.max_workers_per_owner {
             hc.max_workers_per_owner = v;
         }
@@ -82,9 +88,10 @@ unsafe fn host_config(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server_rec, gene
         let core_index = (*ptr::addr_of!(ffi::core_module)).module_index as usize;
         let mut srv = s;
         let mut index = 0u32;
+        let mut indices = HashMap::new();
         while !srv.is_null() {
-            let conf = server_conf_mut(srv).ok_or("module configuration missing")?;
-            conf.vhost_index = index;
+            let conf = server_conf(srv).ok_or("module configuration missing")?;
+            indices.insert(srv as usize, index);
             let owner = match &conf.owner {
                 None => None,
                 Some((user, group)) => {
@@ -104,7 +111,7 @@ unsafe fn host_config(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server_rec, gene
             index += 1;
             srv = (*srv).next;
         }
-        Ok(hc)
+        Ok((hc, indices))
     }
 }
 
@@ -143,7 +150,7 @@ pub unsafe fn ensure_supervisor(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server
     // configuration; every pointer below comes from it.
     unsafe {
         let generation = ffi::ap_state_query(ffi::AP_SQ_CONFIG_GEN as c_int).max(0) as u64;
-        let hc = host_config(pconf, s, generation)?;
+        let (hc, vhosts) = host_config(pconf, s, generation)?;
         runtime::set(None);
         if libc::geteuid() != 0 {
             log::server(s, log::WARNING, "sufcgi: httpd was not started as root, so workers cannot run as their owners; sufcgi requests will be answered 503");
@@ -181,7 +188,7 @@ pub unsafe fn ensure_supervisor(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server
         }
         watchdog::watch(pconf, s, persist.supervisor_pid);
         let io_timeout_ms = ((*s).timeout / 1000).clamp(1000, i32::MAX as i64) as i32;
-        runtime::set(Some(runtime::Runtime { generation, socket_dir: hc.socket_dir.clone(), scoreboard, io_timeout_ms }));
+        runtime::set(Some(runtime::Runtime { generation, socket_dir: hc.socket_dir.clone(), scoreboard, io_timeout_ms, vhosts }));
         Ok(())
     }
 }

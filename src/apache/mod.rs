@@ -3,6 +3,7 @@
 
 mod apr;
 mod config;
+mod dispatch;
 mod ffi;
 mod guard;
 mod handler;

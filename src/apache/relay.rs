@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::raw::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::Instant;
 
 const REQUEST_ID: u16 = 1;
 /// Response headers beyond this are a broken backend, not a reason to grow.
@@ -108,6 +109,71 @@ unsafe fn apply_headers(r: *mut ffi::request_rec, h: &CgiHeaders) {
 /// What the handler returns: an HTTP status (httpd writes the error page) or OK.
 pub type Status = c_int;
 
+/// What became of the worker connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The request ended as FastCGI says: the worker can serve again.
+    Clean,
+    /// Protocol error, early close, failed I/O: the worker must not serve again.
+    Broken,
+    /// No answer in time: 504, and the worker is stopped.
+    TimedOut,
+}
+
+pub struct Outcome {
+    pub status: Status,
+    pub fate: Fate,
+    /// Nothing came back and every body byte sent is still at hand: the
+    /// request can be sent to another worker.
+    pub retryable: bool,
+    /// Why it failed, for the log (logged by the caller once it knows
+    /// whether it retries).
+    pub why: Option<String>,
+}
+
+/// Bodies up to this size are kept while being sent, so a request whose
+/// worker vanished before answering can be replayed to another worker.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// The request body as read from the client so far.
+pub struct Body {
+    prepared: bool,
+    /// The client has no more body to send.
+    done: bool,
+    /// Every byte read so far, while that is at most REPLAY_LIMIT.
+    kept: Option<Vec<u8>>,
+}
+
+impl Body {
+    pub fn new() -> Body {
+        Body { prepared: false, done: false, kept: Some(Vec::new()) }
+    }
+
+    /// # Safety
+    /// `r` is the live request.
+    unsafe fn prepare(&mut self, r: *mut ffi::request_rec) -> Result<(), Status> {
+        if self.prepared {
+            return Ok(());
+        }
+        // SAFETY: r is live; this sets up httpd's (dechunked) body reading.
+        let rc = unsafe { ffi::ap_setup_client_block(r, ffi::REQUEST_CHUNKED_DECHUNK as c_int) };
+        if rc != ffi::OK as c_int {
+            return Err(rc);
+        }
+        self.prepared = true;
+        // SAFETY: as above.
+        self.done = unsafe { ffi::ap_should_client_block(r) } == 0;
+        Ok(())
+    }
+}
+
+pub struct Timeouts {
+    /// Longest silence on the backend connection (httpd's `Timeout`).
+    pub io_ms: i32,
+    /// `SuFcgiRequestTimeout`, as a deadline.
+    pub deadline: Option<Instant>,
+}
+
 struct Exchange {
     r: *mut ffi::request_rec,
     headers_sent: bool,
@@ -166,56 +232,86 @@ impl Exchange {
 ///
 /// # Safety
 /// `r` is the live request in its handler phase.
-pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], timeout_ms: i32) -> Status {
+pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], body: &mut Body, t: &Timeouts) -> Outcome {
     let fd = sock.as_raw_fd();
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     record::write_begin_request(&mut out, REQUEST_ID, FCGI_RESPONDER, 0);
     params::write_params(&mut out, REQUEST_ID, pairs);
-
-    // SAFETY: r is live; this prepares httpd's body reading (dechunked).
-    let rc = unsafe { ffi::ap_setup_client_block(r, ffi::REQUEST_CHUNKED_DECHUNK as c_int) };
-    if rc != ffi::OK as c_int {
-        return rc;
+    // SAFETY: r is live.
+    if let Err(status) = unsafe { body.prepare(r) } {
+        return Outcome { status, fate: Fate::Clean, retryable: false, why: None };
     }
-    // SAFETY: as above.
-    let mut body_done = unsafe { ffi::ap_should_client_block(r) } == 0;
-    if body_done {
-        record::write_stream_end(&mut out, STDIN, REQUEST_ID);
-    }
+    // Bytes of a kept body still to be sent again (a retried request).
+    let mut replay_pos = 0usize;
+    let mut stdin_closed = false;
     let mut out_pos = 0usize;
     let mut backend_closed_input = false;
+    let mut got_bytes = false;
     let mut client_buf = vec![0u8; CHUNK];
     let mut backend_buf = vec![0u8; CHUNK + 8];
     let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS);
     let mut ex = Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr_line: Vec::new(), end_protocol_status: None };
-    let mut failure: Option<(Status, String)> = None;
+    let mut failure: Option<(Status, Fate, String)> = None;
 
     loop {
-        if out_pos == out.len() && !body_done && !backend_closed_input {
+        if out_pos == out.len() && !stdin_closed && !backend_closed_input {
             out.clear();
             out_pos = 0;
-            // SAFETY: client_buf is CHUNK bytes long; httpd fills at most that.
-            let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
-            if n < 0 {
-                failure = Some((ffi::HTTP_BAD_REQUEST as Status, "reading the request body from the client failed".into()));
-                break;
-            } else if n == 0 {
+            let kept_len = body.kept.as_ref().map_or(0, Vec::len);
+            if replay_pos < kept_len {
+                if let Some(k) = &body.kept {
+                    let end = (replay_pos + CHUNK).min(kept_len);
+                    record::write_stream(&mut out, STDIN, REQUEST_ID, &k[replay_pos..end]);
+                    replay_pos = end;
+                }
+            } else if body.done {
                 record::write_stream_end(&mut out, STDIN, REQUEST_ID);
-                body_done = true;
+                stdin_closed = true;
             } else {
-                record::write_stream(&mut out, STDIN, REQUEST_ID, &client_buf[..n as usize]);
+                // SAFETY: client_buf is CHUNK bytes long; httpd fills at most that.
+                let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
+                if n < 0 {
+                    failure = Some((ffi::HTTP_BAD_REQUEST as Status, Fate::Broken, "reading the request body from the client failed".into()));
+                    body.kept = None;
+                    break;
+                } else if n == 0 {
+                    body.done = true;
+                    record::write_stream_end(&mut out, STDIN, REQUEST_ID);
+                    stdin_closed = true;
+                } else {
+                    let chunk = &client_buf[..n as usize];
+                    let keep = body.kept.as_ref().is_some_and(|k| k.len() + chunk.len() <= REPLAY_LIMIT);
+                    match (&mut body.kept, keep) {
+                        (Some(k), true) => {
+                            k.extend_from_slice(chunk);
+                            replay_pos = k.len();
+                        }
+                        _ => body.kept = None,
+                    }
+                    record::write_stream(&mut out, STDIN, REQUEST_ID, chunk);
+                }
             }
         }
         let want_write = out_pos < out.len() && !backend_closed_input;
         let events = libc::POLLIN | if want_write { libc::POLLOUT } else { 0 };
-        let rev = match poll_one(fd, events, timeout_ms) {
+        let mut wait = t.io_ms;
+        if let Some(d) = t.deadline {
+            let left = d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
+            wait = wait.min(left);
+        }
+        let rev = match poll_one(fd, events, wait) {
             Ok(0) => {
-                failure = Some((ffi::HTTP_GATEWAY_TIME_OUT as Status, format!("the app sent nothing for {} s", timeout_ms / 1000)));
+                let why = if t.deadline.is_some_and(|d| Instant::now() >= d) {
+                    "the request ran longer than SuFcgiRequestTimeout".to_string()
+                } else {
+                    format!("the app sent nothing for {} s (Timeout)", t.io_ms / 1000)
+                };
+                failure = Some((ffi::HTTP_GATEWAY_TIME_OUT as Status, Fate::TimedOut, why));
                 break;
             }
             Ok(rev) => rev,
             Err(e) => {
-                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, format!("poll on the app socket failed: {e}")));
+                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, format!("poll on the app socket failed: {e}")));
                 break;
             }
         };
@@ -246,16 +342,17 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, format!("reading from the app failed: {e}")));
+                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, format!("reading from the app failed: {e}")));
                 break;
             }
+            got_bytes = true;
             let n = n as usize;
             let mut sink = |ev: Event<'_>| {
                 // SAFETY: r is live for the whole exchange.
                 unsafe { ex.on_event(ev) }
             };
             if let Err(e) = dec.feed(&backend_buf[..n], &mut sink) {
-                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, format!("the app sent malformed FastCGI: {e}")));
+                failure = Some((ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, format!("the app sent malformed FastCGI: {e}")));
                 break;
             }
             if ex.client_gone {
@@ -280,18 +377,19 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
 
     if failure.is_none() && !ex.client_gone {
         if let Err(e) = dec.finish() {
-            failure = Some((ffi::HTTP_BAD_GATEWAY as Status, format!("the app's response ended early: {e}")));
+            let why = if got_bytes { format!("the app's response ended early: {e}") } else { "the app closed the connection without answering".to_string() };
+            failure = Some((ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, why));
         }
     }
     if let Some(ps) = ex.end_protocol_status {
         if ps != record::REQUEST_COMPLETE && !ex.headers_sent {
-            failure = Some((ffi::HTTP_SERVICE_UNAVAILABLE as Status, format!("the app refused the request (FastCGI protocol status {ps})")));
+            failure = Some((ffi::HTTP_SERVICE_UNAVAILABLE as Status, Fate::Clean, format!("the app refused the request (FastCGI protocol status {ps})")));
         }
     }
+    let retryable = !got_bytes && body.kept.is_some();
     match failure {
-        None => ffi::OK as Status,
-        Some((status, why)) => {
-            log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
+        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, retryable: false, why: None },
+        Some((status, fate, why)) => {
             if ex.headers_sent {
                 // Too late for an error page: make sure the client sees a
                 // truncated response rather than a complete-looking one.
@@ -300,9 +398,9 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
                     (*(*r).connection).keepalive = ffi::ap_conn_keepalive_e_AP_CONN_CLOSE;
                     (*(*r).connection).aborted = 1;
                 }
-                ffi::OK as Status
+                Outcome { status: ffi::OK as Status, fate, retryable: false, why: Some(why) }
             } else {
-                status
+                Outcome { status, fate, retryable, why: Some(why) }
             }
         }
     }

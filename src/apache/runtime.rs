@@ -8,6 +8,7 @@
 
 use super::ffi;
 use crate::core::scoreboard::Scoreboard;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -59,6 +60,8 @@ pub struct Runtime {
     pub scoreboard: Scoreboard,
     /// Max seconds to wait for the backend on any one read or write.
     pub io_timeout_ms: i32,
+    /// server_rec address → index into the supervisor's vhost table.
+    pub vhosts: HashMap<usize, u32>,
 }
 
 static RUNTIME: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);

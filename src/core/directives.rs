@@ -2,10 +2,58 @@
 //! down the directory tree. Shared by the Apache glue (which gets tokens from
 //! httpd's parser) and the lighttpd glue (which reads `.htaccess` itself).
 
+use crate::core::limits::{parse_size, Limits, MAX_POOL_WORKERS};
 use std::path::{Component, Path, PathBuf};
 
-/// Upper bound for values written in `.htaccess`; the host ceiling clamps further.
-pub const MAX_WORKERS_LIMIT: u32 = 1024;
+/// Upper bound for worker counts written in `.htaccess`; the host ceiling clamps further.
+pub const MAX_WORKERS_LIMIT: u32 = MAX_POOL_WORKERS;
+/// Upper bound for any number of seconds written in `.htaccess`.
+pub const MAX_SECONDS: u32 = 86_400;
+/// Default `SuFcgiRestartFile`, relative to the app directory.
+pub const DEFAULT_RESTART_FILE: &str = "tmp/restart.txt";
+
+/// Limits as written; unset fields inherit, then default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub max_workers: Option<u32>,
+    pub min_workers: Option<u32>,
+    pub idle_timeout: Option<u32>,
+    pub max_requests: Option<u32>,
+    pub queue_limit: Option<u32>,
+    pub queue_timeout: Option<u32>,
+    pub request_timeout: Option<u32>,
+    pub memory_limit: Option<u64>,
+}
+
+impl LimitSettings {
+    fn merge(&self, add: &LimitSettings) -> LimitSettings {
+        LimitSettings {
+            max_workers: add.max_workers.or(self.max_workers),
+            min_workers: add.min_workers.or(self.min_workers),
+            idle_timeout: add.idle_timeout.or(self.idle_timeout),
+            max_requests: add.max_requests.or(self.max_requests),
+            queue_limit: add.queue_limit.or(self.queue_limit),
+            queue_timeout: add.queue_timeout.or(self.queue_timeout),
+            request_timeout: add.request_timeout.or(self.request_timeout),
+            memory_limit: add.memory_limit.or(self.memory_limit),
+        }
+    }
+
+    /// The settings with defaults filled in (not yet clamped: the supervisor does that).
+    pub fn resolve(&self) -> Limits {
+        let d = Limits::DEFAULT;
+        Limits {
+            max_workers: self.max_workers.unwrap_or(d.max_workers),
+            min_workers: self.min_workers.unwrap_or(d.min_workers),
+            idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
+            max_requests: self.max_requests.unwrap_or(d.max_requests),
+            queue_limit: self.queue_limit.unwrap_or(d.queue_limit),
+            queue_timeout: self.queue_timeout.unwrap_or(d.queue_timeout),
+            request_timeout: self.request_timeout.unwrap_or(d.request_timeout),
+            memory_limit: self.memory_limit.unwrap_or(d.memory_limit),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppDef {
@@ -39,7 +87,13 @@ pub struct DirConfig {
     pub app: Option<AppSetting>,
     pub wrappers: Vec<Wrapper>,
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
-    pub max_workers: Option<u32>,
+    pub limits: LimitSettings,
+    /// `SuFcgiBusyPage`: absolute path of the 503 page.
+    pub busy_page: Option<PathBuf>,
+    /// `SuFcgiRestartFile` as written (relative to the app directory).
+    pub restart_file: Option<PathBuf>,
+    /// `SuFcgiLog` as written (relative to the app directory).
+    pub log_file: Option<PathBuf>,
     /// Customer files (`.htaccess`) that contributed a directive; the supervisor
     /// checks their ownership before running anything they configure.
     pub sources: Vec<PathBuf>,
@@ -52,10 +106,35 @@ pub enum Directive {
     Wrapper,
     Env,
     MaxWorkers,
+    MinWorkers,
+    IdleTimeout,
+    MaxRequests,
+    QueueLimit,
+    QueueTimeout,
+    BusyPage,
+    RequestTimeout,
+    MemoryLimit,
+    RestartFile,
+    Log,
 }
 
 impl Directive {
-    pub const ALL: [Directive; 4] = [Directive::App, Directive::Wrapper, Directive::Env, Directive::MaxWorkers];
+    pub const ALL: [Directive; 14] = [
+        Directive::App,
+        Directive::Wrapper,
+        Directive::Env,
+        Directive::MaxWorkers,
+        Directive::MinWorkers,
+        Directive::IdleTimeout,
+        Directive::MaxRequests,
+        Directive::QueueLimit,
+        Directive::QueueTimeout,
+        Directive::BusyPage,
+        Directive::RequestTimeout,
+        Directive::MemoryLimit,
+        Directive::RestartFile,
+        Directive::Log,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -63,6 +142,16 @@ impl Directive {
             Directive::Wrapper => "SuFcgiWrapper",
             Directive::Env => "SuFcgiEnv",
             Directive::MaxWorkers => "SuFcgiMaxWorkers",
+            Directive::MinWorkers => "SuFcgiMinWorkers",
+            Directive::IdleTimeout => "SuFcgiIdleTimeout",
+            Directive::MaxRequests => "SuFcgiMaxRequests",
+            Directive::QueueLimit => "SuFcgiQueueLimit",
+            Directive::QueueTimeout => "SuFcgiQueueTimeout",
+            Directive::BusyPage => "SuFcgiBusyPage",
+            Directive::RequestTimeout => "SuFcgiRequestTimeout",
+            Directive::MemoryLimit => "SuFcgiMemoryLimit",
+            Directive::RestartFile => "SuFcgiRestartFile",
+            Directive::Log => "SuFcgiLog",
         }
     }
 
@@ -72,6 +161,16 @@ impl Directive {
             Directive::Wrapper => "COMMAND [ARG...] .EXT -- run existing *.EXT files through COMMAND (e.g. /usr/bin/php-cgi .php)",
             Directive::Env => "NAME VALUE -- extra environment variable for this directory's workers",
             Directive::MaxWorkers => "N -- at most N worker processes for this app (clamped to the host's ceiling)",
+            Directive::MinWorkers => "N -- worker processes kept running even when idle (default 0)",
+            Directive::IdleTimeout => "SECONDS -- idle workers above the minimum stop after this long (default 300)",
+            Directive::MaxRequests => "N -- a worker is replaced after serving N requests (default 0: never)",
+            Directive::QueueLimit => "N -- requests that may wait for a busy app before 503 (default 100)",
+            Directive::QueueTimeout => "SECONDS -- longest wait for a worker before 503 (default 60)",
+            Directive::BusyPage => "FILE -- the page sent with 503 when the app is overloaded",
+            Directive::RequestTimeout => "SECONDS -- a request running longer gets 504 and its worker is replaced (default 0: off)",
+            Directive::MemoryLimit => "SIZE -- a worker using more memory (e.g. 256M) is stopped (default: the host's)",
+            Directive::RestartFile => "PATH -- touching this file restarts the app's workers (default tmp/restart.txt)",
+            Directive::Log => "FILE -- the app's stderr and its workers' lifecycle events go to this file",
         }
     }
 
@@ -157,12 +256,26 @@ pub fn apply(
             cfg.env.retain(|(k, _)| k.as_slice() != *n);
             cfg.env.push((n.to_vec(), v.to_vec()));
         }
-        Directive::MaxWorkers => {
-            let [n] = args else {
-                return Err(format!("{name} takes exactly one number"));
+        Directive::MaxWorkers => cfg.limits.max_workers = Some(one_count(name, args, 1, MAX_WORKERS_LIMIT)?),
+        Directive::MinWorkers => cfg.limits.min_workers = Some(one_count(name, args, 0, MAX_WORKERS_LIMIT)?),
+        Directive::IdleTimeout => cfg.limits.idle_timeout = Some(one_count(name, args, 1, MAX_SECONDS)?),
+        Directive::MaxRequests => cfg.limits.max_requests = Some(one_count(name, args, 0, u32::MAX - 1)?),
+        Directive::QueueLimit => cfg.limits.queue_limit = Some(one_count(name, args, 0, 100_000)?),
+        Directive::QueueTimeout => cfg.limits.queue_timeout = Some(one_count(name, args, 0, MAX_SECONDS)?),
+        Directive::RequestTimeout => cfg.limits.request_timeout = Some(one_count(name, args, 0, MAX_SECONDS)?),
+        Directive::MemoryLimit => {
+            let [v] = args else {
+                return Err(format!("{name} takes exactly one size, e.g. 256M"));
             };
-            cfg.max_workers = Some(parse_count(n, 1, MAX_WORKERS_LIMIT).map_err(|e| format!("{name}: {e}"))?);
+            let n = parse_size(v).map_err(|e| format!("{name}: {e}"))?;
+            if n != 0 && n < (8 << 20) {
+                return Err(format!("{name}: {} is below the 8M minimum", String::from_utf8_lossy(v)));
+            }
+            cfg.limits.memory_limit = Some(n);
         }
+        Directive::BusyPage => cfg.busy_page = Some(dir.join(one_relative(name, args)?)),
+        Directive::RestartFile => cfg.restart_file = Some(one_relative(name, args)?),
+        Directive::Log => cfg.log_file = Some(one_relative(name, args)?),
     }
     if let Some(src) = source {
         if !cfg.sources.iter().any(|s| s == src) {
@@ -187,8 +300,15 @@ pub fn merge(base: &DirConfig, add: &DirConfig) -> DirConfig {
         out.env.retain(|(bk, _)| bk != k);
         out.env.push((k.clone(), v.clone()));
     }
-    if add.max_workers.is_some() {
-        out.max_workers = add.max_workers;
+    out.limits = base.limits.merge(&add.limits);
+    if add.busy_page.is_some() {
+        out.busy_page = add.busy_page.clone();
+    }
+    if add.restart_file.is_some() {
+        out.restart_file = add.restart_file.clone();
+    }
+    if add.log_file.is_some() {
+        out.log_file = add.log_file.clone();
     }
     for s in &add.sources {
         if !out.sources.contains(s) {
@@ -210,6 +330,20 @@ impl DirConfig {
             _ => None,
         }
     }
+}
+
+fn one_count(name: &str, args: &[&[u8]], min: u32, max: u32) -> Result<u32, String> {
+    let [n] = args else {
+        return Err(format!("{name} takes exactly one number"));
+    };
+    parse_count(n, min, max).map_err(|e| format!("{name}: {e}"))
+}
+
+fn one_relative(name: &str, args: &[&[u8]]) -> Result<PathBuf, String> {
+    let [p] = args else {
+        return Err(format!("{name} takes exactly one path"));
+    };
+    relative_path(p).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Parse a decimal count in `min..=max`.
@@ -343,10 +477,11 @@ mod tests {
     fn max_workers_range() {
         let mut c = DirConfig::default();
         run(&mut c, Directive::MaxWorkers, &["8"]).unwrap();
-        assert_eq!(c.max_workers, Some(8));
+        assert_eq!(c.limits.max_workers, Some(8));
         assert!(run(&mut c, Directive::MaxWorkers, &["lots"]).unwrap_err().contains("not a number"));
         assert!(run(&mut c, Directive::MaxWorkers, &["0"]).is_err());
         assert!(run(&mut c, Directive::MaxWorkers, &["99999"]).is_err());
+        assert!(run(&mut c, Directive::MaxWorkers, &["65"]).is_err(), "above the scoreboard's per-pool maximum");
         assert!(run(&mut c, Directive::MaxWorkers, &["-1"]).is_err());
     }
 
@@ -361,8 +496,39 @@ mod tests {
         run(&mut b, Directive::Env, &["Y", "2"]).unwrap();
         let m = merge(&a, &b);
         assert_eq!(m.env, vec![(b"X".to_vec(), b"1".to_vec()), (b"Y".to_vec(), b"2".to_vec())]);
-        assert_eq!(m.max_workers, Some(3));
+        assert_eq!(m.limits.max_workers, Some(3));
         assert_eq!(m.wrappers.len(), 1);
+    }
+
+    #[test]
+    fn lifecycle_directives() {
+        let mut c = DirConfig::default();
+        run(&mut c, Directive::MinWorkers, &["0"]).unwrap();
+        run(&mut c, Directive::IdleTimeout, &["30"]).unwrap();
+        run(&mut c, Directive::MaxRequests, &["500"]).unwrap();
+        run(&mut c, Directive::QueueLimit, &["0"]).unwrap();
+        run(&mut c, Directive::QueueTimeout, &["5"]).unwrap();
+        run(&mut c, Directive::RequestTimeout, &["20"]).unwrap();
+        run(&mut c, Directive::MemoryLimit, &["256M"]).unwrap();
+        run(&mut c, Directive::BusyPage, &["errors/busy.html"]).unwrap();
+        run(&mut c, Directive::RestartFile, &["tmp/restart.txt"]).unwrap();
+        run(&mut c, Directive::Log, &["logs/app.log"]).unwrap();
+        let l = c.limits.resolve();
+        assert_eq!((l.min_workers, l.idle_timeout, l.max_requests, l.queue_limit), (0, 30, 500, 0));
+        assert_eq!((l.queue_timeout, l.request_timeout, l.memory_limit), (5, 20, 256 << 20));
+        assert_eq!(l.max_workers, Limits::DEFAULT.max_workers, "unset fields take the default");
+        assert_eq!(c.busy_page.as_deref(), Some(Path::new("/home/a/www/app/errors/busy.html")));
+        assert_eq!(c.log_file.as_deref(), Some(Path::new("logs/app.log")));
+        assert!(run(&mut c, Directive::IdleTimeout, &["0"]).is_err());
+        assert!(run(&mut c, Directive::MemoryLimit, &["1M"]).unwrap_err().contains("minimum"));
+        assert!(run(&mut c, Directive::MemoryLimit, &["lots"]).is_err());
+        assert!(run(&mut c, Directive::Log, &["/var/log/x"]).unwrap_err().contains("relative"));
+        assert!(run(&mut c, Directive::BusyPage, &["../busy.html"]).is_err());
+        let mut child = DirConfig::default();
+        run(&mut child, Directive::QueueLimit, &["7"]).unwrap();
+        let m = merge(&c, &child);
+        assert_eq!(m.limits.queue_limit, Some(7));
+        assert_eq!(m.limits.request_timeout, Some(20), "inherited");
     }
 
     #[test]

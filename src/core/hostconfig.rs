@@ -4,13 +4,12 @@
 //! graceful restart, and handed to the supervisor over its control channel.
 //! Customer directives can never change anything here.
 
+use crate::core::limits::Limits;
 use std::path::PathBuf;
 
 /// Defaults that are safe with nothing but the `LoadModule` line.
 pub const DEFAULT_MIN_UID: u32 = 1000;
 pub const DEFAULT_MIN_GID: u32 = 1000;
-pub const DEFAULT_MAX_WORKERS: u32 = 4;
-pub const DEFAULT_MAX_WORKERS_CEILING: u32 = 16;
 pub const DEFAULT_MAX_WORKERS_PER_OWNER: u32 = 32;
 pub const DEFAULT_MAX_WORKERS_TOTAL: u32 = 512;
 
@@ -26,8 +25,8 @@ pub struct HostConfig {
     pub generation: u64,
     pub min_uid: u32,
     pub min_gid: u32,
-    /// Ceiling for a customer's `SuFcgiMaxWorkers`.
-    pub max_workers_ceiling: u32,
+    /// Ceilings for every customer limit (`SuFcgiCeiling NAME VALUE`).
+    pub ceilings: Limits,
     /// Live workers one owner (uid) may have across all its pools.
     pub max_workers_per_owner: u32,
     /// Live workers across the whole server.
@@ -59,7 +58,7 @@ impl HostConfig {
             generation: 0,
             min_uid: DEFAULT_MIN_UID,
             min_gid: DEFAULT_MIN_GID,
-            max_workers_ceiling: DEFAULT_MAX_WORKERS_CEILING,
+            ceilings: Limits::DEFAULT_CEILINGS,
             max_workers_per_owner: DEFAULT_MAX_WORKERS_PER_OWNER,
             max_workers_total: DEFAULT_MAX_WORKERS_TOTAL,
             socket_dir,

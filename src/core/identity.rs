@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use super::hostconfig::{HostConfig, VhostConfig};
+use super::limits::Limits;
 use super::request::{AppKind, PoolSpec};
 use super::sys::{self, FileStat, Passwd};
 
@@ -244,10 +245,6 @@ pub fn validate_env(cfg: &HostConfig, env: &[(Vec<u8>, Vec<u8>)]) -> Result<(), 
     Ok(())
 }
 
-/// `SuFcgiMaxWorkers` clamped to `1..=ceiling` (a ceiling of 0 still allows one worker).
-pub fn clamp_max_workers(requested: u32, ceiling: u32) -> u32 {
-    requested.clamp(1, ceiling.max(1))
-}
 
 /// uid/gid floors: never root, never below the host's minimums.
 pub fn check_ids(cfg: &HostConfig, uid: u32, gid: u32) -> Result<(), Refusal> {
@@ -325,7 +322,11 @@ pub struct Checked {
     pub program: PathBuf,
     pub dev: u64,
     pub ino: u64,
-    pub max_workers: u32,
+    /// Changes whenever the program, a configuring file or the restart file
+    /// is modified: part of the pool key, so an edit means fresh workers.
+    pub version: u64,
+    /// The spec's limits clamped to the host's ceilings.
+    pub limits: Limits,
 }
 
 fn stat_of(fs: &dyn FsView, path: &Path, what: &str) -> Result<FileStat, Refusal> {
@@ -402,7 +403,40 @@ pub fn check_spec(cfg: &HostConfig, spec: &PoolSpec, owner: &Owner, fs: &dyn FsV
         check_config_stat(cf, &cst, uid).map_err(Refusal::forbidden)?;
     }
 
-    Ok(Checked { program, dev: st.dev, ino: st.ino, max_workers: clamp_max_workers(spec.max_workers, cfg.max_workers_ceiling) })
+    let mut version = VersionHasher::default();
+    version.add(st.dev as i64).add(st.ino as i64).add(st.mtime_ns);
+    for cf in &spec.config_files {
+        version.add(fs.lstat(cf).map(|s| s.mtime_ns).unwrap_or(0));
+    }
+    for extra in [&spec.restart_file, &spec.log_file].into_iter().flatten() {
+        require_normal(extra, "restart or log file")?;
+    }
+    if let Some(rf) = &spec.restart_file {
+        // A missing restart file is the normal case: version 0.
+        version.add(fs.lstat(rf).map(|s| s.mtime_ns).unwrap_or(0));
+    }
+    Ok(Checked { program, dev: st.dev, ino: st.ino, version: version.0, limits: spec.limits.clamp(&cfg.ceilings) })
+}
+
+/// FNV-1a over the i64s that make up a pool's version: stable across runs
+/// (children and the supervisor need not agree on it, only the supervisor
+/// with itself).
+struct VersionHasher(u64);
+
+impl Default for VersionHasher {
+    fn default() -> Self {
+        VersionHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl VersionHasher {
+    fn add(&mut self, v: i64) -> &mut Self {
+        for b in v.to_le_bytes() {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
 }
 
 #[cfg(test)]
@@ -416,7 +450,7 @@ mod tests {
     const LNK: u32 = libc::S_IFLNK as u32;
 
     fn st(kind: u32, perm: u32, uid: u32) -> FileStat {
-        FileStat { dev: 1, ino: 42, mode: kind | perm, uid, gid: uid, nlink: if kind == DIR { 2 } else { 1 } }
+        FileStat { dev: 1, ino: 42, mode: kind | perm, uid, gid: uid, nlink: if kind == DIR { 2 } else { 1 }, mtime_ns: 0 }
     }
 
     #[derive(Default)]
@@ -469,7 +503,9 @@ mod tests {
             workdir: workdir.into(),
             config_files: vec![PathBuf::from("/home/a/www/.htaccess")],
             env: vec![(b"APP_MODE".to_vec(), b"prod".to_vec())],
-            max_workers: 4,
+            limits: Limits { max_workers: 4, ..Limits::DEFAULT },
+            restart_file: None,
+            log_file: None,
             userdir_user: None,
         }
     }
@@ -545,10 +581,6 @@ mod tests {
         assert!(validate_env(&c, &[(b"LD_PRELOAD".to_vec(), b"x".to_vec())]).unwrap_err().contains("may not be set"));
         assert!(validate_env(&c, &[(b"PHPRC".to_vec(), b"x".to_vec())]).is_err());
         assert!(validate_env(&c, &[(b"X".to_vec(), b"a\0b".to_vec())]).unwrap_err().contains("NUL"));
-        assert_eq!(clamp_max_workers(0, 16), 1);
-        assert_eq!(clamp_max_workers(4, 16), 4);
-        assert_eq!(clamp_max_workers(100, 16), 16);
-        assert_eq!(clamp_max_workers(3, 0), 1);
     }
 
     #[test]
@@ -599,7 +631,7 @@ mod tests {
         let c = cfg();
         let o = resolve_owner(&c, &c.vhosts[0], &spec(AppKind::App, "/home/a/www/app.py", "/home/a/www"), &f, &f).unwrap();
         let ok = check_spec(&c, &spec(AppKind::App, "/home/a/www/app.py", "/home/a/www"), &o, &f).unwrap();
-        assert_eq!((ok.ino, ok.max_workers), (42, 4));
+        assert_eq!((ok.ino, ok.limits.max_workers), (42, 4));
 
         // Wrapper: realpath'd, root-owned.
         let w = check_spec(&c, &spec(AppKind::Wrapper, "/usr/bin/php-cgi", "/home/a/www"), &o, &f).unwrap();

@@ -4,6 +4,7 @@ pub mod directives;
 pub mod fastcgi;
 pub mod hostconfig;
 pub mod identity;
+pub mod limits;
 pub mod mapping;
 pub mod request;
 pub mod scoreboard;

@@ -4,7 +4,8 @@
 //! supervisor decides *as whom* from its own host config and the filesystem,
 //! and checks every file itself. Nothing in here is trusted for identity.
 
-use std::path::PathBuf;
+use crate::core::limits::Limits;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AppKind {
@@ -37,8 +38,13 @@ pub struct PoolSpec {
     /// `SuFcgiEnv` pairs, already validated by the directive parser; the
     /// supervisor re-validates against the host's blocklist.
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
-    /// `SuFcgiMaxWorkers` as written (the supervisor clamps to the ceiling).
-    pub max_workers: u32,
+    /// Limits as the customer wrote them (defaults filled in); the supervisor
+    /// clamps them to the host's ceilings.
+    pub limits: Limits,
+    /// `SuFcgiRestartFile` (absolute): touching it starts fresh workers.
+    pub restart_file: Option<PathBuf>,
+    /// `SuFcgiLog` (absolute): worker stderr and lifecycle events, written as the owner.
+    pub log_file: Option<PathBuf>,
     /// For `~user` requests (mod_userdir): the user named in the URL. The
     /// supervisor accepts it only if `program` lies inside that user's home.
     pub userdir_user: Option<Vec<u8>>,
@@ -55,8 +61,8 @@ pub enum PoolReply {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolInfo {
-    /// The pool's listening socket (workers accept on it as fd 0).
-    pub socket_path: PathBuf,
+    /// Worker `i` listens on `worker_socket_path(socket_prefix, i)` (its fd 0).
+    pub socket_prefix: PathBuf,
     /// Scoreboard slot of this pool and the slot's generation when assigned.
     pub slot: u32,
     pub slot_generation: u32,
@@ -64,6 +70,13 @@ pub struct PoolInfo {
     /// served through a wrapper (they must belong to the same owner).
     pub uid: u32,
     pub gid: u32,
-    /// Effective (clamped) worker maximum.
-    pub max_workers: u32,
+    /// The limits in force (clamped to the host's ceilings).
+    pub limits: Limits,
+}
+
+/// Worker `index`'s listening socket.
+pub fn worker_socket_path(prefix: &Path, index: u32) -> PathBuf {
+    let mut p = prefix.as_os_str().to_owned();
+    p.push(format!(".{index}.sock"));
+    PathBuf::from(p)
 }

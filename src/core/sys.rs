@@ -52,6 +52,8 @@ pub struct FileStat {
     pub uid: u32,
     pub gid: u32,
     pub nlink: u64,
+    /// Modification time in nanoseconds since the epoch (reload detection).
+    pub mtime_ns: i64,
 }
 
 impl FileStat {
@@ -63,6 +65,7 @@ impl FileStat {
             uid: st.st_uid,
             gid: st.st_gid,
             nlink: st.st_nlink as u64,
+            mtime_ns: (st.st_mtime as i64).saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64),
         }
     }
     fn file_type(&self) -> u32 {
@@ -585,4 +588,43 @@ pub fn path_bytes(p: &Path) -> &[u8] {
 
 pub fn path_from_bytes(b: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(b))
+}
+
+/// Seconds of CLOCK_MONOTONIC: the same clock in every process on the host,
+/// so children and the supervisor can compare timestamps in shared memory.
+pub fn monotonic_secs() -> u32 {
+    // SAFETY: timespec is plain data; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u32
+}
+
+/// Block until `word` is woken or no longer holds `expected`, at most `timeout`.
+/// A shared (not process-private) futex: it works on MAP_SHARED memory across
+/// processes. Spurious returns are possible; callers re-check their condition.
+pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the
+    // kernel only reads it and the timeout.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec, 0usize, 0u32);
+    }
+}
+
+/// Wake up to `n` waiters blocked in `futex_wait` on `word`.
+pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
+    // SAFETY: as futex_wait; FUTEX_WAKE does not dereference beyond the word.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32);
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

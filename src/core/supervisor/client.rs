@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::protocol::{self, Request};
+use super::protocol::{self, KillReason, Request};
 use crate::core::request::{PoolReply, PoolSpec};
 use crate::core::sys;
 
@@ -55,7 +55,7 @@ impl Client {
     pub fn ensure(&mut self, spec: &PoolSpec) -> io::Result<PoolReply> {
         self.check()?;
         let result = self
-            .send(&Request::Ensure(spec.clone()))
+            .send(&Request::Ensure(Box::new(spec.clone())))
             .and_then(|_| protocol::read_payload(&mut self.stream))
             .and_then(|p| protocol::decode_reply(&p).map_err(io::Error::from));
         if result.is_err() {
@@ -64,13 +64,23 @@ impl Client {
         result
     }
 
-    /// Tells the supervisor a pool looks saturated. No reply.
-    pub fn spawn_hint(&mut self, slot: u32, slot_generation: u32) -> io::Result<()> {
+    /// Asks the supervisor to look at a pool (requests waiting, or a worker
+    /// retired). No reply.
+    pub fn nudge(&mut self, slot: u32, slot_generation: u32) -> io::Result<()> {
+        self.one_way(&Request::Nudge { slot, slot_generation })
+    }
+
+    /// Asks the supervisor to stop the worker a timed-out request was using. No reply.
+    pub fn kill(&mut self, slot: u32, slot_generation: u32, worker: u32, epoch: u32, reason: KillReason) -> io::Result<()> {
+        self.one_way(&Request::Kill { slot, slot_generation, worker, epoch, reason })
+    }
+
+    fn one_way(&mut self, r: &Request) -> io::Result<()> {
         self.check()?;
-        let r = self.send(&Request::SpawnHint { slot, slot_generation });
-        if r.is_err() {
+        let res = self.send(r);
+        if res.is_err() {
             self.broken = true;
         }
-        r
+        res
     }
 }

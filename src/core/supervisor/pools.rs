@@ -1,4 +1,7 @@
 //! The supervisor's pool table: pools by key, workers by pid, scoreboard slots.
+//!
+//! A pool owns up to `limits.max_workers` worker entries; entry `i` mirrors
+//! scoreboard entry `i` of the pool's slot and has its own listening socket.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::protocol::Encoder;
 use super::spawn::PreparedExec;
 use crate::core::identity::{Checked, Owner};
+use crate::core::limits::Limits;
 use crate::core::request::{PoolInfo, PoolSpec};
 
 /// A worker that dies sooner than this after its start counts as a crash.
@@ -25,60 +29,105 @@ pub fn backoff_delay(streak: u32) -> Duration {
     Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
 }
 
+/// Why the supervisor is stopping a worker (for the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Idle,
+    MaxRequests,
+    Reload,
+    Timeout,
+    Memory,
+    Retired,
+}
+
+impl StopReason {
+    pub fn text(self) -> &'static str {
+        match self {
+            StopReason::Idle => "idle",
+            StopReason::MaxRequests => "max requests reached",
+            StopReason::Reload => "reload: the app or its configuration changed",
+            StopReason::Timeout => "request timeout",
+            StopReason::Memory => "memory limit exceeded",
+            StopReason::Retired => "retired after a failed request",
+        }
+    }
+}
+
+pub struct Stopping {
+    pub reason: StopReason,
+    pub since: Instant,
+    pub killed: bool,
+}
+
+/// A live worker process in entry `index` of its pool.
 pub struct Worker {
     pub pid: libc::pid_t,
+    pub epoch: u32,
     pub started: Instant,
+    /// The supervisor's copy of the worker's listening socket: a pending
+    /// connection on it means the worker has not reached accept() yet.
+    pub listener: OwnedFd,
+    pub socket_path: PathBuf,
+    pub socket_id: (u64, u64),
+    /// Read end of the worker's stderr pipe, and a partial line.
+    pub stderr: Option<OwnedFd>,
+    pub stderr_buf: Vec<u8>,
+    pub stopping: Option<Stopping>,
 }
 
 pub struct Pool {
     /// Canonical encoding of everything that makes the pool distinct.
     pub key: Vec<u8>,
+    /// The key without the version: a newer version of the same app replaces it.
+    pub base_key: Vec<u8>,
     pub id: u64,
     /// For logs: "uid U vhost PROGRAM".
     pub desc: String,
     pub uid: u32,
     pub gid: u32,
-    pub socket_path: PathBuf,
-    /// The listening socket; `None` while a crashing pool is backing off.
-    pub listener: Option<OwnedFd>,
-    /// (dev, ino) of the bound socket file, so only our own file is unlinked.
-    pub socket_id: (u64, u64),
-    /// Scoreboard slot, or `u32::MAX` when the scoreboard was full.
+    pub socket_prefix: PathBuf,
     pub slot: u32,
     pub slot_generation: u32,
-    pub max_workers: u32,
-    /// How many workers the pool should have (grows with spawn hints).
-    pub target: u32,
-    pub workers: Vec<Worker>,
+    pub limits: Limits,
+    /// Entry index → worker (None = empty entry).
+    pub workers: Vec<Option<Worker>>,
     pub exec: PreparedExec,
+    /// `SuFcgiLog`, opened as the owner.
+    pub log: Option<OwnedFd>,
     /// Consecutive backoff steps; reset when a worker outlives the crash window.
     pub crash_streak: u32,
-    /// When the next restart is due while backing off.
+    /// While backing off: when spawning may resume.
     pub restart_at: Option<Instant>,
     /// When the last backoff step began; a long quiet spell resets the streak.
     pub last_crash: Option<Instant>,
+    /// Replaced by a newer version: stop workers as they go idle, then remove.
+    pub retiring: bool,
+    /// Since when the pool has had no worker (for forgetting unused pools).
+    pub empty_since: Option<Instant>,
 }
 
 impl Pool {
     pub fn info(&self) -> PoolInfo {
         PoolInfo {
-            socket_path: self.socket_path.clone(),
+            socket_prefix: self.socket_prefix.clone(),
             slot: self.slot,
             slot_generation: self.slot_generation,
             uid: self.uid,
             gid: self.gid,
-            max_workers: self.max_workers,
+            limits: self.limits,
         }
     }
+
     pub fn live(&self) -> u32 {
-        self.workers.len() as u32
+        self.workers.iter().filter(|w| w.is_some()).count() as u32
+    }
+
+    pub fn free_entry(&self) -> Option<u32> {
+        self.workers.iter().position(|w| w.is_none()).map(|i| i as u32)
     }
 }
 
-/// The distinct identity of a pool: (uid, gid, vhost, kind, program + dev/ino,
-/// args, workdir, env, max_workers).
-pub fn pool_key(owner: &Owner, vhost_name: &str, spec: &PoolSpec, checked: &Checked) -> Vec<u8> {
-    let mut e = Encoder::raw();
+fn put_spec_parts(e: &mut Encoder, owner: &Owner, vhost_name: &str, spec: &PoolSpec, checked: &Checked) {
     e.u32(owner.uid).u32(owner.gid).bytes(vhost_name.as_bytes()).u8(spec.kind as u8);
     e.path(&checked.program).u64(checked.dev).u64(checked.ino);
     e.u32(spec.args.len() as u32);
@@ -90,13 +139,36 @@ pub fn pool_key(owner: &Owner, vhost_name: &str, spec: &PoolSpec, checked: &Chec
     for (k, v) in &spec.env {
         e.bytes(k).bytes(v);
     }
-    e.u32(checked.max_workers);
+    let l = &checked.limits;
+    e.u32(l.max_workers).u32(l.min_workers).u32(l.idle_timeout).u32(l.max_requests);
+    e.u32(l.queue_limit).u32(l.queue_timeout).u32(l.request_timeout).u64(l.memory_limit);
+    match &spec.log_file {
+        Some(p) => e.u8(1).path(p),
+        None => e.u8(0),
+    };
+}
+
+/// The distinct identity of a pool (without its version): (uid, gid, vhost,
+/// kind, program + dev/ino, args, workdir, env, limits, log file).
+pub fn base_key(owner: &Owner, vhost_name: &str, spec: &PoolSpec, checked: &Checked) -> Vec<u8> {
+    let mut e = Encoder::raw();
+    put_spec_parts(&mut e, owner, vhost_name, spec, checked);
     e.into_raw()
+}
+
+/// The base key plus the version (mtimes of the app, its configuration and
+/// its restart file).
+pub fn pool_key(base: &[u8], checked: &Checked) -> Vec<u8> {
+    let mut k = base.to_vec();
+    k.extend_from_slice(&checked.version.to_le_bytes());
+    k
 }
 
 pub struct PoolTable {
     pools: HashMap<u64, Pool>,
-    by_pid: HashMap<libc::pid_t, u64>,
+    by_pid: HashMap<libc::pid_t, (u64, u32)>,
+    /// Base key hash → the current (newest) pool for it.
+    by_base: HashMap<u64, u64>,
     slots: Vec<Option<u64>>,
     /// Keyed per supervisor run so nobody can precompute colliding keys.
     hasher: RandomState,
@@ -107,6 +179,7 @@ impl PoolTable {
         PoolTable {
             pools: HashMap::new(),
             by_pid: HashMap::new(),
+            by_base: HashMap::new(),
             slots: vec![None; nslots as usize],
             hasher: RandomState::new(),
         }
@@ -132,6 +205,11 @@ impl PoolTable {
         self.pools.values()
     }
 
+    /// The current pool for a base key, if any.
+    pub fn current_for_base(&self, base: &[u8]) -> Option<u64> {
+        self.by_base.get(&self.id_of(base)).copied()
+    }
+
     /// A free scoreboard slot index, if any.
     pub fn free_slot(&self) -> Option<u32> {
         self.slots.iter().position(|s| s.is_none()).map(|i| i as u32)
@@ -145,29 +223,46 @@ impl PoolTable {
         if let Some(s) = self.slots.get_mut(pool.slot as usize) {
             *s = Some(pool.id);
         }
-        for w in &pool.workers {
-            self.by_pid.insert(w.pid, pool.id);
-        }
+        let base = self.id_of(&pool.base_key);
+        self.by_base.insert(base, pool.id);
         self.pools.insert(pool.id, pool);
     }
 
-    pub fn add_worker(&mut self, id: u64, pid: libc::pid_t, started: Instant) {
+    /// Forget a pool that has no workers left; frees its slot.
+    pub fn remove(&mut self, id: u64) -> Option<Pool> {
+        let pool = self.pools.remove(&id)?;
+        if let Some(s) = self.slots.get_mut(pool.slot as usize) {
+            if *s == Some(id) {
+                *s = None;
+            }
+        }
+        let base = self.id_of(&pool.base_key);
+        if self.by_base.get(&base) == Some(&id) {
+            self.by_base.remove(&base);
+        }
+        Some(pool)
+    }
+
+    pub fn add_worker(&mut self, id: u64, index: u32, worker: Worker) {
         if let Some(p) = self.pools.get_mut(&id) {
-            p.workers.push(Worker { pid, started });
-            self.by_pid.insert(pid, id);
+            if let Some(e) = p.workers.get_mut(index as usize) {
+                self.by_pid.insert(worker.pid, (id, index));
+                *e = Some(worker);
+            }
         }
     }
 
-    /// Forgets a reaped worker; returns its pool id and start time.
-    pub fn remove_worker(&mut self, pid: libc::pid_t) -> Option<(u64, Worker)> {
-        let id = self.by_pid.remove(&pid)?;
+    /// Forgets a reaped worker; returns its pool id, entry index and record.
+    pub fn remove_worker(&mut self, pid: libc::pid_t) -> Option<(u64, u32, Worker)> {
+        let (id, index) = self.by_pid.remove(&pid)?;
         let pool = self.pools.get_mut(&id)?;
-        let idx = pool.workers.iter().position(|w| w.pid == pid)?;
-        Some((id, pool.workers.swap_remove(idx)))
+        let w = pool.workers.get_mut(index as usize)?.take()?;
+        Some((id, index, w))
     }
 
+    /// Live workers of one owner, not counting pools that are winding down.
     pub fn owner_workers(&self, uid: u32) -> u32 {
-        self.pools.values().filter(|p| p.uid == uid).map(|p| p.live()).sum()
+        self.pools.values().filter(|p| p.uid == uid && !p.retiring).map(|p| p.live()).sum()
     }
 
     pub fn total_workers(&self) -> u32 {
@@ -176,11 +271,6 @@ impl PoolTable {
 
     pub fn all_pids(&self) -> Vec<libc::pid_t> {
         self.by_pid.keys().copied().collect()
-    }
-
-    /// The earliest pending restart.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.pools.values().filter_map(|p| p.restart_at).min()
     }
 }
 
@@ -209,19 +299,26 @@ mod tests {
             workdir: "/a".into(),
             config_files: vec![],
             env: vec![],
-            max_workers: 2,
+            limits: Limits::DEFAULT,
+            restart_file: None,
+            log_file: None,
             userdir_user: None,
         };
-        let c = Checked { program: "/a/app".into(), dev: 1, ino: 2, max_workers: 2 };
-        let base = pool_key(&o, "v", &s, &c);
+        let c = Checked { program: "/a/app".into(), dev: 1, ino: 2, version: 7, limits: Limits::DEFAULT };
+        let base = base_key(&o, "v", &s, &c);
         let o2 = Owner { uid: 1002, ..o.clone() };
-        assert_ne!(base, pool_key(&o2, "v", &s, &c));
-        assert_ne!(base, pool_key(&o, "w", &s, &c));
-        assert_ne!(base, pool_key(&o, "v", &PoolSpec { args: vec![b"x".to_vec()], ..s.clone() }, &c));
-        assert_ne!(base, pool_key(&o, "v", &s, &Checked { ino: 3, ..c.clone() }));
-        assert_ne!(base, pool_key(&o, "v", &PoolSpec { env: vec![(b"A".to_vec(), b"".to_vec())], ..s.clone() }, &c));
-        // config_files and generation don't split pools.
-        assert_eq!(base, pool_key(&o, "v", &PoolSpec { generation: 9, config_files: vec!["/x".into()], ..s.clone() }, &c));
+        assert_ne!(base, base_key(&o2, "v", &s, &c));
+        assert_ne!(base, base_key(&o, "w", &s, &c));
+        assert_ne!(base, base_key(&o, "v", &PoolSpec { args: vec![b"x".to_vec()], ..s.clone() }, &c));
+        assert_ne!(base, base_key(&o, "v", &s, &Checked { ino: 3, ..c.clone() }));
+        assert_ne!(base, base_key(&o, "v", &PoolSpec { env: vec![(b"A".to_vec(), b"".to_vec())], ..s.clone() }, &c));
+        let more = Checked { limits: Limits { max_workers: 9, ..Limits::DEFAULT }, ..c.clone() };
+        assert_ne!(base, base_key(&o, "v", &s, &more));
+        // config_files and generation don't split pools; the version splits keys, not bases.
+        assert_eq!(base, base_key(&o, "v", &PoolSpec { generation: 9, config_files: vec!["/x".into()], ..s.clone() }, &c));
+        let newer = Checked { version: 8, ..c.clone() };
+        assert_eq!(base, base_key(&o, "v", &s, &newer));
+        assert_ne!(pool_key(&base, &c), pool_key(&base, &newer));
         let t = PoolTable::new(2);
         assert_eq!(t.id_of(&base), t.id_of(&base));
         assert_eq!(t.free_slot(), Some(0));

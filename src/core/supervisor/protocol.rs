@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use crate::core::hostconfig::{HostConfig, VhostConfig};
+use crate::core::limits::Limits;
 use crate::core::request::{AppKind, PoolInfo, PoolReply, PoolSpec};
 use crate::core::sys;
 
@@ -18,16 +19,29 @@ pub const VERSION: u8 = 1;
 pub const MAX_FRAME: usize = 1 << 20;
 
 const TAG_ENSURE: u8 = 1;
-const TAG_SPAWN_HINT: u8 = 2;
+const TAG_NUDGE: u8 = 2;
 const TAG_REPLY_READY: u8 = 3;
 const TAG_REPLY_REFUSED: u8 = 4;
 const TAG_CONFIG: u8 = 5;
+const TAG_KILL: u8 = 6;
+
+/// Why a child asks the supervisor to stop the worker it was using.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// `SuFcgiRequestTimeout` or the I/O timeout expired.
+    Timeout = 1,
+}
 
 /// What a server child sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Ensure(PoolSpec),
-    SpawnHint { slot: u32, slot_generation: u32 },
+    Ensure(Box<PoolSpec>),
+    /// "Look at this pool": requests are waiting (spawn if allowed) or a
+    /// worker was retired (stop it). One-way; the supervisor re-checks the
+    /// scoreboard itself, so a hint can never do more than a re-check.
+    Nudge { slot: u32, slot_generation: u32 },
+    /// Stop the worker in entry `worker` if it still has `epoch` and is busy.
+    Kill { slot: u32, slot_generation: u32, worker: u32, epoch: u32, reason: KillReason },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +221,9 @@ fn put_spec(e: &mut Encoder, s: &PoolSpec) {
     for (k, v) in &s.env {
         e.bytes(k).bytes(v);
     }
-    e.u32(s.max_workers);
+    put_limits(e, &s.limits);
+    put_opt_path(e, s.restart_file.as_deref());
+    put_opt_path(e, s.log_file.as_deref());
     match &s.userdir_user {
         Some(u) => e.u8(1).bytes(u),
         None => e.u8(0),
@@ -237,9 +253,46 @@ fn get_spec(d: &mut Decoder<'_>) -> Result<PoolSpec, ProtoError> {
         let v = d.bytes()?;
         env.push((k, v));
     }
-    let max_workers = d.u32()?;
+    let limits = get_limits(d)?;
+    let restart_file = get_opt_path(d)?;
+    let log_file = get_opt_path(d)?;
     let userdir_user = if d.bool()? { Some(d.bytes()?) } else { None };
-    Ok(PoolSpec { generation, vhost, kind, program, args, workdir, config_files, env, max_workers, userdir_user })
+    Ok(PoolSpec { generation, vhost, kind, program, args, workdir, config_files, env, limits, restart_file, log_file, userdir_user })
+}
+
+fn put_limits(e: &mut Encoder, l: &Limits) {
+    e.u32(l.max_workers)
+        .u32(l.min_workers)
+        .u32(l.idle_timeout)
+        .u32(l.max_requests)
+        .u32(l.queue_limit)
+        .u32(l.queue_timeout)
+        .u32(l.request_timeout)
+        .u64(l.memory_limit);
+}
+
+fn get_limits(d: &mut Decoder<'_>) -> Result<Limits, ProtoError> {
+    Ok(Limits {
+        max_workers: d.u32()?,
+        min_workers: d.u32()?,
+        idle_timeout: d.u32()?,
+        max_requests: d.u32()?,
+        queue_limit: d.u32()?,
+        queue_timeout: d.u32()?,
+        request_timeout: d.u32()?,
+        memory_limit: d.u64()?,
+    })
+}
+
+fn put_opt_path(e: &mut Encoder, p: Option<&std::path::Path>) {
+    match p {
+        Some(p) => e.u8(1).path(p),
+        None => e.u8(0),
+    };
+}
+
+fn get_opt_path(d: &mut Decoder<'_>) -> Result<Option<PathBuf>, ProtoError> {
+    Ok(if d.bool()? { Some(d.path()?) } else { None })
 }
 
 pub fn encode_request(r: &Request) -> io::Result<Vec<u8>> {
@@ -249,9 +302,14 @@ pub fn encode_request(r: &Request) -> io::Result<Vec<u8>> {
             put_spec(&mut e, spec);
             e.finish()
         }
-        Request::SpawnHint { slot, slot_generation } => {
-            let mut e = Encoder::new(TAG_SPAWN_HINT);
+        Request::Nudge { slot, slot_generation } => {
+            let mut e = Encoder::new(TAG_NUDGE);
             e.u32(*slot).u32(*slot_generation);
+            e.finish()
+        }
+        Request::Kill { slot, slot_generation, worker, epoch, reason } => {
+            let mut e = Encoder::new(TAG_KILL);
+            e.u32(*slot).u32(*slot_generation).u32(*worker).u32(*epoch).u8(*reason as u8);
             e.finish()
         }
     }
@@ -260,8 +318,18 @@ pub fn encode_request(r: &Request) -> io::Result<Vec<u8>> {
 pub fn decode_request(payload: &[u8]) -> Result<Request, ProtoError> {
     let (tag, mut d) = open(payload)?;
     let r = match tag {
-        TAG_ENSURE => Request::Ensure(get_spec(&mut d)?),
-        TAG_SPAWN_HINT => Request::SpawnHint { slot: d.u32()?, slot_generation: d.u32()? },
+        TAG_ENSURE => Request::Ensure(Box::new(get_spec(&mut d)?)),
+        TAG_NUDGE => Request::Nudge { slot: d.u32()?, slot_generation: d.u32()? },
+        TAG_KILL => Request::Kill {
+            slot: d.u32()?,
+            slot_generation: d.u32()?,
+            worker: d.u32()?,
+            epoch: d.u32()?,
+            reason: match d.u8()? {
+                1 => KillReason::Timeout,
+                _ => return Err(ProtoError("unknown kill reason")),
+            },
+        },
         _ => return Err(ProtoError("unexpected message tag")),
     };
     d.end()?;
@@ -272,7 +340,8 @@ pub fn encode_reply(r: &PoolReply) -> io::Result<Vec<u8>> {
     match r {
         PoolReply::Ready(i) => {
             let mut e = Encoder::new(TAG_REPLY_READY);
-            e.path(&i.socket_path).u32(i.slot).u32(i.slot_generation).u32(i.uid).u32(i.gid).u32(i.max_workers);
+            e.path(&i.socket_prefix).u32(i.slot).u32(i.slot_generation).u32(i.uid).u32(i.gid);
+            put_limits(&mut e, &i.limits);
             e.finish()
         }
         PoolReply::Refused { status, reason } => {
@@ -292,12 +361,12 @@ pub fn decode_reply(payload: &[u8]) -> Result<PoolReply, ProtoError> {
     let (tag, mut d) = open(payload)?;
     let r = match tag {
         TAG_REPLY_READY => PoolReply::Ready(PoolInfo {
-            socket_path: d.path()?,
+            socket_prefix: d.path()?,
             slot: d.u32()?,
             slot_generation: d.u32()?,
             uid: d.u32()?,
             gid: d.u32()?,
-            max_workers: d.u32()?,
+            limits: get_limits(&mut d)?,
         }),
         TAG_REPLY_REFUSED => PoolReply::Refused { status: d.u16()?, reason: d.string()? },
         _ => return Err(ProtoError("unexpected message tag")),
@@ -311,12 +380,12 @@ pub fn encode_config(c: &HostConfig) -> io::Result<Vec<u8>> {
     e.u64(c.generation)
         .u32(c.min_uid)
         .u32(c.min_gid)
-        .u32(c.max_workers_ceiling)
         .u32(c.max_workers_per_owner)
         .u32(c.max_workers_total)
         .path(&c.socket_dir)
         .u32(c.server_uid)
         .u32(c.server_gid);
+    put_limits(&mut e, &c.ceilings);
     e.u32(c.blocked_env.len() as u32);
     for b in &c.blocked_env {
         e.bytes(b.as_bytes());
@@ -341,12 +410,12 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
     let generation = d.u64()?;
     let min_uid = d.u32()?;
     let min_gid = d.u32()?;
-    let max_workers_ceiling = d.u32()?;
     let max_workers_per_owner = d.u32()?;
     let max_workers_total = d.u32()?;
     let socket_dir = d.path()?;
     let server_uid = d.u32()?;
     let server_gid = d.u32()?;
+    let ceilings = get_limits(&mut d)?;
     let n = d.count(4)?;
     let mut blocked_env = Vec::with_capacity(n);
     for _ in 0..n {
@@ -365,7 +434,7 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
         generation,
         min_uid,
         min_gid,
-        max_workers_ceiling,
+        ceilings,
         max_workers_per_owner,
         max_workers_total,
         socket_dir,
@@ -443,7 +512,9 @@ mod tests {
             workdir: "/home/a/www".into(),
             config_files: vec!["/home/a/www/.htaccess".into(), "/home/a/.htaccess".into()],
             env: vec![(b"A".to_vec(), b"1".to_vec()), (b"B".to_vec(), Vec::new())],
-            max_workers: 3,
+            limits: Limits { max_workers: 3, ..Limits::DEFAULT },
+            restart_file: Some("/home/a/www/tmp/restart.txt".into()),
+            log_file: None,
             userdir_user: Some(b"alice".to_vec()),
         }
     }
@@ -457,9 +528,9 @@ mod tests {
     #[test]
     fn request_round_trip() {
         for r in [
-            Request::Ensure(sample_spec()),
-            Request::Ensure(PoolSpec { userdir_user: None, args: vec![], ..sample_spec() }),
-            Request::SpawnHint { slot: 5, slot_generation: 9 },
+            Request::Ensure(Box::new(sample_spec())),
+            Request::Ensure(Box::new(PoolSpec { userdir_user: None, args: vec![], ..sample_spec() })),
+            Request::Nudge { slot: 5, slot_generation: 9 },
         ] {
             let f = encode_request(&r).unwrap();
             assert_eq!(decode_request(payload(&f)).unwrap(), r);
@@ -470,12 +541,12 @@ mod tests {
     fn reply_round_trip() {
         for r in [
             PoolReply::Ready(PoolInfo {
-                socket_path: "/run/sufcgi/00ff.sock".into(),
+                socket_prefix: "/run/sufcgi/00ff".into(),
                 slot: 1,
                 slot_generation: 2,
                 uid: 1001,
                 gid: 1002,
-                max_workers: 4,
+                limits: Limits::DEFAULT,
             }),
             PoolReply::Refused { status: 403, reason: "nope".into() },
         ] {
@@ -499,12 +570,12 @@ mod tests {
     fn hand_written_spawn_hint_frame() {
         let frame: &[u8] = &[
             10, 0, 0, 0, // payload length
-            VERSION, TAG_SPAWN_HINT, // header
+            VERSION, TAG_NUDGE, // header
             3, 0, 0, 0, // slot
             0x01, 0x01, 0, 0, // generation 257
         ];
-        assert_eq!(encode_request(&Request::SpawnHint { slot: 3, slot_generation: 257 }).unwrap(), frame);
-        assert_eq!(decode_request(&frame[4..]).unwrap(), Request::SpawnHint { slot: 3, slot_generation: 257 });
+        assert_eq!(encode_request(&Request::Nudge { slot: 3, slot_generation: 257 }).unwrap(), frame);
+        assert_eq!(decode_request(&frame[4..]).unwrap(), Request::Nudge { slot: 3, slot_generation: 257 });
     }
 
     #[test]
@@ -515,7 +586,7 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_errors() {
-        let good = encode_request(&Request::Ensure(sample_spec())).unwrap();
+        let good = encode_request(&Request::Ensure(Box::new(sample_spec()))).unwrap();
         let p = payload(&good);
         // Every truncation fails cleanly.
         for n in 0..p.len() {
@@ -525,7 +596,7 @@ mod tests {
         let mut t = p.to_vec();
         t.push(0);
         assert!(decode_request(&t).is_err());
-        assert!(decode_request(&[2, TAG_SPAWN_HINT, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(decode_request(&[2, TAG_NUDGE, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(decode_request(&[VERSION, 99]).is_err());
         let mut k = p.to_vec();
         k[2 + 8 + 4] = 9;
@@ -537,20 +608,20 @@ mod tests {
         assert!(decode_request(payload(&f)).is_err());
         // Replies: unknown tag; requests tag is not a reply.
         assert!(decode_reply(&[VERSION, TAG_ENSURE]).is_err());
-        assert!(decode_config(&[VERSION, TAG_SPAWN_HINT]).is_err());
+        assert!(decode_config(&[VERSION, TAG_NUDGE]).is_err());
     }
 
     #[test]
     fn frame_reader_splits_and_bounds() {
-        let a = encode_request(&Request::SpawnHint { slot: 1, slot_generation: 2 }).unwrap();
-        let b = encode_request(&Request::Ensure(sample_spec())).unwrap();
+        let a = encode_request(&Request::Nudge { slot: 1, slot_generation: 2 }).unwrap();
+        let b = encode_request(&Request::Ensure(Box::new(sample_spec()))).unwrap();
         let mut all = a.clone();
         all.extend_from_slice(&b);
         let mut r = FrameReader::new();
         for chunk in all.chunks(3) {
             r.push(chunk);
         }
-        assert_eq!(decode_request(&r.next_payload().unwrap().unwrap()).unwrap(), Request::SpawnHint { slot: 1, slot_generation: 2 });
+        assert_eq!(decode_request(&r.next_payload().unwrap().unwrap()).unwrap(), Request::Nudge { slot: 1, slot_generation: 2 });
         assert!(matches!(decode_request(&r.next_payload().unwrap().unwrap()).unwrap(), Request::Ensure(_)));
         assert_eq!(r.next_payload().unwrap(), None);
         let mut big = FrameReader::new();

@@ -7,28 +7,40 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::log::{log_error, log_notice, log_warn};
-use super::pools::{backoff_delay, pool_key, Pool, PoolTable, CRASH_WINDOW, STREAK_RESET};
-use super::protocol::{self, FrameReader, Request};
+use super::pools::{backoff_delay, base_key, pool_key, Pool, PoolTable, StopReason, Stopping, Worker, CRASH_WINDOW, STREAK_RESET};
+use super::protocol::{self, FrameReader, KillReason, Request};
 use super::spawn::{spawn_worker, PreparedExec};
 use crate::core::hostconfig::HostConfig;
-use crate::core::identity::{self, Refusal, System};
-use crate::core::request::{PoolInfo, PoolReply, PoolSpec};
-use crate::core::scoreboard::Scoreboard;
+use crate::core::identity::{self, Owner, Refusal, System};
+use crate::core::request::{worker_socket_path, PoolInfo, PoolReply, PoolSpec};
+use crate::core::scoreboard::{pool_state, worker_state, PoolSlot, Scoreboard};
 use crate::core::sys;
 
 /// Configurations kept for children forked before a graceful restart.
 const KEEP_GENERATIONS: usize = 4;
 const MAX_CLIENTS: usize = 8192;
 const MAX_OUTBUF: usize = 1 << 20;
-const POOL_BACKLOG: i32 = 1024;
+/// A worker socket is claimed by one request at a time; the backlog only
+/// holds the connection made while the worker is still starting.
+const WORKER_BACKLOG: i32 = 16;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// TERM, then KILL after this long (timeouts, reload, idle).
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How often pools are looked at while any has workers or waiters.
+const TICK: Duration = Duration::from_millis(250);
+/// A worker this young with a connection still pending has not reached accept().
+const STARTING_WINDOW: Duration = Duration::from_secs(30);
+/// A pool with no worker for this long is forgotten (its slot is freed).
+const FORGET_EMPTY_POOL: Duration = Duration::from_secs(600);
+/// Longest stderr line passed on; the rest of a longer line is dropped.
+const MAX_STDERR_LINE: usize = 4096;
 /// Bound on remembered refusal reasons (each is logged once).
 const MAX_LOGGED_REFUSALS: usize = 4096;
 
@@ -51,6 +63,8 @@ pub(super) struct Server {
     pools: PoolTable,
     sb: Scoreboard,
     dev_null: OwnedFd,
+    page_size: u64,
+    next_tick: Instant,
     logged_refusals: HashSet<String>,
     stopping: bool,
 }
@@ -105,6 +119,8 @@ impl Server {
         listener_path: PathBuf,
     ) -> io::Result<Server> {
         let sigfd = sys::signalfd(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT])?;
+        // SAFETY: plain sysconf call.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
         let control = UnixStream::from(control);
         control.set_nonblocking(true)?;
         sys::set_passcred(control.as_raw_fd())?;
@@ -127,6 +143,8 @@ impl Server {
             pools: PoolTable::new(nslots),
             sb,
             dev_null: sys::open_dev_null(libc::O_WRONLY)?,
+            page_size: page,
+            next_tick: Instant::now() + TICK,
             logged_refusals: HashSet::new(),
             stopping: false,
         })
@@ -135,18 +153,17 @@ impl Server {
     fn run(&mut self) {
         log_notice!("supervisor started (socket dir {})", self.socket_dir.display());
         while !self.stopping {
-            let timeout = match self.pools.next_deadline() {
-                Some(t) => {
-                    let ms = t.saturating_duration_since(Instant::now()).as_millis();
-                    ms.min(60_000) as i32 + 1
-                }
-                None => -1,
-            };
+            let timeout = self.next_tick.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32 + 1;
             let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3 + self.clients.len());
             let pfd = |fd: RawFd, events: i16| libc::pollfd { fd, events, revents: 0 };
             fds.push(pfd(self.sigfd.as_raw_fd(), libc::POLLIN));
             fds.push(pfd(self.control.as_ref().map_or(-1, |c| c.as_raw_fd()), libc::POLLIN));
             fds.push(pfd(self.listener.as_raw_fd(), libc::POLLIN));
+            let pipes = self.stderr_fds();
+            for &(fd, _, _) in &pipes {
+                fds.push(pfd(fd, libc::POLLIN));
+            }
+            let first_client = fds.len();
             for c in &self.clients {
                 let ev = if c.out.is_empty() { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
                 fds.push(pfd(c.stream.as_raw_fd(), ev));
@@ -161,18 +178,26 @@ impl Server {
                 }
                 continue;
             }
+            for (k, &(_, id, index)) in pipes.iter().enumerate() {
+                if fds[3 + k].revents != 0 {
+                    self.read_stderr(id, index);
+                }
+            }
             if fds[0].revents != 0 {
                 self.handle_signals();
             }
             if fds[1].revents != 0 {
                 self.handle_control();
             }
-            // Clients first (their indices match `fds[3..]`), then new ones.
-            self.handle_clients(&fds[3..]);
+            // Clients first (their indices match the polled slice), then new ones.
+            self.handle_clients(&fds[first_client..]);
             if fds[2].revents != 0 {
                 self.accept_clients();
             }
-            self.run_due_restarts();
+            if Instant::now() >= self.next_tick {
+                self.tick();
+                self.next_tick = Instant::now() + self.tick_interval();
+            }
         }
         self.shutdown();
     }
@@ -198,6 +223,20 @@ impl Server {
         self.reap();
     }
 
+    fn slot(&self, index: u32) -> Option<&PoolSlot> {
+        self.sb.slot(index)
+    }
+
+    /// A lifecycle event: to the error log, and to the pool's `SuFcgiLog` if it has one.
+    fn event(&self, id: u64, msg: &str) {
+        let Some(pool) = self.pools.get(id) else { return };
+        log_notice!("pool {}: {msg}", pool.desc);
+        if let Some(fd) = &pool.log {
+            let line = format!("[{}] {msg}\n", super::log::timestamp());
+            let _ = sys::write_all_fd(fd.as_raw_fd(), line.as_bytes());
+        }
+    }
+
     fn reap(&mut self) {
         loop {
             let (pid, how) = match sys::try_wait(-1) {
@@ -208,123 +247,381 @@ impl Server {
                     break;
                 }
             };
-            let Some((id, worker)) = self.pools.remove_worker(pid) else { continue };
-            let now = Instant::now();
-            let stopping = self.stopping;
-            let Some(pool) = self.pools.get_mut(id) else { continue };
-            if let Some(slot) = self.sb.slot(pool.slot) {
-                slot.workers.store(pool.live(), Ordering::Release);
-            }
-            if stopping {
-                continue;
-            }
-            let lived = now.saturating_duration_since(worker.started);
-            if lived >= CRASH_WINDOW {
-                log_notice!("worker pid {pid} of pool {} {how}", pool.desc);
+            let Some((id, index, worker)) = self.pools.remove_worker(pid) else { continue };
+            self.worker_gone(id, index, worker, &how.to_string());
+        }
+    }
+
+    /// Bookkeeping after worker `index` of pool `id` exited.
+    fn worker_gone(&mut self, id: u64, index: u32, mut worker: Worker, how: &str) {
+        let now = Instant::now();
+        self.drain_stderr(id, &mut worker);
+        unlink_ours(&worker.socket_path, worker.socket_id);
+        drop(worker.listener);
+        if let Some(slot) = self.pools.get(id).and_then(|p| self.slot(p.slot)) {
+            let ws = &slot.workers[index as usize];
+            let (epoch, _) = ws.load();
+            ws.set(epoch.wrapping_add(1), worker_state::EMPTY);
+            ws.pid.store(0, Ordering::Release);
+        }
+        let lived = now.saturating_duration_since(worker.started);
+        match &worker.stopping {
+            Some(st) => self.event(id, &format!("worker pid {} stopped ({}): {how}", worker.pid, st.reason.text())),
+            None => self.event(id, &format!("worker pid {} {how} after {} ms", worker.pid, lived.as_millis())),
+        }
+        let stopping = self.stopping;
+        let Some(pool) = self.pools.get_mut(id) else { return };
+        if pool.live() == 0 {
+            pool.empty_since = Some(now);
+        }
+        if stopping || worker.stopping.is_some() {
+            self.balance(id);
+            return;
+        }
+        if lived >= CRASH_WINDOW {
+            pool.crash_streak = 0;
+        } else if pool.restart_at.is_none() {
+            // A crash: one backoff step per burst, one log line per step.
+            if pool.last_crash.is_some_and(|t| now.saturating_duration_since(t) > STREAK_RESET) {
                 pool.crash_streak = 0;
-                if pool.restart_at.is_none() {
-                    self.fill_pool(id);
-                }
-                continue;
             }
-            // A crash. One backoff step per burst of crashes; one log line per step.
-            if pool.restart_at.is_none() {
-                if pool.last_crash.is_some_and(|t| now.saturating_duration_since(t) > STREAK_RESET) {
-                    pool.crash_streak = 0;
+            pool.last_crash = Some(now);
+            pool.crash_streak = pool.crash_streak.saturating_add(1);
+            let delay = backoff_delay(pool.crash_streak);
+            pool.restart_at = Some(now + delay);
+            let (slot_idx, live) = (pool.slot, pool.live());
+            if let Some(slot) = self.slot(slot_idx) {
+                if live == 0 {
+                    slot.backoff_until.store(sys::monotonic_secs().saturating_add(delay.as_secs() as u32), Ordering::Release);
+                    slot.state.store(pool_state::BACKOFF, Ordering::Release);
                 }
-                pool.last_crash = Some(now);
-                pool.crash_streak = pool.crash_streak.saturating_add(1);
-                let delay = backoff_delay(pool.crash_streak);
-                pool.restart_at = Some(now + delay);
-                log_error!(
-                    "worker pid {pid} of pool {} {how} within {} ms of its start; restarting in {} s",
-                    pool.desc,
-                    lived.as_millis(),
-                    delay.as_secs()
-                );
             }
-            if pool.workers.is_empty() && pool.listener.is_some() {
-                // Nobody would ever accept: let queued and new connections fail fast.
-                pool.listener = None;
-                unlink_ours(&pool.socket_path, pool.socket_id);
+            self.event(id, &format!("worker crashed within {} ms of its start; backing off, next start in {} s", lived.as_millis(), delay.as_secs()));
+        }
+        // Waiters re-check: a worker may be needed, or the pool is backing off.
+        if let Some(slot) = self.pools.get(id).and_then(|p| self.slot(p.slot)) {
+            slot.notify_idle(i32::MAX);
+        }
+        self.balance(id);
+    }
+
+    // ---- worker stderr ----
+
+    fn stderr_fds(&self) -> Vec<(RawFd, u64, u32)> {
+        let mut v = Vec::new();
+        for p in self.pools.pools() {
+            for (i, w) in p.workers.iter().enumerate() {
+                if let Some(fd) = w.as_ref().and_then(|w| w.stderr.as_ref()) {
+                    v.push((fd.as_raw_fd(), p.id, i as u32));
+                }
+            }
+        }
+        v
+    }
+
+    fn read_stderr(&mut self, id: u64, index: u32) {
+        let mut lines = Vec::new();
+        let mut pid = 0;
+        if let Some(w) = self.pools.get_mut(id).and_then(|p| p.workers.get_mut(index as usize)).and_then(|w| w.as_mut()) {
+            pid = w.pid;
+            collect_stderr(w, &mut lines);
+        }
+        self.emit_stderr(id, pid, &lines);
+    }
+
+    fn drain_stderr(&mut self, id: u64, w: &mut Worker) {
+        let mut lines = Vec::new();
+        collect_stderr(w, &mut lines);
+        if !w.stderr_buf.is_empty() {
+            lines.push(std::mem::take(&mut w.stderr_buf));
+        }
+        self.emit_stderr(id, w.pid, &lines);
+    }
+
+    fn emit_stderr(&self, id: u64, pid: libc::pid_t, lines: &[Vec<u8>]) {
+        let Some(pool) = self.pools.get(id) else { return };
+        for l in lines {
+            let text = String::from_utf8_lossy(l);
+            match &pool.log {
+                Some(fd) => {
+                    let line = format!("[{}] [pid {pid}] {text}\n", super::log::timestamp());
+                    let _ = sys::write_all_fd(fd.as_raw_fd(), line.as_bytes());
+                }
+                None => log_notice!("pool {} worker pid {pid} stderr: {text}", pool.desc),
             }
         }
     }
 
-    /// Spawns workers until the pool has its target count (within the ceilings).
-    fn fill_pool(&mut self, id: u64) {
-        let (per_owner, total) = self.ceilings();
+    // ---- the periodic look at every pool ----
+
+    fn tick_interval(&self) -> Duration {
+        let busy = self.pools.pools().any(|p| p.live() > 0 || p.restart_at.is_some() || p.retiring);
+        if busy {
+            TICK
+        } else {
+            Duration::from_secs(5)
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let now_s = sys::monotonic_secs();
+        for id in self.pools.ids() {
+            let Some(pool) = self.pools.get(id) else { continue };
+            // Backoff over: try again.
+            if pool.restart_at.is_some_and(|t| t <= now) {
+                let slot_idx = pool.slot;
+                if let Some(p) = self.pools.get_mut(id) {
+                    p.restart_at = None;
+                }
+                if let Some(slot) = self.slot(slot_idx) {
+                    if slot.state.load(Ordering::Acquire) == pool_state::BACKOFF {
+                        slot.state.store(pool_state::ACTIVE, Ordering::Release);
+                    }
+                }
+                self.spawn_into(id);
+            }
+            self.look_at_workers(id, now, now_s);
+            self.balance(id);
+            let Some(pool) = self.pools.get(id) else { continue };
+            let forget = pool.live() == 0
+                && (pool.retiring || pool.empty_since.is_some_and(|t| now.saturating_duration_since(t) >= FORGET_EMPTY_POOL))
+                && pool.restart_at.is_none();
+            if forget {
+                self.forget_pool(id);
+            }
+        }
+    }
+
+    /// Stop what should stop: retired workers, idle ones beyond the minimum
+    /// or of a retiring pool, ones over their memory limit; escalate TERM to
+    /// KILL after the grace period.
+    fn look_at_workers(&mut self, id: u64, now: Instant, now_s: u32) {
+        let Some(pool) = self.pools.get(id) else { return };
+        let Some(slot) = self.slot(pool.slot) else { return };
+        let limits = pool.limits;
+        let retiring = pool.retiring;
+        let mut live = pool.live();
+        let mut to_stop: Vec<(u32, StopReason, bool)> = Vec::new();
+        let mut to_kill: Vec<libc::pid_t> = Vec::new();
+        for (i, w) in pool.workers.iter().enumerate() {
+            let Some(w) = w else { continue };
+            if let Some(st) = &w.stopping {
+                if !st.killed && now.saturating_duration_since(st.since) >= STOP_GRACE {
+                    to_kill.push(w.pid);
+                }
+                continue;
+            }
+            let ws = &slot.workers[i];
+            let (_, state) = ws.load();
+            if state == worker_state::RETIRED {
+                let served = ws.requests.load(Ordering::Acquire);
+                let reason = if retiring {
+                    StopReason::Reload
+                } else if limits.max_requests > 0 && served >= limits.max_requests {
+                    StopReason::MaxRequests
+                } else {
+                    StopReason::Retired
+                };
+                to_stop.push((i as u32, reason, false));
+                live -= 1;
+                continue;
+            }
+            if state == worker_state::IDLE {
+                if retiring {
+                    to_stop.push((i as u32, StopReason::Reload, false));
+                    live -= 1;
+                    continue;
+                }
+                let idle_for = now_s.saturating_sub(ws.last_used.load(Ordering::Acquire));
+                if live > limits.min_workers && idle_for >= limits.idle_timeout {
+                    to_stop.push((i as u32, StopReason::Idle, false));
+                    live -= 1;
+                    continue;
+                }
+            }
+            if limits.memory_limit > 0 {
+                if let Some(rss) = rss_bytes(w.pid, self.page_size) {
+                    if rss > limits.memory_limit {
+                        to_stop.push((i as u32, StopReason::Memory, true));
+                        live -= 1;
+                        self.event(id, &format!("worker pid {} uses {} MiB, above SuFcgiMemoryLimit {} MiB", w.pid, rss >> 20, limits.memory_limit >> 20));
+                    }
+                }
+            }
+        }
+        for pid in to_kill {
+            let _ = signal_group(pid, libc::SIGKILL);
+            if let Some(w) = self.worker_by_pid_mut(id, pid) {
+                if let Some(st) = w.stopping.as_mut() {
+                    st.killed = true;
+                }
+            }
+        }
+        for (i, reason, hard) in to_stop {
+            self.stop_worker(id, i, reason, hard);
+        }
+    }
+
+    fn worker_by_pid_mut(&mut self, id: u64, pid: libc::pid_t) -> Option<&mut Worker> {
+        self.pools.get_mut(id)?.workers.iter_mut().flatten().find(|w| w.pid == pid)
+    }
+
+    /// Take worker `index` out of service (no request can claim it any more)
+    /// and signal it: TERM (KILL after the grace period), or KILL at once.
+    fn stop_worker(&mut self, id: u64, index: u32, reason: StopReason, hard: bool) {
+        let Some(pool) = self.pools.get(id) else { return };
+        if let Some(slot) = self.slot(pool.slot) {
+            let ws = &slot.workers[index as usize];
+            // Whatever state it is in, move it to EMPTY with a new epoch, so a
+            // request that still holds it cannot put it back.
+            for _ in 0..8 {
+                let (epoch, state) = ws.load();
+                if state == worker_state::EMPTY || ws.retire_if(epoch, state).is_some() {
+                    break;
+                }
+            }
+        }
+        let Some(w) = self.pools.get_mut(id).and_then(|p| p.workers.get_mut(index as usize)).and_then(|w| w.as_mut()) else {
+            return;
+        };
+        if w.stopping.is_some() {
+            return;
+        }
+        let pid = w.pid;
+        let sig = if hard { libc::SIGKILL } else { libc::SIGTERM };
+        w.stopping = Some(Stopping { reason, since: Instant::now(), killed: hard });
+        let _ = signal_group(pid, sig);
+        self.event(id, &format!("stopping worker pid {pid}: {}", reason.text()));
+    }
+
+    fn forget_pool(&mut self, id: u64) {
+        if let Some(pool) = self.pools.remove(id) {
+            if let Some(slot) = self.slot(pool.slot) {
+                slot.state.store(pool_state::FREE, Ordering::Release);
+                // Cached references to this pool in server children now miss.
+                slot.generation.fetch_add(1, Ordering::AcqRel);
+                slot.notify_idle(i32::MAX);
+            }
+            log_notice!("pool {} removed ({})", pool.desc, if pool.retiring { "replaced by a newer version" } else { "unused" });
+        }
+    }
+
+    /// Whether a worker of the pool has a connection it has not accepted yet:
+    /// it is still starting, and waiting requests queue behind it.
+    fn starting(&self, pool: &Pool) -> bool {
+        let now = Instant::now();
+        pool.workers.iter().flatten().any(|w| {
+            if w.stopping.is_some() || now.saturating_duration_since(w.started) > STARTING_WINDOW {
+                return false;
+            }
+            let mut p = libc::pollfd { fd: w.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
+        })
+    }
+
+    /// Spawn what the pool needs now: its minimum, or one more worker for
+    /// requests that are waiting (one at a time while a worker is starting).
+    fn balance(&mut self, id: u64) {
+        if self.stopping {
+            return;
+        }
         loop {
             let Some(pool) = self.pools.get(id) else { return };
-            if pool.live() >= pool.target || pool.listener.is_none() {
+            if pool.retiring || pool.restart_at.is_some() {
                 return;
             }
-            if self.pools.owner_workers(pool.uid) >= per_owner || self.pools.total_workers() >= total {
+            let Some(slot) = self.slot(pool.slot) else { return };
+            let live = pool.live();
+            let below_min = live < pool.limits.min_workers;
+            let waiting = slot.waiting.load(Ordering::Acquire) > 0;
+            let idle = slot.workers[..pool.workers.len()].iter().any(|w| w.load().1 == worker_state::IDLE);
+            let wanted = below_min || (waiting && !idle && live < pool.limits.max_workers && !self.starting(pool));
+            if !wanted || !self.spawn_into(id) {
                 return;
             }
-            if !self.spawn_one(id) {
+            if !below_min {
                 return;
             }
         }
     }
 
-    /// Forks one worker for pool `id`; on failure schedules a backoff.
-    fn spawn_one(&mut self, id: u64) -> bool {
-        let dev_null = self.dev_null.as_raw_fd();
-        let Some(pool) = self.pools.get_mut(id) else { return false };
-        let Some(listener) = pool.listener.as_ref() else { return false };
-        match spawn_worker(&pool.exec, listener.as_raw_fd(), dev_null) {
-            Ok(pid) => {
-                let slot = pool.slot;
-                self.pools.add_worker(id, pid, Instant::now());
-                if let (Some(s), Some(p)) = (self.sb.slot(slot), self.pools.get(id)) {
-                    s.workers.store(p.live(), Ordering::Release);
-                    s.spawns.fetch_add(1, Ordering::AcqRel);
-                }
-                true
-            }
+    /// Forks one worker into the pool's first free entry (within the ceilings).
+    fn spawn_into(&mut self, id: u64) -> bool {
+        let (per_owner, total) = self.ceilings();
+        let Some(pool) = self.pools.get(id) else { return false };
+        let Some(index) = pool.free_entry() else { return false };
+        if self.pools.owner_workers(pool.uid) >= per_owner || self.pools.total_workers() >= total {
+            return false;
+        }
+        let path = worker_socket_path(&pool.socket_prefix, index);
+        let _ = sys::unlink_if_exists(&path);
+        let listener = match sys::unix_listen(&path, WORKER_BACKLOG, 0o666) {
+            Ok(fd) => fd,
             Err(e) => {
+                log_error!("cannot create worker socket {}: {e}", path.display());
+                return false;
+            }
+        };
+        let socket_id = socket_identity(&path);
+        let (read_end, write_end) = match sys::pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                log_error!("cannot create a stderr pipe: {e}");
+                return false;
+            }
+        };
+        let _ = sys::set_nonblocking(read_end.as_raw_fd(), true);
+        let data_limit = pool.limits.memory_limit.saturating_mul(2);
+        let spawned = spawn_worker(&pool.exec, listener.as_raw_fd(), self.dev_null.as_raw_fd(), write_end.as_raw_fd(), data_limit);
+        drop(write_end);
+        let pid = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                let Some(pool) = self.pools.get_mut(id) else { return false };
                 pool.crash_streak = pool.crash_streak.saturating_add(1);
                 let delay = backoff_delay(pool.crash_streak);
                 pool.restart_at = Some(Instant::now() + delay);
                 log_error!("cannot fork a worker for pool {}: {e}; retrying in {} s", pool.desc, delay.as_secs());
-                false
+                return false;
             }
+        };
+        let slot_idx = pool.slot;
+        let mut epoch = 0;
+        if let Some(slot) = self.slot(slot_idx) {
+            let ws = &slot.workers[index as usize];
+            epoch = ws.load().0.wrapping_add(1);
+            let now_s = sys::monotonic_secs();
+            ws.pid.store(pid as u32, Ordering::Release);
+            ws.requests.store(0, Ordering::Release);
+            ws.started.store(now_s, Ordering::Release);
+            ws.last_used.store(now_s, Ordering::Release);
+            // Claimable at once: the socket already listens, so a request
+            // that claims it waits in its backlog until the app accepts.
+            ws.set(epoch, worker_state::IDLE);
+            slot.spawns.fetch_add(1, Ordering::AcqRel);
         }
-    }
-
-    fn run_due_restarts(&mut self) {
-        let now = Instant::now();
-        let due: Vec<u64> = self
-            .pools
-            .ids()
-            .into_iter()
-            .filter(|id| self.pools.get(*id).and_then(|p| p.restart_at).is_some_and(|t| t <= now))
-            .collect();
-        for id in due {
-            let Some(pool) = self.pools.get_mut(id) else { continue };
-            pool.restart_at = None;
-            if pool.listener.is_none() {
-                let _ = sys::unlink_if_exists(&pool.socket_path);
-                match sys::unix_listen(&pool.socket_path, POOL_BACKLOG, 0o666) {
-                    Ok(fd) => {
-                        pool.listener = Some(fd);
-                        pool.socket_id = socket_identity(&pool.socket_path);
-                    }
-                    Err(e) => {
-                        pool.crash_streak = pool.crash_streak.saturating_add(1);
-                        let delay = backoff_delay(pool.crash_streak);
-                        pool.restart_at = Some(now + delay);
-                        log_error!("cannot recreate socket of pool {}: {e}; retrying in {} s", pool.desc, delay.as_secs());
-                        continue;
-                    }
-                }
-            }
-            if pool.target == 0 {
-                pool.target = 1;
-            }
-            self.fill_pool(id);
+        let worker = Worker {
+            pid,
+            epoch,
+            started: Instant::now(),
+            listener,
+            socket_path: path,
+            socket_id,
+            stderr: Some(read_end),
+            stderr_buf: Vec::new(),
+            stopping: None,
+        };
+        self.pools.add_worker(id, index, worker);
+        if let Some(p) = self.pools.get_mut(id) {
+            p.empty_since = None;
         }
+        self.event(id, &format!("spawned worker pid {pid} (entry {index})"));
+        if let Some(slot) = self.slot(slot_idx) {
+            slot.notify_idle(i32::MAX);
+        }
+        true
     }
 
     fn ceilings(&self) -> (u32, u32) {
@@ -499,7 +796,10 @@ impl Server {
                             return false;
                         }
                     }
-                    Request::SpawnHint { slot, slot_generation } => self.spawn_hint(slot, slot_generation),
+                    Request::Nudge { slot, slot_generation } => self.nudge(slot, slot_generation),
+                    Request::Kill { slot, slot_generation, worker, epoch, reason } => {
+                        self.kill(slot, slot_generation, worker, epoch, reason)
+                    }
                 }
             }
             if eof {
@@ -552,7 +852,8 @@ impl Server {
             .ok_or_else(|| Refusal::new(500, format!("unknown vhost index {} in generation {}", spec.vhost, cfg.generation)))?;
         let owner = identity::resolve_owner(cfg, vhost, spec, &System, &System)?;
         let checked = identity::check_spec(cfg, spec, &owner, &System)?;
-        let key = pool_key(&owner, &vhost.name, spec, &checked);
+        let base = base_key(&owner, &vhost.name, spec, &checked);
+        let key = pool_key(&base, &checked);
         let desc = format!("uid {} {} {}", owner.uid, vhost.name, checked.program.display());
 
         let id = self.pools.id_of(&key);
@@ -560,12 +861,15 @@ impl Server {
             if pool.key != key {
                 return Err(Refusal::new(500, format!("pool key collision for {desc}")));
             }
-            if pool.listener.is_none() {
-                return Err(Refusal::new(503, format!("pool {} is backing off after its workers crashed", pool.desc)));
+            if let Some(t) = pool.restart_at {
+                if pool.live() == 0 {
+                    let secs = t.saturating_duration_since(Instant::now()).as_secs() + 1;
+                    return Err(Refusal::new(503, format!("pool {} is backing off after its workers crashed (next start in {secs} s)", pool.desc)));
+                }
             }
-            if pool.live() == 0 && pool.restart_at.is_none() {
-                // Emptied while a ceiling blocked its refill: try again now.
-                self.fill_pool(id);
+            if pool.live() == 0 {
+                // Scaled to zero: this request starts it again.
+                self.spawn_into(id);
             }
             return self.pools.get(id).map(|p| p.info()).ok_or_else(|| Refusal::new(500, "pool vanished"));
         }
@@ -577,74 +881,111 @@ impl Server {
         if self.pools.total_workers() >= total {
             return Err(Refusal::new(503, format!("the server already has {total} workers")));
         }
-
         let exec = PreparedExec::new(&checked.program, &spec.args, &spec.workdir, &spec.env, &owner)
             .map_err(|e| Refusal::new(500, format!("cannot prepare worker for {desc}: {e}")))?;
-        let socket_path = self.socket_dir.join(format!("{id:016x}.sock"));
-        let _ = sys::unlink_if_exists(&socket_path);
-        let listener = sys::unix_listen(&socket_path, POOL_BACKLOG, 0o666)
-            .map_err(|e| Refusal::new(500, format!("cannot create socket {}: {e}", socket_path.display())))?;
-        let socket_id = socket_identity(&socket_path);
-
-        let (slot, slot_generation) = match self.pools.free_slot().and_then(|s| self.sb.slot(s).map(|sl| (s, sl))) {
-            Some((s, sl)) => {
-                let g = sl.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-                sl.workers.store(0, Ordering::Release);
-                sl.max_workers.store(checked.max_workers, Ordering::Release);
-                (s, g)
-            }
-            None => {
-                log_warn!("scoreboard full: pool {desc} gets no slot (no spawn hints)");
-                (u32::MAX, 0)
-            }
+        let Some(slot_idx) = self.pools.free_slot() else {
+            return Err(Refusal::new(503, "too many pools on this server (scoreboard full)"));
         };
+        let Some(slot) = self.slot(slot_idx) else {
+            return Err(Refusal::new(500, "scoreboard slot out of range"));
+        };
+        let limits = checked.limits;
+        let slot_generation = slot.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        for ws in slot.workers.iter() {
+            let (epoch, _) = ws.load();
+            ws.set(epoch.wrapping_add(1), worker_state::EMPTY);
+        }
+        slot.max_workers.store(limits.max_workers, Ordering::Release);
+        slot.max_requests.store(limits.max_requests, Ordering::Release);
+        slot.queue_limit.store(limits.queue_limit, Ordering::Release);
+        slot.waiting.store(0, Ordering::Release);
+        slot.inflight.store(0, Ordering::Release);
+        slot.backoff_until.store(0, Ordering::Release);
+        slot.state.store(pool_state::ACTIVE, Ordering::Release);
 
+        // A newer version of the same app: the old pool finishes what it runs.
+        if let Some(old) = self.pools.current_for_base(&base) {
+            if old != id {
+                self.retire_pool(old);
+            }
+        }
+        let log = spec.log_file.as_deref().and_then(|p| match open_as_owner(p, &owner) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                log_warn!("pool {desc}: cannot open SuFcgiLog {}: {e}; using the error log", p.display());
+                None
+            }
+        });
         self.pools.insert(Pool {
             key,
+            base_key: base,
             id,
             desc: desc.clone(),
             uid: owner.uid,
             gid: owner.gid,
-            socket_path,
-            listener: Some(listener),
-            socket_id,
-            slot,
+            socket_prefix: self.socket_dir.join(format!("{id:016x}")),
+            slot: slot_idx,
             slot_generation,
-            max_workers: checked.max_workers,
-            target: 1,
-            workers: Vec::new(),
+            limits,
+            workers: (0..limits.max_workers).map(|_| None).collect(),
             exec,
+            log,
             crash_streak: 0,
             restart_at: None,
             last_crash: None,
+            retiring: false,
+            empty_since: None,
         });
-        if !self.spawn_one(id) {
+        self.event(id, &format!("created (slot {slot_idx}, max {} workers, min {})", limits.max_workers, limits.min_workers));
+        if !self.spawn_into(id) {
+            self.forget_pool(id);
             return Err(Refusal::new(503, format!("cannot start a worker for pool {desc}")));
         }
-        log_notice!("pool {desc} started (slot {slot}, max {} workers)", checked.max_workers);
+        self.balance(id);
         self.pools.get(id).map(|p| p.info()).ok_or_else(|| Refusal::new(500, "pool vanished"))
     }
 
-    fn spawn_hint(&mut self, slot: u32, slot_generation: u32) {
-        let Some(id) = self.pools.slot_pool(slot) else { return };
-        let Some(sl) = self.sb.slot(slot) else { return };
-        let (per_owner, total) = self.ceilings();
-        let Some(pool) = self.pools.get(id) else { return };
-        if pool.slot_generation != slot_generation || pool.listener.is_none() || pool.restart_at.is_some() {
-            return;
+    /// A newer version replaced this pool: idle workers stop now, busy ones
+    /// when their request is done (children release them as retired).
+    fn retire_pool(&mut self, id: u64) {
+        let Some(pool) = self.pools.get_mut(id) else { return };
+        pool.retiring = true;
+        let slot_idx = pool.slot;
+        if let Some(slot) = self.slot(slot_idx) {
+            slot.state.store(pool_state::RETIRING, Ordering::Release);
+            slot.notify_idle(i32::MAX);
         }
-        let inflight = sl.inflight.load(Ordering::Acquire);
-        let live = pool.live();
-        if inflight <= live || live >= pool.max_workers {
-            return;
+        self.event(id, "replaced by a newer version; old workers finish their requests");
+        self.look_at_workers(id, Instant::now(), sys::monotonic_secs());
+    }
+
+    /// Resolve a (slot, generation) a child quoted to the pool it names.
+    fn pool_of_slot(&self, slot: u32, slot_generation: u32) -> Option<u64> {
+        let id = self.pools.slot_pool(slot)?;
+        (self.pools.get(id)?.slot_generation == slot_generation).then_some(id)
+    }
+
+    fn nudge(&mut self, slot: u32, slot_generation: u32) {
+        let Some(id) = self.pool_of_slot(slot, slot_generation) else { return };
+        self.look_at_workers(id, Instant::now(), sys::monotonic_secs());
+        self.balance(id);
+    }
+
+    fn kill(&mut self, slot: u32, slot_generation: u32, index: u32, epoch: u32, reason: KillReason) {
+        let Some(id) = self.pool_of_slot(slot, slot_generation) else { return };
+        let matches = self
+            .pools
+            .get(id)
+            .and_then(|p| p.workers.get(index as usize))
+            .and_then(|w| w.as_ref())
+            .is_some_and(|w| w.epoch == epoch && w.stopping.is_none());
+        if matches {
+            let why = match reason {
+                KillReason::Timeout => StopReason::Timeout,
+            };
+            self.stop_worker(id, index, why, false);
         }
-        if self.pools.owner_workers(pool.uid) >= per_owner || self.pools.total_workers() >= total {
-            return;
-        }
-        if let Some(p) = self.pools.get_mut(id) {
-            p.target = (live + 1).min(p.max_workers);
-        }
-        self.spawn_one(id);
+        self.balance(id);
     }
 
     // ---- shutdown ----
@@ -653,10 +994,7 @@ impl Server {
         self.stopping = true;
         let pids = self.pools.all_pids();
         for &pid in &pids {
-            // Each worker leads its own session/process group (setsid).
-            if sys::kill(-pid, libc::SIGTERM).is_err() {
-                let _ = sys::kill(pid, libc::SIGTERM);
-            }
+            let _ = signal_group(pid, libc::SIGTERM);
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while self.pools.total_workers() > 0 {
@@ -675,18 +1013,80 @@ impl Server {
         }
         for pid in self.pools.all_pids() {
             log_warn!("worker pid {pid} ignored SIGTERM; killing it");
-            if sys::kill(-pid, libc::SIGKILL).is_err() {
-                let _ = sys::kill(pid, libc::SIGKILL);
-            }
+            let _ = signal_group(pid, libc::SIGKILL);
             let mut st = 0;
             // SAFETY: waiting for our own child; `st` is a valid out-int.
             let _ = sys::cvt_retry(|| unsafe { libc::waitpid(pid, &mut st, 0) });
-            let _ = self.pools.remove_worker(pid);
-        }
-        for p in self.pools.pools() {
-            unlink_ours(&p.socket_path, p.socket_id);
+            if let Some((id, index, w)) = self.pools.remove_worker(pid) {
+                self.worker_gone(id, index, w, "killed");
+            }
         }
         unlink_ours(&self.listener_path, self.listener_id);
         log_notice!("supervisor stopped");
+    }
+}
+
+/// Signal a worker's process group (it leads one: setsid), or just the worker.
+/// Only pids this supervisor forked are ever passed here.
+fn signal_group(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    sys::kill(-pid, sig).or_else(|_| sys::kill(pid, sig))
+}
+
+/// Resident set size of `pid`, from /proc/PID/statm.
+fn rss_bytes(pid: libc::pid_t, page: u64) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page)
+}
+
+/// Complete lines read from a worker's stderr pipe (non-blocking).
+fn collect_stderr(w: &mut Worker, out: &mut Vec<Vec<u8>>) {
+    let Some(fd) = w.stderr.as_ref() else { return };
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY: reading into a stack buffer from our own pipe fd.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n == 0 {
+            w.stderr = None;
+            break;
+        }
+        if n < 0 {
+            break;
+        }
+        for &b in &buf[..n as usize] {
+            if b == b'\n' {
+                out.push(std::mem::take(&mut w.stderr_buf));
+            } else if w.stderr_buf.len() < MAX_STDERR_LINE {
+                w.stderr_buf.push(b);
+            }
+        }
+        if out.len() > 256 {
+            break;
+        }
+    }
+}
+
+/// Open `SuFcgiLog` with the owner's filesystem identity, so the file is
+/// created as theirs and a path they could not write cannot be reached
+/// through it (no root-privileged open of a customer-chosen path).
+fn open_as_owner(path: &Path, owner: &Owner) -> io::Result<OwnedFd> {
+    let c = sys::cpath(path)?;
+    // SAFETY: the supervisor is single-threaded; setfsuid/setfsgid only change
+    // this thread's filesystem ids and are restored right after the open.
+    unsafe {
+        libc::setfsgid(owner.gid);
+        libc::setfsuid(owner.uid);
+        let fd = libc::open(
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY,
+            0o640 as libc::c_uint,
+        );
+        let err = io::Error::last_os_error();
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+        if fd < 0 {
+            return Err(err);
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
     }
 }

@@ -124,10 +124,18 @@ fn child_fail(what: &[u8]) -> ! {
 }
 
 /// Forks and execs one worker. Returns the child's pid (also its process
-/// group and session id). `listen_fd` becomes the worker's fd 0 and
-/// `dev_null` its fd 1; every other fd except stderr is closed.
+/// group and session id). `listen_fd` becomes the worker's fd 0, `dev_null`
+/// its fd 1 and `stderr_fd` its fd 2; every other fd is closed.
+/// `data_limit` (bytes, 0 = none) becomes RLIMIT_DATA: the hard backstop
+/// behind the supervisor's RSS watch for `SuFcgiMemoryLimit`.
 /// Must be called from a single-threaded process (the supervisor).
-pub fn spawn_worker(exec: &PreparedExec, listen_fd: RawFd, dev_null: RawFd) -> io::Result<libc::pid_t> {
+pub fn spawn_worker(
+    exec: &PreparedExec,
+    listen_fd: RawFd,
+    dev_null: RawFd,
+    stderr_fd: RawFd,
+    data_limit: u64,
+) -> io::Result<libc::pid_t> {
     // Pointer arrays are built before fork: the child must not allocate.
     let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -172,6 +180,15 @@ pub fn spawn_worker(exec: &PreparedExec, listen_fd: RawFd, dev_null: RawFd) -> i
         }
         if dev_null != 1 && libc::dup2(dev_null, 1) < 0 {
             child_fail(b"dup2(/dev/null, 1)");
+        }
+        if stderr_fd >= 0 && stderr_fd != 2 && libc::dup2(stderr_fd, 2) < 0 {
+            child_fail(b"dup2(stderr pipe, 2)");
+        }
+        if data_limit > 0 {
+            let rl = libc::rlimit { rlim_cur: data_limit as libc::rlim_t, rlim_max: data_limit as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_DATA, &rl) < 0 {
+                child_fail(b"setrlimit(RLIMIT_DATA)");
+            }
         }
         sys::close_fds_except(3, &[]);
         if let Some((soft, hard)) = nofile {

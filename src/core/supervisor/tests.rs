@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::hostconfig::VhostConfig;
-use crate::core::request::{AppKind, PoolReply, PoolSpec};
+use crate::core::limits::Limits;
+use crate::core::request::{worker_socket_path, AppKind, PoolReply, PoolSpec};
+use crate::core::scoreboard::{pool_state, worker_state};
 
 const USER: &str = "sufcgi-ut1";
 
@@ -113,7 +115,9 @@ fn spec(program: &Path, www: &Path, max_workers: u32) -> PoolSpec {
         workdir: www.to_path_buf(),
         config_files: vec![www.join(".htaccess")],
         env: vec![(b"APP_MODE".to_vec(), b"test".to_vec())],
-        max_workers,
+        limits: Limits { max_workers, ..Limits::DEFAULT },
+        restart_file: None,
+        log_file: None,
         userdir_user: None,
     }
 }
@@ -173,8 +177,8 @@ fn supervisor_end_to_end_as_root() {
         .map(|p| p.display().to_string())
         .collect();
     assert!(!sup_fds.iter().any(|p| p == "/dev/zero"), "supervisor fds: {sup_fds:?}");
-    assert_eq!((info.uid, info.gid, info.max_workers), (pw.uid, pw.gid, 2));
-    let ans = ask(&info.socket_path);
+    assert_eq!((info.uid, info.gid, info.limits.max_workers), (pw.uid, pw.gid, 2));
+    let ans = ask(&worker_socket_path(&info.socket_prefix, 0));
     assert_eq!(ans[0], pw.uid.to_string());
     assert_eq!(ans[1], pw.gid.to_string());
     assert_eq!(ans[3], USER);
@@ -188,29 +192,38 @@ fn supervisor_end_to_end_as_root() {
     assert_eq!(ans[10], "/usr/local/bin:/usr/bin:/bin");
     let first_pid: i32 = ans[2].parse().unwrap();
     let slot = sb.slot(info.slot).unwrap();
-    assert_eq!(slot.workers.load(Ordering::Acquire), 1);
+    assert_eq!(slot.workers[0].load().1, worker_state::IDLE);
+    assert_eq!(slot.live_workers(), 1);
     assert_eq!(slot.max_workers.load(Ordering::Acquire), 2);
 
     // Same spec again: the same pool.
     assert_eq!(client.ensure(&spec(&www.join("app.py"), &www, 2)).unwrap(), PoolReply::Ready(info.clone()));
 
-    // 2. A worker killed after the crash window is replaced at once.
+    // 2. A worker killed after the crash window leaves its entry empty (no
+    //    demand, no respawn); a waiting request brings a fresh one.
     std::thread::sleep((started + Duration::from_millis(1200)).saturating_duration_since(Instant::now()));
     sys::kill(first_pid, libc::SIGKILL).unwrap();
-    wait_for("first worker to die", || !alive(first_pid));
-    let ans = ask(&info.socket_path);
+    wait_for("first worker to be reaped", || slot.workers[0].load().1 == worker_state::EMPTY);
+    assert!(sys::lstat(&worker_socket_path(&info.socket_prefix, 0)).is_err(), "dead worker's socket removed");
+    slot.waiting.store(1, Ordering::Release);
+    client.nudge(info.slot, info.slot_generation).unwrap();
+    wait_for("a fresh worker", || slot.workers[0].load().1 == worker_state::IDLE);
+    slot.waiting.store(0, Ordering::Release);
+    let ans = ask(&worker_socket_path(&info.socket_prefix, 0));
     let second_pid: i32 = ans[2].parse().unwrap();
     assert_ne!(second_pid, first_pid);
     assert_eq!(ans[0], pw.uid.to_string());
     assert_eq!(slot.spawns.load(Ordering::Acquire), 2);
 
-    // 3. Spawn hint: with 3 requests in flight on 1 worker, a second worker appears.
-    slot.inflight.store(3, Ordering::Release);
-    client.spawn_hint(info.slot, info.slot_generation).unwrap();
-    wait_for("second worker", || slot.workers.load(Ordering::Acquire) == 2);
-    // A hint for a stale generation is ignored (and max is reached anyway).
-    client.spawn_hint(info.slot, info.slot_generation.wrapping_add(1)).unwrap();
-    slot.inflight.store(0, Ordering::Release);
+    // 3. With the only worker busy and a request waiting, a second worker appears.
+    let claim = slot.claim().expect("the idle worker can be claimed");
+    slot.waiting.store(1, Ordering::Release);
+    client.nudge(info.slot, info.slot_generation).unwrap();
+    wait_for("second worker", || slot.live_workers() == 2);
+    // A nudge for a stale generation is ignored (and max is reached anyway).
+    client.nudge(info.slot, info.slot_generation.wrapping_add(1)).unwrap();
+    slot.waiting.store(0, Ordering::Release);
+    claim.release();
 
     // 4. A root-owned program is refused with a precise reason.
     match client.ensure(&spec(&www.join("root.py"), &www, 1)).unwrap() {
@@ -230,7 +243,9 @@ fn supervisor_end_to_end_as_root() {
         PoolReply::Ready(i) => i,
         other => panic!("expected Ready for the crasher, got {other:?}"),
     };
-    wait_for("crasher socket to close", || sys::lstat(&crash.socket_path).is_err());
+    let crash_slot = sb.slot(crash.slot).unwrap();
+    wait_for("crasher to back off", || crash_slot.state.load(Ordering::Acquire) == pool_state::BACKOFF);
+    assert!(sys::lstat(&worker_socket_path(&crash.socket_prefix, 0)).is_err(), "crashed worker's socket removed");
     match client.ensure(&spec(&www.join("crash.sh"), &www, 1)).unwrap() {
         PoolReply::Refused { status, .. } => assert_eq!(status, 503),
         other => panic!("expected 503 while backing off, got {other:?}"),
@@ -291,7 +306,8 @@ fn supervisor_end_to_end_as_root() {
         assert!(!alive(pid), "worker {pid} survived the shutdown");
     }
     assert!(processes_of(pw.uid).is_empty());
-    assert!(!info.socket_path.exists());
+    assert!(!worker_socket_path(&info.socket_prefix, 0).exists());
+    assert!(!worker_socket_path(&info.socket_prefix, 1).exists());
     assert!(!supervisor_socket_path(&sock_dir).exists());
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -1,0 +1,73 @@
+//! Finding a worker for one request: claim an idle one from the scoreboard,
+//! or wait in the pool's bounded queue (asleep on a futex, woken when a worker
+//! is released or spawned), or give up at once with 503 when the queue is full.
+//! httpd's threads may block, so waiting here is fine; the supervisor is only
+//! told (one-way) that someone is waiting.
+
+use super::link::{self, Pool};
+use super::runtime::Runtime;
+use crate::core::scoreboard::{pool_state, Claim, PoolSlot};
+use crate::core::sys;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub enum NoWorker {
+    /// The pool was replaced or forgotten meanwhile: ask the supervisor again.
+    Gone,
+    /// Answer 503 with `Retry-After: retry_after`.
+    Busy { retry_after: u32, why: String },
+}
+
+/// Longest single sleep: a lost wake-up costs at most this much.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result<Claim<'a>, NoWorker> {
+    let limits = &pool.info.limits;
+    let deadline = Instant::now() + Duration::from_secs(limits.queue_timeout as u64);
+    let mut queued = false;
+    let mut nudged = false;
+    let result = loop {
+        let seen = slot.idle_seq.load(Ordering::Acquire);
+        if let Some(c) = slot.claim() {
+            break Ok(c);
+        }
+        if slot.generation.load(Ordering::Acquire) != pool.info.slot_generation {
+            break Err(NoWorker::Gone);
+        }
+        match slot.state.load(Ordering::Acquire) {
+            pool_state::BACKOFF => {
+                let until = slot.backoff_until.load(Ordering::Acquire);
+                let left = until.saturating_sub(sys::monotonic_secs()).max(1);
+                break Err(NoWorker::Busy { retry_after: left, why: format!("the app keeps crashing at start; next try in {left} s") });
+            }
+            pool_state::ACTIVE => {}
+            _ => break Err(NoWorker::Gone),
+        }
+        if !queued {
+            if !slot.enter_queue() {
+                break Err(NoWorker::Busy {
+                    retry_after: 5,
+                    why: format!("all {} workers busy and {} requests already waiting (SuFcgiQueueLimit)", limits.max_workers, limits.queue_limit),
+                });
+            }
+            queued = true;
+        }
+        if !nudged {
+            // Someone is waiting: the supervisor decides whether to start a worker.
+            link::nudge(rt, &pool.info);
+            nudged = true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break Err(NoWorker::Busy {
+                retry_after: 5,
+                why: format!("no worker became free within {} s (SuFcgiQueueTimeout)", limits.queue_timeout),
+            });
+        }
+        slot.wait_idle(seen, (deadline - now).min(MAX_SLEEP));
+    };
+    if queued {
+        slot.leave_queue();
+    }
+    result
+}
