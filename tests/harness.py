@@ -670,3 +670,234 @@ class StandaloneFcgi:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# ---------------------------------------------------------------- lifecycle helpers
+# (added for test_lifecycle.py: timed and concurrent requests, steady load,
+#  the supervisor's pid, a raw reader for responses that stall)
+
+import re as _re
+import statistics as _statistics
+import threading as _threading
+
+
+@dataclass
+class Timed:
+    """One request's outcome: a Response, or the exception that ended it."""
+    response: Response | None
+    error: BaseException | None
+    started: float      # time.monotonic() when sent
+    elapsed: float
+
+    @property
+    def status(self) -> int | None:
+        return self.response.status if self.response else None
+
+    def __repr__(self):
+        if self.response:
+            r = self.response
+            return f"<{r.status} {r.reason} {r.body[:60]!r} after {self.elapsed:.2f}s>"
+        return f"<error {self.error!r} after {self.elapsed:.2f}s>"
+
+
+def timed_request(port: int, path: str, host: str | None = None, **kw) -> Timed:
+    """request() that never raises: the outcome and how long it took."""
+    t0 = time.monotonic()
+    try:
+        r = request(port, path, host=host, **kw)
+        return Timed(r, None, t0, time.monotonic() - t0)
+    except Exception as e:  # noqa: BLE001 - the test reports whatever happened
+        return Timed(None, e, t0, time.monotonic() - t0)
+
+
+def concurrent_requests(port: int, paths: list[str], host: str | None = None,
+                        timeout: float = 20) -> list[Timed]:
+    """Send all requests at once (threads released by a barrier); results in order."""
+    out: list[Timed | None] = [None] * len(paths)
+    barrier = _threading.Barrier(len(paths))
+
+    def one(i, p):
+        barrier.wait()
+        out[i] = timed_request(port, p, host=host, timeout=timeout)
+
+    threads = [_threading.Thread(target=one, args=(i, p), daemon=True) for i, p in enumerate(paths)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 10)
+    return [o if o is not None else Timed(None, HarnessError("thread did not finish"), 0, timeout)
+            for o in out]
+
+
+class SteadyLoad:
+    """`threads` clients doing sequential requests to one path until stop().
+    Every outcome is kept (Timed plus the response JSON when there is one)."""
+
+    def __init__(self, port: int, host: str, path: str, threads: int = 1, timeout: float = 20):
+        self.port, self.host, self.path, self.timeout = port, host, path, timeout
+        self.results: list[Timed] = []
+        self._lock = _threading.Lock()
+        self._stop = _threading.Event()
+        self._threads = [_threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        while not self._stop.is_set():
+            t = timed_request(self.port, self.path, host=self.host, timeout=self.timeout)
+            with self._lock:
+                self.results.append(t)
+            if t.status != 200:
+                time.sleep(0.05)  # keep a broken server from turning this into a busy loop
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 5)
+
+    def snapshot(self) -> list[Timed]:
+        with self._lock:
+            return list(self.results)
+
+    def failures(self) -> list[Timed]:
+        return [t for t in self.snapshot() if t.status != 200]
+
+    def ok_json_since(self, since: float) -> list[dict]:
+        """JSON bodies of the 200s sent at or after `since` (time.monotonic())."""
+        out = []
+        for t in self.snapshot():
+            if t.status == 200 and t.started >= since:
+                try:
+                    out.append(json.loads(t.response.body))
+                except ValueError:
+                    pass
+        return out
+
+    def wait_for_json(self, since: float, predicate, timeout: float, what: str) -> tuple[dict, float]:
+        """First 200 sent after `since` whose JSON satisfies predicate; and its delay from since."""
+        def found():
+            for t in self.snapshot():
+                if t.status == 200 and t.started >= since:
+                    try:
+                        j = json.loads(t.response.body)
+                    except ValueError:
+                        continue
+                    if predicate(j):
+                        return (j, t.started + t.elapsed - since)
+            return None
+        return wait_for(found, timeout, what)
+
+
+def median(values) -> float:
+    return _statistics.median(values)
+
+
+def proc_age(pid: int) -> float:
+    """Seconds since the process started (from /proc), 0.0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+
+
+def supervisor_pids_from_log(apache: "Apache") -> list[int]:
+    """Pids from the `supervisor started, pid N` lines, oldest first."""
+    return [int(m) for m in _re.findall(r"supervisor started, pid (\d+)", apache.log_since(0))]
+
+
+@dataclass
+class RawResult:
+    status: int | None
+    headers: dict
+    body: bytes
+    closed: bool          # the server closed the connection (EOF) before our timeout
+    elapsed: float        # until EOF or timeout
+    error: str | None = None
+
+
+def raw_get(port: int, host: str, path: str, timeout: float) -> RawResult:
+    """GET with a raw socket, reading until EOF or `timeout` seconds in all: shows a
+    response that stops half-way (http.client would only raise IncompleteRead)."""
+    t0 = time.monotonic()
+    data = b""
+    closed, error = False, None
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        while True:
+            left = timeout - (time.monotonic() - t0)
+            if left <= 0:
+                break
+            s.settimeout(left)
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except OSError as e:  # a reset counts as closed
+                closed, error = True, repr(e)
+                break
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+    elapsed = time.monotonic() - t0
+    head, sep, body = data.partition(b"\r\n\r\n")
+    status, headers = None, {}
+    if sep:
+        lines = head.decode(errors="replace").split("\r\n")
+        parts = lines[0].split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            status = int(parts[1])
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    else:
+        body = data
+    return RawResult(status, headers, body, closed, elapsed, error)
+
+
+def hammer(port: int, host: str, path: str, clients: int, duration: float,
+           pause_after_error: float = 0.1, timeout: float = 20) -> dict[str, int]:
+    """`clients` threads doing sequential requests for `duration` seconds; counts by
+    status ("error" for exceptions). Meant to run in its own process (see
+    hammer_in_process) so its threads do not compete with the measuring thread's GIL."""
+    counts: dict[str, int] = {}
+    lock = _threading.Lock()
+    deadline = time.monotonic() + duration
+
+    def run():
+        while time.monotonic() < deadline:
+            t = timed_request(port, path, host=host, timeout=timeout)
+            key = str(t.status) if t.status else "error"
+            with lock:
+                counts[key] = counts.get(key, 0) + 1
+            if t.status != 200:
+                time.sleep(pause_after_error)
+
+    threads = [_threading.Thread(target=run, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration + timeout + 5)
+    return counts
+
+
+def hammer_in_process(*args, **kw):
+    """Start hammer() in a forked process; returns (process, queue) — queue.get() gives the counts."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=lambda: q.put(hammer(*args, **kw)), daemon=True)
+    p.start()
+    return p, q
+
+
+def request_stop(apache: "Apache") -> None:
+    """`apache2 -k stop` only: no waiting and no clean-up (Apache.stop() does both), so a
+    test can watch what goes away by itself."""
+    apache._remember()
+    apache._apachectl("-k", "stop")

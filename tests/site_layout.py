@@ -163,3 +163,43 @@ def build_site() -> Site:
     htpasswd = put(base / "htpasswd", f"{HTPASSWD_USER}:{sha_password(HTPASSWD_PASSWORD)}\n",
                    ROOT, 0o644)
     return Site(base, alice, bob, low, root_docroot, owner_docroot, htpasswd, c_src)
+
+
+# ---------------------------------------------------------------- worker-lifecycle tests
+# One user (and one name-based vhost, KEY.lc.test, docroot = the user's www) per
+# lifecycle test: worker counts are taken per uid, so no test sees another's workers.
+
+LIFECYCLE_USERS = {
+    "idle": 2101, "minw": 2102, "maxreq": 2103, "php": 2104, "queue": 2105, "busy": 2106,
+    "qtimeout": 2107, "reqtimeout": 2108, "iotimeout": 2109, "memory": 2110, "kill": 2111,
+    "crashloop": 2112, "supervisor": 2113, "reload": 2114, "graceful": 2115, "slow": 2116,
+    "fast": 2117, "log": 2118,
+}
+
+
+@dataclass
+class LifecycleSite:
+    users: dict
+
+    @staticmethod
+    def host(key: str) -> str:
+        return f"{key}.lc.test"
+
+    def vhosts(self) -> list[Vhost]:
+        return [Vhost(self.host(k), u.www) for k, u in self.users.items()]
+
+    def app_dir(self, key: str, name: str, htaccess: str, app: str = "lc_app.py") -> Path:
+        """A fresh directory NAME in user KEY's www: `app` (from tests/apps) and .htaccess."""
+        import shutil
+        user = self.users[key]
+        d = user.www / name
+        shutil.rmtree(d, ignore_errors=True)
+        mkdir(d, user.ids)
+        if app:
+            put_app(d / app, app, user.ids)
+        put(d / ".htaccess", htaccess, user.ids)
+        return d
+
+
+def build_lifecycle_site() -> LifecycleSite:
+    return LifecycleSite({k: ensure_user(f"sufcgi-lc-{k}", uid) for k, uid in LIFECYCLE_USERS.items()})

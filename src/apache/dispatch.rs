@@ -52,8 +52,9 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
             }
             queued = true;
         }
-        if !nudged {
-            // Someone is waiting: the supervisor decides whether to start a worker.
+        if !nudged && slot.live_workers() < limits.max_workers {
+            // Someone is waiting and the pool may grow: the supervisor decides
+            // whether to start a worker. At its maximum there is nothing to ask.
             link::nudge(rt, &pool.info);
             nudged = true;
         }

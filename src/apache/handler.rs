@@ -155,11 +155,6 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             return refuse(r, ffi::HTTP_BAD_REQUEST, &format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(k)));
         }
 
-        let mut body = relay::Body::new();
-        // Only requests that may safely run twice are sent to a second worker
-        // when the first vanished without a word (it may have run them).
-        let idempotent = [ffi::M_GET, ffi::M_PUT, ffi::M_DELETE, ffi::M_OPTIONS].contains(&(rr.method_number as u32));
-        let mut first_failure: Option<String> = None;
         let mut fresh = false;
         let mut checked_script = false;
         for _attempt in 0..4 {
@@ -194,10 +189,6 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                     continue;
                 }
                 Err(dispatch::NoWorker::Busy { retry_after, why }) => {
-                    if let Some(first) = first_failure {
-                        // The retry found no worker: the first failure is the answer.
-                        return refuse(r, ffi::HTTP_BAD_GATEWAY, &first);
-                    }
                     slot.rejected.fetch_add(1, Ordering::Relaxed);
                     return busy(r, cfg, retry_after, &why);
                 }
@@ -218,9 +209,15 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             let deadline = (pool.info.limits.request_timeout > 0)
                 .then(|| Instant::now() + Duration::from_secs(pool.info.limits.request_timeout as u64));
             let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline };
-            let outcome = relay::exchange(r, sock, &pairs, &mut body, &timeouts);
+            let outcome = relay::exchange(r, sock, &pairs, &timeouts);
             slot.inflight.fetch_sub(1, Ordering::AcqRel);
             let (index, epoch) = (claim.index, claim.epoch);
+            // The worker exited with our connection still in its backlog: the
+            // app never saw the request (it is failing at start, or exited on
+            // its own just then). That is "unavailable", not a bad answer.
+            let never_accepted = outcome.fate == relay::Fate::Broken
+                && !outcome.answered
+                && claim.worker().unaccepted_epoch.load(Ordering::Acquire) == epoch;
             match outcome.fate {
                 relay::Fate::Clean => {
                     if claim.release() {
@@ -236,13 +233,8 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                     link::kill(&rt, &pool.info, index, epoch);
                 }
             }
-            if outcome.retryable && outcome.fate == relay::Fate::Broken && idempotent && first_failure.is_none() {
-                // Nothing came back and the body is at hand: another worker
-                // gets the request (e.g. php-cgi exiting after its last request).
-                let why = outcome.why.unwrap_or_default();
-                log::request(r, log::INFO, format!("sufcgi: {why}; retrying on another worker").as_bytes());
-                first_failure = Some(why);
-                continue;
+            if never_accepted {
+                return busy(r, cfg, 1, "the worker exited before taking the request (is the app failing at start?)");
             }
             if let Some(why) = &outcome.why {
                 log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());

@@ -123,48 +123,10 @@ pub enum Fate {
 pub struct Outcome {
     pub status: Status,
     pub fate: Fate,
-    /// Nothing came back and every body byte sent is still at hand: the
-    /// request can be sent to another worker.
-    pub retryable: bool,
-    /// Why it failed, for the log (logged by the caller once it knows
-    /// whether it retries).
+    /// Whether the app sent anything at all.
+    pub answered: bool,
+    /// Why it failed, for the log.
     pub why: Option<String>,
-}
-
-/// Bodies up to this size are kept while being sent, so a request whose
-/// worker vanished before answering can be replayed to another worker.
-const REPLAY_LIMIT: usize = 64 * 1024;
-
-/// The request body as read from the client so far.
-pub struct Body {
-    prepared: bool,
-    /// The client has no more body to send.
-    done: bool,
-    /// Every byte read so far, while that is at most REPLAY_LIMIT.
-    kept: Option<Vec<u8>>,
-}
-
-impl Body {
-    pub fn new() -> Body {
-        Body { prepared: false, done: false, kept: Some(Vec::new()) }
-    }
-
-    /// # Safety
-    /// `r` is the live request.
-    unsafe fn prepare(&mut self, r: *mut ffi::request_rec) -> Result<(), Status> {
-        if self.prepared {
-            return Ok(());
-        }
-        // SAFETY: r is live; this sets up httpd's (dechunked) body reading.
-        let rc = unsafe { ffi::ap_setup_client_block(r, ffi::REQUEST_CHUNKED_DECHUNK as c_int) };
-        if rc != ffi::OK as c_int {
-            return Err(rc);
-        }
-        self.prepared = true;
-        // SAFETY: as above.
-        self.done = unsafe { ffi::ap_should_client_block(r) } == 0;
-        Ok(())
-    }
 }
 
 pub struct Timeouts {
@@ -232,17 +194,18 @@ impl Exchange {
 ///
 /// # Safety
 /// `r` is the live request in its handler phase.
-pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], body: &mut Body, t: &Timeouts) -> Outcome {
+pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], t: &Timeouts) -> Outcome {
     let fd = sock.as_raw_fd();
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     record::write_begin_request(&mut out, REQUEST_ID, FCGI_RESPONDER, 0);
     params::write_params(&mut out, REQUEST_ID, pairs);
-    // SAFETY: r is live.
-    if let Err(status) = unsafe { body.prepare(r) } {
-        return Outcome { status, fate: Fate::Clean, retryable: false, why: None };
+    // SAFETY: r is live; this sets up httpd's (dechunked) body reading.
+    let rc = unsafe { ffi::ap_setup_client_block(r, ffi::REQUEST_CHUNKED_DECHUNK as c_int) };
+    if rc != ffi::OK as c_int {
+        return Outcome { status: rc, fate: Fate::Clean, answered: false, why: None };
     }
-    // Bytes of a kept body still to be sent again (a retried request).
-    let mut replay_pos = 0usize;
+    // SAFETY: as above.
+    let mut body_done = unsafe { ffi::ap_should_client_block(r) } == 0;
     let mut stdin_closed = false;
     let mut out_pos = 0usize;
     let mut backend_closed_input = false;
@@ -257,14 +220,7 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
         if out_pos == out.len() && !stdin_closed && !backend_closed_input {
             out.clear();
             out_pos = 0;
-            let kept_len = body.kept.as_ref().map_or(0, Vec::len);
-            if replay_pos < kept_len {
-                if let Some(k) = &body.kept {
-                    let end = (replay_pos + CHUNK).min(kept_len);
-                    record::write_stream(&mut out, STDIN, REQUEST_ID, &k[replay_pos..end]);
-                    replay_pos = end;
-                }
-            } else if body.done {
+            if body_done {
                 record::write_stream_end(&mut out, STDIN, REQUEST_ID);
                 stdin_closed = true;
             } else {
@@ -272,23 +228,13 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
                 let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
                 if n < 0 {
                     failure = Some((ffi::HTTP_BAD_REQUEST as Status, Fate::Broken, "reading the request body from the client failed".into()));
-                    body.kept = None;
                     break;
                 } else if n == 0 {
-                    body.done = true;
+                    body_done = true;
                     record::write_stream_end(&mut out, STDIN, REQUEST_ID);
                     stdin_closed = true;
                 } else {
-                    let chunk = &client_buf[..n as usize];
-                    let keep = body.kept.as_ref().is_some_and(|k| k.len() + chunk.len() <= REPLAY_LIMIT);
-                    match (&mut body.kept, keep) {
-                        (Some(k), true) => {
-                            k.extend_from_slice(chunk);
-                            replay_pos = k.len();
-                        }
-                        _ => body.kept = None,
-                    }
-                    record::write_stream(&mut out, STDIN, REQUEST_ID, chunk);
+                    record::write_stream(&mut out, STDIN, REQUEST_ID, &client_buf[..n as usize]);
                 }
             }
         }
@@ -386,9 +332,8 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
             failure = Some((ffi::HTTP_SERVICE_UNAVAILABLE as Status, Fate::Clean, format!("the app refused the request (FastCGI protocol status {ps})")));
         }
     }
-    let retryable = !got_bytes && body.kept.is_some();
     match failure {
-        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, retryable: false, why: None },
+        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None },
         Some((status, fate, why)) => {
             if ex.headers_sent {
                 // Too late for an error page: make sure the client sees a
@@ -398,9 +343,9 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
                     (*(*r).connection).keepalive = ffi::ap_conn_keepalive_e_AP_CONN_CLOSE;
                     (*(*r).connection).aborted = 1;
                 }
-                Outcome { status: ffi::OK as Status, fate, retryable: false, why: Some(why) }
+                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why) }
             } else {
-                Outcome { status, fate, retryable, why: Some(why) }
+                Outcome { status, fate, answered: got_bytes, why: Some(why) }
             }
         }
     }

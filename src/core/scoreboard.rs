@@ -61,7 +61,9 @@ pub struct WorkerSlot {
     pub started: AtomicU32,
     /// `monotonic_secs` when the current request began (timeouts, status).
     pub busy_since: AtomicU32,
-    _pad: u32,
+    /// Set by the supervisor to the epoch of a worker that exited with a
+    /// connection it never accepted: that request never reached the app.
+    pub unaccepted_epoch: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<WorkerSlot>() == 32);

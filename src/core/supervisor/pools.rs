@@ -78,8 +78,9 @@ pub struct Worker {
 pub struct Pool {
     /// Canonical encoding of everything that makes the pool distinct.
     pub key: Vec<u8>,
-    /// The key without the version: a newer version of the same app replaces it.
-    pub base_key: Vec<u8>,
+    /// Which app this is, whatever its version or settings: a newer pool of
+    /// the same lineage replaces this one (see `lineage_key`).
+    pub lineage: Vec<u8>,
     pub id: u64,
     /// For logs: "uid U vhost PROGRAM".
     pub desc: String,
@@ -91,6 +92,9 @@ pub struct Pool {
     pub limits: Limits,
     /// Entry index → worker (None = empty entry).
     pub workers: Vec<Option<Worker>>,
+    /// Workers being stopped: out of their entries, so a replacement can
+    /// start at once, but still counted against the owner's ceilings.
+    pub draining: Vec<Worker>,
     pub exec: PreparedExec,
     /// `SuFcgiLog`, opened as the owner.
     pub log: Option<OwnedFd>,
@@ -118,8 +122,14 @@ impl Pool {
         }
     }
 
+    /// Workers in service (occupying an entry).
     pub fn live(&self) -> u32 {
         self.workers.iter().filter(|w| w.is_some()).count() as u32
+    }
+
+    /// Every process of the pool, including those being stopped.
+    pub fn processes(&self) -> u32 {
+        self.live() + self.draining.len() as u32
     }
 
     pub fn free_entry(&self) -> Option<u32> {
@@ -156,6 +166,22 @@ pub fn base_key(owner: &Owner, vhost_name: &str, spec: &PoolSpec, checked: &Chec
     e.into_raw()
 }
 
+/// "The same app": owner, vhost, kind, program path, working directory and
+/// the configuring files. A pool created for the same lineage (the app file
+/// was replaced, its .htaccess edited, its restart file touched) retires the
+/// older one; two directories configured differently are different lineages,
+/// so they never retire each other.
+pub fn lineage_key(owner: &Owner, vhost_name: &str, spec: &PoolSpec) -> Vec<u8> {
+    let mut e = Encoder::raw();
+    e.u32(owner.uid).u32(owner.gid).bytes(vhost_name.as_bytes()).u8(spec.kind as u8);
+    e.path(&spec.program).path(&spec.workdir);
+    e.u32(spec.config_files.len() as u32);
+    for c in &spec.config_files {
+        e.path(c);
+    }
+    e.into_raw()
+}
+
 /// The base key plus the version (mtimes of the app, its configuration and
 /// its restart file).
 pub fn pool_key(base: &[u8], checked: &Checked) -> Vec<u8> {
@@ -166,9 +192,9 @@ pub fn pool_key(base: &[u8], checked: &Checked) -> Vec<u8> {
 
 pub struct PoolTable {
     pools: HashMap<u64, Pool>,
-    by_pid: HashMap<libc::pid_t, (u64, u32)>,
-    /// Base key hash → the current (newest) pool for it.
-    by_base: HashMap<u64, u64>,
+    by_pid: HashMap<libc::pid_t, u64>,
+    /// Lineage hash → the current (newest) pool of that lineage.
+    by_lineage: HashMap<u64, u64>,
     slots: Vec<Option<u64>>,
     /// Keyed per supervisor run so nobody can precompute colliding keys.
     hasher: RandomState,
@@ -179,7 +205,7 @@ impl PoolTable {
         PoolTable {
             pools: HashMap::new(),
             by_pid: HashMap::new(),
-            by_base: HashMap::new(),
+            by_lineage: HashMap::new(),
             slots: vec![None; nslots as usize],
             hasher: RandomState::new(),
         }
@@ -205,9 +231,9 @@ impl PoolTable {
         self.pools.values()
     }
 
-    /// The current pool for a base key, if any.
-    pub fn current_for_base(&self, base: &[u8]) -> Option<u64> {
-        self.by_base.get(&self.id_of(base)).copied()
+    /// The current pool of a lineage, if any.
+    pub fn current_of_lineage(&self, lineage: &[u8]) -> Option<u64> {
+        self.by_lineage.get(&self.id_of(lineage)).copied()
     }
 
     /// A free scoreboard slot index, if any.
@@ -223,8 +249,8 @@ impl PoolTable {
         if let Some(s) = self.slots.get_mut(pool.slot as usize) {
             *s = Some(pool.id);
         }
-        let base = self.id_of(&pool.base_key);
-        self.by_base.insert(base, pool.id);
+        let lineage = self.id_of(&pool.lineage);
+        self.by_lineage.insert(lineage, pool.id);
         self.pools.insert(pool.id, pool);
     }
 
@@ -236,9 +262,9 @@ impl PoolTable {
                 *s = None;
             }
         }
-        let base = self.id_of(&pool.base_key);
-        if self.by_base.get(&base) == Some(&id) {
-            self.by_base.remove(&base);
+        let lineage = self.id_of(&pool.lineage);
+        if self.by_lineage.get(&lineage) == Some(&id) {
+            self.by_lineage.remove(&lineage);
         }
         Some(pool)
     }
@@ -246,23 +272,37 @@ impl PoolTable {
     pub fn add_worker(&mut self, id: u64, index: u32, worker: Worker) {
         if let Some(p) = self.pools.get_mut(&id) {
             if let Some(e) = p.workers.get_mut(index as usize) {
-                self.by_pid.insert(worker.pid, (id, index));
+                self.by_pid.insert(worker.pid, id);
                 *e = Some(worker);
             }
         }
     }
 
-    /// Forgets a reaped worker; returns its pool id, entry index and record.
-    pub fn remove_worker(&mut self, pid: libc::pid_t) -> Option<(u64, u32, Worker)> {
-        let (id, index) = self.by_pid.remove(&pid)?;
-        let pool = self.pools.get_mut(&id)?;
-        let w = pool.workers.get_mut(index as usize)?.take()?;
-        Some((id, index, w))
+    /// Move the worker in entry `index` to the pool's draining list.
+    pub fn drain(&mut self, id: u64, index: u32) {
+        if let Some(p) = self.pools.get_mut(&id) {
+            if let Some(w) = p.workers.get_mut(index as usize).and_then(Option::take) {
+                p.draining.push(w);
+            }
+        }
     }
 
-    /// Live workers of one owner, not counting pools that are winding down.
+    /// Forgets a reaped worker; returns its pool id, its entry index (None if
+    /// it was draining) and its record.
+    pub fn remove_worker(&mut self, pid: libc::pid_t) -> Option<(u64, Option<u32>, Worker)> {
+        let id = self.by_pid.remove(&pid)?;
+        let pool = self.pools.get_mut(&id)?;
+        if let Some(i) = pool.workers.iter().position(|w| w.as_ref().is_some_and(|w| w.pid == pid)) {
+            let w = pool.workers[i].take()?;
+            return Some((id, Some(i as u32), w));
+        }
+        let i = pool.draining.iter().position(|w| w.pid == pid)?;
+        Some((id, None, pool.draining.swap_remove(i)))
+    }
+
+    /// Worker processes of one owner, not counting pools that are winding down.
     pub fn owner_workers(&self, uid: u32) -> u32 {
-        self.pools.values().filter(|p| p.uid == uid && !p.retiring).map(|p| p.live()).sum()
+        self.pools.values().filter(|p| p.uid == uid && !p.retiring).map(|p| p.processes()).sum()
     }
 
     pub fn total_workers(&self) -> u32 {
@@ -319,6 +359,11 @@ mod tests {
         let newer = Checked { version: 8, ..c.clone() };
         assert_eq!(base, base_key(&o, "v", &s, &newer));
         assert_ne!(pool_key(&base, &c), pool_key(&base, &newer));
+        // Lineage: same app whatever its settings; other config files = other lineage.
+        let lin = lineage_key(&o, "v", &s);
+        assert_eq!(lin, lineage_key(&o, "v", &PoolSpec { env: vec![(b"A".to_vec(), b"1".to_vec())], ..s.clone() }));
+        assert_ne!(lin, lineage_key(&o, "v", &PoolSpec { config_files: vec!["/a/sub/.htaccess".into()], ..s.clone() }));
+        assert_ne!(lin, lineage_key(&o, "v", &PoolSpec { program: "/a/other".into(), ..s.clone() }));
         let t = PoolTable::new(2);
         assert_eq!(t.id_of(&base), t.id_of(&base));
         assert_eq!(t.free_slot(), Some(0));

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::log::{log_error, log_notice, log_warn};
-use super::pools::{backoff_delay, base_key, pool_key, Pool, PoolTable, StopReason, Stopping, Worker, CRASH_WINDOW, STREAK_RESET};
+use super::pools::{backoff_delay, base_key, lineage_key, pool_key, Pool, PoolTable, StopReason, Stopping, Worker, CRASH_WINDOW, STREAK_RESET};
 use super::protocol::{self, FrameReader, KillReason, Request};
 use super::spawn::{spawn_worker, PreparedExec};
 use crate::core::hostconfig::HostConfig;
@@ -150,7 +150,33 @@ impl Server {
         })
     }
 
+    /// A supervisor that replaces a dead one inherits its scoreboard: every
+    /// pool in it is gone (its workers died with it). Mark them so, so that
+    /// cached references miss and waiting requests wake up and ask again.
+    fn reset_scoreboard(&self) {
+        // Slots are handed out lowest first, so the used ones (generation > 0)
+        // form a prefix; stopping at the first never-used slot keeps the rest
+        // of the mapping untouched (no pages faulted in).
+        for i in 0..self.sb.len() {
+            let Some(slot) = self.slot(i) else { break };
+            if slot.generation.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if slot.state.load(Ordering::Acquire) == pool_state::FREE {
+                continue;
+            }
+            slot.state.store(pool_state::FREE, Ordering::Release);
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+            for ws in slot.workers.iter() {
+                let (epoch, _) = ws.load();
+                ws.set(epoch.wrapping_add(1), worker_state::EMPTY);
+            }
+            slot.notify_idle(i32::MAX);
+        }
+    }
+
     fn run(&mut self) {
+        self.reset_scoreboard();
         log_notice!("supervisor started (socket dir {})", self.socket_dir.display());
         while !self.stopping {
             let timeout = self.next_tick.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32 + 1;
@@ -178,9 +204,9 @@ impl Server {
                 }
                 continue;
             }
-            for (k, &(_, id, index)) in pipes.iter().enumerate() {
+            for (k, &(_, id, pid)) in pipes.iter().enumerate() {
                 if fds[3 + k].revents != 0 {
-                    self.read_stderr(id, index);
+                    self.read_stderr(id, pid);
                 }
             }
             if fds[0].revents != 0 {
@@ -252,18 +278,29 @@ impl Server {
         }
     }
 
-    /// Bookkeeping after worker `index` of pool `id` exited.
-    fn worker_gone(&mut self, id: u64, index: u32, mut worker: Worker, how: &str) {
+    /// Bookkeeping after a worker of pool `id` exited (`index`: its entry,
+    /// None if it was already draining).
+    fn worker_gone(&mut self, id: u64, index: Option<u32>, mut worker: Worker, how: &str) {
         let now = Instant::now();
         self.drain_stderr(id, &mut worker);
-        unlink_ours(&worker.socket_path, worker.socket_id);
-        drop(worker.listener);
-        if let Some(slot) = self.pools.get(id).and_then(|p| self.slot(p.slot)) {
+        let mut served = 0;
+        if let (Some(index), Some(slot)) = (index, self.pools.get(id).and_then(|p| self.slot(p.slot))) {
             let ws = &slot.workers[index as usize];
+            served = ws.requests.load(Ordering::Acquire);
+            // A connection still pending on its socket was never accepted:
+            // say so before closing the socket resets it, so the request
+            // that made it can tell "never reached the app" from a crash mid-request.
+            let mut p = libc::pollfd { fd: worker.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, zero timeout.
+            if unsafe { libc::poll(&mut p, 1, 0) } > 0 && p.revents & libc::POLLIN != 0 {
+                ws.unaccepted_epoch.store(worker.epoch, Ordering::Release);
+            }
             let (epoch, _) = ws.load();
             ws.set(epoch.wrapping_add(1), worker_state::EMPTY);
             ws.pid.store(0, Ordering::Release);
         }
+        unlink_ours(&worker.socket_path, worker.socket_id);
+        drop(worker.listener);
         let lived = now.saturating_duration_since(worker.started);
         match &worker.stopping {
             Some(st) => self.event(id, &format!("worker pid {} stopped ({}): {how}", worker.pid, st.reason.text())),
@@ -271,14 +308,16 @@ impl Server {
         }
         let stopping = self.stopping;
         let Some(pool) = self.pools.get_mut(id) else { return };
-        if pool.live() == 0 {
+        if pool.processes() == 0 {
             pool.empty_since = Some(now);
         }
         if stopping || worker.stopping.is_some() {
             self.balance(id);
             return;
         }
-        if lived >= CRASH_WINDOW {
+        // A crash at start: dead before its first request was done. A worker
+        // that served and then exited on its own is not one.
+        if lived >= CRASH_WINDOW || served > 0 {
             pool.crash_streak = 0;
         } else if pool.restart_at.is_none() {
             // A crash: one backoff step per burst, one log line per step.
@@ -310,23 +349,21 @@ impl Server {
     fn stderr_fds(&self) -> Vec<(RawFd, u64, u32)> {
         let mut v = Vec::new();
         for p in self.pools.pools() {
-            for (i, w) in p.workers.iter().enumerate() {
-                if let Some(fd) = w.as_ref().and_then(|w| w.stderr.as_ref()) {
-                    v.push((fd.as_raw_fd(), p.id, i as u32));
+            for w in p.workers.iter().flatten().chain(p.draining.iter()) {
+                if let Some(fd) = w.stderr.as_ref() {
+                    v.push((fd.as_raw_fd(), p.id, w.pid as u32));
                 }
             }
         }
         v
     }
 
-    fn read_stderr(&mut self, id: u64, index: u32) {
+    fn read_stderr(&mut self, id: u64, pid: u32) {
         let mut lines = Vec::new();
-        let mut pid = 0;
-        if let Some(w) = self.pools.get_mut(id).and_then(|p| p.workers.get_mut(index as usize)).and_then(|w| w.as_mut()) {
-            pid = w.pid;
+        if let Some(w) = self.worker_by_pid_mut(id, pid as libc::pid_t) {
             collect_stderr(w, &mut lines);
         }
-        self.emit_stderr(id, pid, &lines);
+        self.emit_stderr(id, pid as libc::pid_t, &lines);
     }
 
     fn drain_stderr(&mut self, id: u64, w: &mut Worker) {
@@ -355,7 +392,7 @@ impl Server {
     // ---- the periodic look at every pool ----
 
     fn tick_interval(&self) -> Duration {
-        let busy = self.pools.pools().any(|p| p.live() > 0 || p.restart_at.is_some() || p.retiring);
+        let busy = self.pools.pools().any(|p| p.processes() > 0 || p.restart_at.is_some() || p.retiring);
         if busy {
             TICK
         } else {
@@ -384,7 +421,7 @@ impl Server {
             self.look_at_workers(id, now, now_s);
             self.balance(id);
             let Some(pool) = self.pools.get(id) else { continue };
-            let forget = pool.live() == 0
+            let forget = pool.processes() == 0
                 && (pool.retiring || pool.empty_since.is_some_and(|t| now.saturating_duration_since(t) >= FORGET_EMPTY_POOL))
                 && pool.restart_at.is_none();
             if forget {
@@ -404,14 +441,15 @@ impl Server {
         let mut live = pool.live();
         let mut to_stop: Vec<(u32, StopReason, bool)> = Vec::new();
         let mut to_kill: Vec<libc::pid_t> = Vec::new();
-        for (i, w) in pool.workers.iter().enumerate() {
-            let Some(w) = w else { continue };
+        for w in &pool.draining {
             if let Some(st) = &w.stopping {
                 if !st.killed && now.saturating_duration_since(st.since) >= STOP_GRACE {
                     to_kill.push(w.pid);
                 }
-                continue;
             }
+        }
+        for (i, w) in pool.workers.iter().enumerate() {
+            let Some(w) = w else { continue };
             let ws = &slot.workers[i];
             let (_, state) = ws.load();
             if state == worker_state::RETIRED {
@@ -464,7 +502,8 @@ impl Server {
     }
 
     fn worker_by_pid_mut(&mut self, id: u64, pid: libc::pid_t) -> Option<&mut Worker> {
-        self.pools.get_mut(id)?.workers.iter_mut().flatten().find(|w| w.pid == pid)
+        let p = self.pools.get_mut(id)?;
+        p.workers.iter_mut().flatten().chain(p.draining.iter_mut()).find(|w| w.pid == pid)
     }
 
     /// Take worker `index` out of service (no request can claim it any more)
@@ -485,13 +524,12 @@ impl Server {
         let Some(w) = self.pools.get_mut(id).and_then(|p| p.workers.get_mut(index as usize)).and_then(|w| w.as_mut()) else {
             return;
         };
-        if w.stopping.is_some() {
-            return;
-        }
         let pid = w.pid;
         let sig = if hard { libc::SIGKILL } else { libc::SIGTERM };
         w.stopping = Some(Stopping { reason, since: Instant::now(), killed: hard });
         let _ = signal_group(pid, sig);
+        // Out of its entry: a replacement may start before it has exited.
+        self.pools.drain(id, index);
         self.event(id, &format!("stopping worker pid {pid}: {}", reason.text()));
     }
 
@@ -512,7 +550,7 @@ impl Server {
     fn starting(&self, pool: &Pool) -> bool {
         let now = Instant::now();
         pool.workers.iter().flatten().any(|w| {
-            if w.stopping.is_some() || now.saturating_duration_since(w.started) > STARTING_WINDOW {
+            if now.saturating_duration_since(w.started) > STARTING_WINDOW {
                 return false;
             }
             let mut p = libc::pollfd { fd: w.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -851,7 +889,9 @@ impl Server {
             .get(spec.vhost as usize)
             .ok_or_else(|| Refusal::new(500, format!("unknown vhost index {} in generation {}", spec.vhost, cfg.generation)))?;
         let owner = identity::resolve_owner(cfg, vhost, spec, &System, &System)?;
-        let checked = identity::check_spec(cfg, spec, &owner, &System)?;
+        let mut checked = identity::check_spec(cfg, spec, &owner, &System)?;
+        let (env, limits) = super::php::take_over_recycling(&checked.program, &spec.env, checked.limits);
+        checked.limits = limits;
         let base = base_key(&owner, &vhost.name, spec, &checked);
         let key = pool_key(&base, &checked);
         let desc = format!("uid {} {} {}", owner.uid, vhost.name, checked.program.display());
@@ -881,7 +921,7 @@ impl Server {
         if self.pools.total_workers() >= total {
             return Err(Refusal::new(503, format!("the server already has {total} workers")));
         }
-        let exec = PreparedExec::new(&checked.program, &spec.args, &spec.workdir, &spec.env, &owner)
+        let exec = PreparedExec::new(&checked.program, &spec.args, &spec.workdir, &env, &owner)
             .map_err(|e| Refusal::new(500, format!("cannot prepare worker for {desc}: {e}")))?;
         let Some(slot_idx) = self.pools.free_slot() else {
             return Err(Refusal::new(503, "too many pools on this server (scoreboard full)"));
@@ -904,7 +944,8 @@ impl Server {
         slot.state.store(pool_state::ACTIVE, Ordering::Release);
 
         // A newer version of the same app: the old pool finishes what it runs.
-        if let Some(old) = self.pools.current_for_base(&base) {
+        let lineage = lineage_key(&owner, &vhost.name, spec);
+        if let Some(old) = self.pools.current_of_lineage(&lineage) {
             if old != id {
                 self.retire_pool(old);
             }
@@ -918,7 +959,7 @@ impl Server {
         });
         self.pools.insert(Pool {
             key,
-            base_key: base,
+            lineage,
             id,
             desc: desc.clone(),
             uid: owner.uid,
@@ -928,6 +969,7 @@ impl Server {
             slot_generation,
             limits,
             workers: (0..limits.max_workers).map(|_| None).collect(),
+            draining: Vec::new(),
             exec,
             log,
             crash_streak: 0,
@@ -978,7 +1020,7 @@ impl Server {
             .get(id)
             .and_then(|p| p.workers.get(index as usize))
             .and_then(|w| w.as_ref())
-            .is_some_and(|w| w.epoch == epoch && w.stopping.is_none());
+            .is_some_and(|w| w.epoch == epoch);
         if matches {
             let why = match reason {
                 KillReason::Timeout => StopReason::Timeout,
