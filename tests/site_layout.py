@@ -173,7 +173,7 @@ LIFECYCLE_USERS = {
     "idle": 2101, "minw": 2102, "maxreq": 2103, "php": 2104, "queue": 2105, "busy": 2106,
     "qtimeout": 2107, "reqtimeout": 2108, "iotimeout": 2109, "memory": 2110, "kill": 2111,
     "crashloop": 2112, "supervisor": 2113, "reload": 2114, "graceful": 2115, "slow": 2116,
-    "fast": 2117, "log": 2118,
+    "fast": 2117, "log": 2118, "slowstart": 2119, "ceiling": 2120,
 }
 
 

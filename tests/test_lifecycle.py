@@ -335,6 +335,74 @@ def test_queued_request_gets_503_after_queue_timeout(server, lc):
     assert box and box[0].status == 200, f"the request holding the worker: {box}"
 
 
+def test_requests_arriving_while_a_worker_starts_queue_behind_it(server, lc):
+    """Spawning is on a request's critical path at most once: four requests that arrive
+    while the pool's first worker is still starting (2 s) wait for it instead of each
+    forking a worker of their own."""
+    a = server()
+    host = lc.host("slowstart")
+    lc.app_dir("slowstart", "ss", "SuFcgiApp lc_app.py\nSuFcgiMaxWorkers 4\nSuFcgiEnv LC_START_DELAY 2\n")
+    mark = a.log_mark()
+    res = harness.concurrent_requests(a.port, ["/ss/fast"] * 4, host=host, timeout=30)
+    assert all(t.status == 200 for t in res), f"cold requests to a slow-starting app:\n{summary(res)}{log_of(a, mark)}"
+    stamps = []
+    for line in a.log_since(mark).splitlines():
+        if "spawned worker pid" in line and "/ss/lc_app.py" in line:
+            m = re.match(r"\[\w+ \w+ \d+ (\d+):(\d+):([\d.]+) \d+\]", line)
+            assert m, f"unparsable log line: {line}"
+            stamps.append(int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]))
+    assert stamps, f"no spawn logged{log_of(a, mark)}"
+    during_start = [t for t in stamps if t - stamps[0] < 1.5]
+    MEASURED["slow start: workers spawned while the first was starting"] = len(during_start)
+    assert len(during_start) == 1, \
+        f"{len(during_start)} workers spawned within 1.5 s of the first (start takes 2 s){log_of(a, mark)}"
+
+
+def test_max_workers_per_owner_caps_the_owners_processes(server, lc):
+    """SuFcgiMaxWorkersPerOwner (host) caps an owner's processes below the app's own
+    SuFcgiMaxWorkers; the excess requests queue and are served."""
+    a = server(extra="SuFcgiMaxWorkersPerOwner 2\n")
+    host, user = lc.host("ceiling"), lc.users["ceiling"]
+    lc.app_dir("ceiling", "cap", "SuFcgiApp lc_app.py\nSuFcgiMaxWorkers 4\n")
+    ok_json(a, "/cap/fast", host)
+    res, seen = concurrent_counting(a, host, user, "/cap/sleep?s=1", 6)
+    assert all(r.status == 200 for r in res), f"6 requests on a capped owner:\n{summary(res)}{log_of(a)}"
+    MEASURED["per-owner ceiling 2: most processes seen"] = max(seen)
+    assert max(seen) <= 2, f"owner had {max(seen)} processes with SuFcgiMaxWorkersPerOwner 2{log_of(a)}"
+
+
+def concurrent_counting(a, host, user, path, n):
+    """n concurrent requests to path; also samples the owner's process count meanwhile.
+    Returns (results, counts seen)."""
+    seen = []
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            seen.append(len(workers(user)))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=count, daemon=True)
+    t.start()
+    try:
+        res = harness.concurrent_requests(a.port, [path] * n, host=host, timeout=30)
+    finally:
+        stop.set()
+        t.join(5)
+    return res, seen
+
+
+def test_host_ceiling_clamps_a_customer_limit(server, lc):
+    """SuFcgiCeiling MaxWorkers 1 (host) wins over SuFcgiMaxWorkers 4 (.htaccess)."""
+    a = server(extra="SuFcgiCeiling MaxWorkers 1\n")
+    host, user = lc.host("ceiling"), lc.users["ceiling"]
+    lc.app_dir("ceiling", "clamp", "SuFcgiApp lc_app.py\nSuFcgiMaxWorkers 4\n")
+    ok_json(a, "/clamp/fast", host)
+    res, seen = concurrent_counting(a, host, user, "/clamp/sleep?s=1", 3)
+    assert all(r.status == 200 for r in res), f"3 requests on a clamped app:\n{summary(res)}{log_of(a)}"
+    assert max(seen) == 1, f"{max(seen)} workers despite SuFcgiCeiling MaxWorkers 1{log_of(a)}"
+
+
 # ---------------------------------------------------------------- 4. timeouts
 
 def test_request_timeout_gives_504_and_replaces_the_worker(server, lc):

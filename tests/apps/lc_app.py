@@ -12,6 +12,7 @@ Misbehaves on purpose, chosen by the first path segment after the mount:
   stderr     writes "lc-stderr-line <token>" to its own stderr (fd 2) and to
              the FastCGI stderr stream, then the JSON
 The version string below is rewritten by the reload test.
+LC_START_DELAY (environment, seconds) makes the worker slow to start.
 """
 import json
 import os
@@ -99,4 +100,5 @@ def _handle(environ, start_response, inflight):
 
 
 if __name__ == "__main__":
+    time.sleep(float(os.environ.get("LC_START_DELAY", "0")))
     WSGIServer(app).run()
