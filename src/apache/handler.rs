@@ -108,7 +108,7 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                     return ffi::HTTP_NOT_FOUND as c_int;
                 }
                 let Some(w) = cfg.wrapper_for(&filename) else { return ffi::DECLINED };
-                (w.command.clone(), w.args.clone(), w.dir.clone())
+                (w.command.clone(), cfg.wrapper_args(w), w.dir.clone())
             }
             AppKind::Script => {
                 if !is_file {
@@ -193,6 +193,7 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                     return busy(r, cfg, retry_after, &why);
                 }
             };
+            let _seat = dispatch::QueueSeat::new(slot, &claim);
             let sock = match relay::connect(&worker_socket_path(&pool.info.socket_prefix, claim.index)) {
                 Ok(s) => s,
                 Err(e) => {
@@ -206,8 +207,10 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             };
             slot.requests.fetch_add(1, Ordering::Relaxed);
             slot.inflight.fetch_add(1, Ordering::AcqRel);
-            let deadline = (pool.info.limits.request_timeout > 0)
-                .then(|| Instant::now() + Duration::from_secs(pool.info.limits.request_timeout as u64));
+            // A pipelined request starts when the one ahead of it ends, which
+            // ends (or is stopped) within its own timeout: allow for both.
+            let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
+            let deadline = (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed));
             let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline };
             let outcome = relay::exchange(r, sock, &pairs, &timeouts);
             slot.inflight.fetch_sub(1, Ordering::AcqRel);

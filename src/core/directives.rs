@@ -324,6 +324,12 @@ impl DirConfig {
         self.wrappers.iter().find(|w| file_name.len() > w.ext.len() && file_name.ends_with(&w.ext))
     }
 
+    /// The arguments a wrapper's workers get: the directive's own, plus what
+    /// this directory's other settings add (e.g. PHP ini values).
+    pub fn wrapper_args(&self, w: &Wrapper) -> Vec<Vec<u8>> {
+        w.args.clone()
+    }
+
     pub fn app(&self) -> Option<&AppDef> {
         match &self.app {
             Some(AppSetting::On(def)) => Some(def),
