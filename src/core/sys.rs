@@ -462,11 +462,11 @@ pub fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::mkdir(c.as_ptr(), mode as libc::mode_t) }).map(|_| ())
 }
 
-/// Writes all of `buf` to `fd`; async-signal-safe (used for child error messages too).
-pub fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+/// Calls `op` on what is left of `buf` until all of it is written, retrying
+/// EINTR. Async-signal-safe: no allocation.
+fn write_loop(mut buf: &[u8], mut op: impl FnMut(&[u8]) -> isize) -> io::Result<()> {
     while !buf.is_empty() {
-        // SAFETY: `buf` is valid for `buf.len()` bytes.
-        let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
+        let n = op(buf);
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -479,22 +479,17 @@ pub fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes all of `buf` to `fd`; async-signal-safe (used for child error messages too).
+pub fn write_all_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: `b` is valid for `b.len()` bytes.
+    write_loop(buf, |b| unsafe { libc::write(fd, b.as_ptr() as *const libc::c_void, b.len()) })
+}
+
 /// `send(2)` of all of `buf` with `MSG_NOSIGNAL`: a closed peer is an `EPIPE`
 /// error, never a SIGPIPE in a host process that did not ignore it.
-pub fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: `buf` is valid for `buf.len()` bytes.
-        let n = unsafe { libc::send(fd, buf.as_ptr() as *const libc::c_void, buf.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        buf = &buf[n as usize..];
-    }
-    Ok(())
+pub fn send_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: `b` is valid for `b.len()` bytes.
+    write_loop(buf, |b| unsafe { libc::send(fd, b.as_ptr() as *const libc::c_void, b.len(), libc::MSG_NOSIGNAL) })
 }
 
 /// Turns on `SO_PASSCRED`: every `recv_with_uid` then learns the sender's uid
