@@ -11,6 +11,7 @@ use super::log;
 use crate::core::directives::{self, DirConfig, Directive};
 use crate::core::hostconfig::HostConfig;
 use crate::core::limits::Limits;
+use crate::core::php_ini::{self, PhpDirective};
 use std::ffi::{CStr, OsStr};
 use std::os::raw::{c_char, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
@@ -30,6 +31,10 @@ pub struct ServerConf {
     pub max_workers_per_owner: Option<u32>,
     pub max_workers_total: Option<u32>,
     pub blocked_env: Vec<String>,
+    /// `SuFcgiPhpForbid`: ini names (or `PREFIX.*`) customers may not set with
+    /// `php_value`/`php_flag`, on top of `php_ini::BUILTIN_FORBIDDEN`. Per vhost,
+    /// added to the main server's.
+    pub php_forbid: Vec<Vec<u8>>,
 }
 
 impl Default for ServerConf {
@@ -43,6 +48,7 @@ impl Default for ServerConf {
             max_workers_per_owner: None,
             max_workers_total: None,
             blocked_env: Vec::new(),
+            php_forbid: Vec::new(),
         }
     }
 }
@@ -57,10 +63,11 @@ enum HostDirective {
     MaxWorkersPerOwner,
     MaxWorkersTotal,
     BlockEnv,
+    PhpForbid,
 }
 
 impl HostDirective {
-    const ALL: [(HostDirective, &'static CStr, &'static CStr); 8] = [
+    const ALL: [(HostDirective, &'static CStr, &'static CStr); 9] = [
         (HostDirective::Owner, c"SuFcgiOwner", c"USER [GROUP] -- the identity this vhost's FastCGI workers run as"),
         (HostDirective::MinUid, c"SuFcgiMinUid", c"N -- lowest uid a worker may run as (default 1000)"),
         (HostDirective::MinGid, c"SuFcgiMinGid", c"N -- lowest gid a worker may run as (default 1000)"),
@@ -69,12 +76,13 @@ impl HostDirective {
         (HostDirective::MaxWorkersPerOwner, c"SuFcgiMaxWorkersPerOwner", c"N -- live workers one owner may have in all (default 32)"),
         (HostDirective::MaxWorkersTotal, c"SuFcgiMaxWorkersTotal", c"N -- live workers on this server in all (default 512)"),
         (HostDirective::BlockEnv, c"SuFcgiBlockEnv", c"NAME... -- environment names customers may not set with SuFcgiEnv"),
+        (HostDirective::PhpForbid, c"SuFcgiPhpForbid", c"NAME|PREFIX.*... -- PHP settings customers may not set with php_value/php_flag"),
     ];
 }
 
 /// httpd's command table must be a static C array that lives as long as the module.
 #[repr(transparent)]
-pub struct CommandTable(pub [ffi::command_rec; 23]);
+pub struct CommandTable(pub [ffi::command_rec; 28]);
 // SAFETY: the table is immutable after initialisation and holds only pointers
 // to 'static data (names, usage strings, functions).
 unsafe impl Sync for CommandTable {}
@@ -86,6 +94,27 @@ const fn customer(d: Directive, name: &'static CStr, usage: &'static CStr) -> ff
         cmd_data: d as usize as *mut c_void,
         // FileInfo: the same override class as AddHandler, which customers already have.
         req_override: (ffi::OR_FILEINFO | ffi::ACCESS_CONF | ffi::RSRC_CONF) as c_int,
+        args_how: ffi::cmd_how_TAKE_ARGV,
+        errmsg: usage.as_ptr(),
+    }
+}
+
+/// mod_php's directives, handled here only while mod_php is not loaded. Same
+/// override classes as mod_php: `php_value`/`php_flag` need `AllowOverride
+/// Options` in `.htaccess`; the admin forms are server config / `<Directory>` only.
+const fn php(i: usize) -> ffi::command_rec {
+    let d = PhpDirective::ALL[i];
+    let (name, req_override, usage) = match d {
+        PhpDirective::Value => (c"php_value", ffi::OR_OPTIONS, c"NAME VALUE -- PHP ini setting for this directory's SuFcgiWrapper php-cgi workers"),
+        PhpDirective::Flag => (c"php_flag", ffi::OR_OPTIONS, c"NAME on|off -- PHP ini flag for this directory's SuFcgiWrapper php-cgi workers"),
+        PhpDirective::AdminValue => (c"php_admin_value", ffi::ACCESS_CONF | ffi::RSRC_CONF, c"NAME VALUE -- PHP ini setting customers cannot override"),
+        PhpDirective::AdminFlag => (c"php_admin_flag", ffi::ACCESS_CONF | ffi::RSRC_CONF, c"NAME on|off -- PHP ini flag customers cannot override"),
+    };
+    ffi::command_rec {
+        name: name.as_ptr(),
+        func: ffi::cmd_func { take_argv: Some(php_directive) },
+        cmd_data: i as *mut c_void,
+        req_override: req_override as c_int,
         args_how: ffi::cmd_how_TAKE_ARGV,
         errmsg: usage.as_ptr(),
     }
@@ -137,6 +166,11 @@ pub static COMMANDS: CommandTable = CommandTable([
     host(5),
     host(6),
     host(7),
+    host(8),
+    php(0),
+    php(1),
+    php(2),
+    php(3),
     end(),
 ]);
 
@@ -201,7 +235,72 @@ unsafe extern "C" fn customer_directive(
             };
             let host = main_server_conf((*cmd).server);
             let allowed = |n: &[u8]| env_allowed(host, n);
-            match directives::apply(cfg, d, &args(argc, argv), &dir, source.as_deref(), &allowed) {
+            let a = args(argc, argv);
+            if let (Directive::Wrapper, Some(_)) = (d, &source) {
+                // Check before applying, so a refused line changes nothing.
+                let mut probe = DirConfig::default();
+                if directives::apply(&mut probe, d, &a, &dir, None, &allowed).is_ok() {
+                    let forbidden = |n: &[u8]| php_forbidden(server_conf((*cmd).server), n);
+                    if let Some(w) = probe.wrappers.first() {
+                        if let Err(e) = directives::check_wrapper_php_args(w, &forbidden) {
+                            return cmd_error(cmd, &e);
+                        }
+                    }
+                }
+            }
+            match directives::apply(cfg, d, &a, &dir, source.as_deref(), &allowed) {
+                Ok(()) => ptr::null(),
+                Err(e) => cmd_error(cmd, &e),
+            }
+        }
+    })
+}
+
+/// httpd's DECLINE_CMD ("\a\b", compared with strcmp): let the next module
+/// with a directive of this name handle it.
+const DECLINE_CMD: &CStr = c"\x07\x08";
+
+/// mod_php's module names (`__FILE__` of its module record) across PHP versions.
+const MOD_PHP_NAMES: [&CStr; 4] = [c"mod_php.c", c"mod_php8.c", c"mod_php7.c", c"mod_php5.c"];
+
+fn mod_php_loaded() -> bool {
+    // SAFETY: ap_find_linked_module only walks httpd's module list, which is
+    // stable while configuration is being read (this runs in a directive handler).
+    MOD_PHP_NAMES.iter().any(|n| unsafe { !ffi::ap_find_linked_module(n.as_ptr()).is_null() })
+}
+
+/// Whether the vhost (merged with the main server) or the built-in list forbids `name`.
+fn php_forbidden(conf: Option<&ServerConf>, name: &[u8]) -> bool {
+    php_ini::is_forbidden(name, conf.map(|c| c.php_forbid.as_slice()).unwrap_or(&[]))
+}
+
+unsafe extern "C" fn php_directive(
+    cmd: *mut ffi::cmd_parms,
+    mconfig: *mut c_void,
+    argc: c_int,
+    argv: *const *mut c_char,
+) -> *const c_char {
+    guard("a php_* directive", c"sufcgi: internal error while parsing a directive".as_ptr(), |m| log::server(ptr::null(), log::ERR, m), || {
+        if mod_php_loaded() {
+            return DECLINE_CMD.as_ptr();
+        }
+        // SAFETY: httpd passes the cmd_parms of this directive, our own dir
+        // config record (created by create_dir_config) and argc/argv.
+        unsafe {
+            let Some(d) = PhpDirective::ALL.get((*(*cmd).cmd).cmd_data as usize).copied() else {
+                return cmd_error(cmd, "unknown directive");
+            };
+            let cfg = &mut *(mconfig as *mut DirConfig);
+            let in_htaccess = (*cmd).pool == (*cmd).temp_pool;
+            let source = if in_htaccess {
+                (*cmd).directive.as_ref().and_then(|dv| bytes(dv.filename)).map(|f| PathBuf::from(OsStr::from_bytes(f)))
+            } else {
+                None
+            };
+            // cmd->server is the request's vhost while an .htaccess is read.
+            let conf = server_conf((*cmd).server);
+            let forbidden = |n: &[u8]| php_forbidden(conf, n);
+            match directives::apply_php(cfg, d, &args(argc, argv), source.as_deref(), &forbidden) {
                 Ok(()) => ptr::null(),
                 Err(e) => cmd_error(cmd, &e),
             }
@@ -249,7 +348,7 @@ unsafe extern "C" fn host_directive(
             };
             let a = args(argc, argv);
             let name = HostDirective::ALL.iter().find(|x| x.0 as usize == d as usize).map(|x| x.1.to_string_lossy()).unwrap_or_default();
-            let global = !matches!(d, HostDirective::Owner);
+            let global = !matches!(d, HostDirective::Owner | HostDirective::PhpForbid);
             if global {
                 let err = ffi::ap_check_cmd_context(cmd, ffi::GLOBAL_ONLY as _);
                 if !err.is_null() {
@@ -292,6 +391,17 @@ unsafe extern "C" fn host_directive(
                     }
                     _ => Err(format!("{name} takes one absolute directory path")),
                 },
+                HostDirective::PhpForbid => {
+                    if a.is_empty() {
+                        Err(format!("{name} takes one or more PHP setting names"))
+                    } else {
+                        a.iter().try_for_each(|n| {
+                            php_ini::check_forbid_pattern(n).map_err(|e| format!("{name}: {e}"))?;
+                            conf.php_forbid.push(n.to_vec());
+                            Ok(())
+                        })
+                    }
+                }
                 HostDirective::BlockEnv => {
                     if a.is_empty() {
                         Err(format!("{name} takes one or more names"))
@@ -343,7 +453,9 @@ pub unsafe extern "C" fn merge_server_config(p: *mut ffi::apr_pool_t, base: *mut
             let base = &*(base as *const ServerConf);
             let add = &*(add as *const ServerConf);
             // Globals live in the main server's record; the owner is per vhost.
-            let merged = ServerConf { owner: add.owner.clone(), ..base.clone() };
+            let mut merged = ServerConf { owner: add.owner.clone(), ..base.clone() };
+            // SuFcgiPhpForbid is per vhost, on top of the main server's.
+            merged.php_forbid.extend(add.php_forbid.iter().filter(|n| !base.php_forbid.contains(n)).cloned());
             pool_box(p, merged) as *mut c_void
         }
     })

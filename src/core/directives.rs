@@ -3,6 +3,7 @@
 //! httpd's parser) and the lighttpd glue (which reads `.htaccess` itself).
 
 use crate::core::limits::{parse_size, Limits, MAX_POOL_WORKERS};
+use crate::core::php_ini::{self, PhpDirective, PhpSetting};
 use std::path::{Component, Path, PathBuf};
 
 /// Upper bound for worker counts written in `.htaccess`; the host ceiling clamps further.
@@ -97,6 +98,8 @@ pub struct DirConfig {
     /// Customer files (`.htaccess`) that contributed a directive; the supervisor
     /// checks their ownership before running anything they configure.
     pub sources: Vec<PathBuf>,
+    /// `php_value` / `php_flag` / `php_admin_*`: ini settings for PHP wrapper pools.
+    pub php: Vec<PhpSetting>,
 }
 
 /// The customer directives, by name as written in `.htaccess`.
@@ -277,12 +280,54 @@ pub fn apply(
         Directive::RestartFile => cfg.restart_file = Some(one_relative(name, args)?),
         Directive::Log => cfg.log_file = Some(one_relative(name, args)?),
     }
+    add_source(cfg, source);
+    Ok(())
+}
+
+fn add_source(cfg: &mut DirConfig, source: Option<&Path>) {
     if let Some(src) = source {
         if !cfg.sources.iter().any(|s| s == src) {
             cfg.sources.push(src.to_path_buf());
         }
     }
+}
+
+/// Apply one `php_value` / `php_flag` / `php_admin_value` / `php_admin_flag`.
+///
+/// `source` is the customer file it came from (None for server config): admin
+/// forms are refused there, and so are names `forbidden` says the host forbids
+/// (`php_ini::is_forbidden` with the host's `SuFcgiPhpForbid` list). The error is
+/// the reason only; the caller adds file and line.
+pub fn apply_php(
+    cfg: &mut DirConfig,
+    directive: PhpDirective,
+    args: &[&[u8]],
+    source: Option<&Path>,
+    forbidden: &dyn Fn(&[u8]) -> bool,
+) -> Result<(), String> {
+    let dn = directive.name();
+    if source.is_some() && directive.is_admin() {
+        return Err(format!("{dn} is for the server configuration only, not for .htaccess"));
+    }
+    let s = php_ini::parse(directive, args)?;
+    if source.is_some() && forbidden(&s.name) {
+        return Err(format!("{dn}: setting '{}' is not allowed on this server", lossy(&s.name)));
+    }
+    php_ini::set(&mut cfg.php, s);
+    add_source(cfg, source);
     Ok(())
+}
+
+/// A customer's `SuFcgiWrapper` for PHP may not set forbidden names with its own
+/// `-d` arguments either (the same policy as `php_value`).
+pub fn check_wrapper_php_args(w: &Wrapper, forbidden: &dyn Fn(&[u8]) -> bool) -> Result<(), String> {
+    if !php_ini::is_php_command(&w.command) {
+        return Ok(());
+    }
+    match php_ini::defined_names(&w.args).into_iter().find(|n| forbidden(n)) {
+        Some(n) => Err(format!("SuFcgiWrapper: setting '{}' with -d is not allowed on this server", lossy(&n))),
+        None => Ok(()),
+    }
 }
 
 /// Inheritance: `add` (deeper directory) overrides `base`; env and wrappers are
@@ -315,19 +360,32 @@ pub fn merge(base: &DirConfig, add: &DirConfig) -> DirConfig {
             out.sources.push(s.clone());
         }
     }
+    out.php = php_ini::merge(&base.php, &add.php);
     out
 }
 
 impl DirConfig {
-    /// The wrapper configured for a file name, if any.
+    /// The wrapper configured for a file name, if any. A PHP wrapper does not
+    /// apply where `php_flag engine off` is in effect: as under mod_php, such
+    /// files are served as plain files (e.g. an uploads directory).
     pub fn wrapper_for(&self, file_name: &[u8]) -> Option<&Wrapper> {
-        self.wrappers.iter().find(|w| file_name.len() > w.ext.len() && file_name.ends_with(&w.ext))
+        self.wrappers
+            .iter()
+            .find(|w| file_name.len() > w.ext.len() && file_name.ends_with(&w.ext))
+            .filter(|w| !(php_ini::is_php_command(&w.command) && php_ini::engine_off(&self.php)))
     }
 
     /// The arguments a wrapper's workers get: the directive's own, plus what
-    /// this directory's other settings add (e.g. PHP ini values).
+    /// this directory's other settings add. PHP wrappers get the effective
+    /// `php_value`/`php_flag` settings as `-d NAME="VALUE"` after the directive's
+    /// own arguments (php-cgi lets the last `-d` of a name win, so admin values
+    /// also beat a `-d` on the `SuFcgiWrapper` line).
     pub fn wrapper_args(&self, w: &Wrapper) -> Vec<Vec<u8>> {
-        w.args.clone()
+        let mut args = w.args.clone();
+        if php_ini::is_php_command(&w.command) {
+            args.extend(php_ini::ini_args(&self.php));
+        }
+        args
     }
 
     pub fn app(&self) -> Option<&AppDef> {
@@ -535,6 +593,101 @@ mod tests {
         let m = merge(&c, &child);
         assert_eq!(m.limits.queue_limit, Some(7));
         assert_eq!(m.limits.request_timeout, Some(20), "inherited");
+    }
+
+    fn php(cfg: &mut DirConfig, d: PhpDirective, n: &str, v: &str, forbid: &[&str]) -> Result<(), String> {
+        let host: Vec<Vec<u8>> = forbid.iter().map(|f| f.as_bytes().to_vec()).collect();
+        let forbidden = |name: &[u8]| php_ini::is_forbidden(name, &host);
+        apply_php(cfg, d, &[n.as_bytes(), v.as_bytes()], Some(Path::new("/home/a/www/app/.htaccess")), &forbidden)
+    }
+
+    fn strs(v: &[Vec<u8>]) -> Vec<String> {
+        v.iter().map(|x| String::from_utf8(x.clone()).unwrap()).collect()
+    }
+
+    #[test]
+    fn php_values_become_wrapper_args_for_php_only() {
+        let mut c = DirConfig::default();
+        run(&mut c, Directive::Wrapper, &["/usr/bin/php-cgi", "-q", ".php"]).unwrap();
+        run(&mut c, Directive::Wrapper, &["/usr/bin/python3", ".py"]).unwrap();
+        php(&mut c, PhpDirective::Value, "upload_max_filesize", "64M", &[]).unwrap();
+        php(&mut c, PhpDirective::Flag, "display_errors", "off", &[]).unwrap();
+        assert_eq!(c.sources, vec![PathBuf::from("/home/a/www/app/.htaccess")]);
+        let w = c.wrapper_for(b"index.php").unwrap().clone();
+        assert_eq!(strs(&c.wrapper_args(&w)), ["-q", "-d", "display_errors=\"0\"", "-d", "upload_max_filesize=\"64M\""]);
+        let py = c.wrapper_for(b"x.py").unwrap().clone();
+        assert!(c.wrapper_args(&py).is_empty(), "only php commands get ini arguments");
+    }
+
+    #[test]
+    fn php_subdirectory_inherits_and_overrides() {
+        let mut parent = DirConfig::default();
+        run(&mut parent, Directive::Wrapper, &["/usr/bin/php-cgi", ".php"]).unwrap();
+        php(&mut parent, PhpDirective::Value, "memory_limit", "64M", &[]).unwrap();
+        php(&mut parent, PhpDirective::Value, "max_input_vars", "2000", &[]).unwrap();
+        let mut child = DirConfig::default();
+        php(&mut child, PhpDirective::Value, "memory_limit", "96M", &[]).unwrap();
+        let m = merge(&parent, &child);
+        let w = m.wrappers[0].clone();
+        assert_eq!(strs(&m.wrapper_args(&w)), ["-d", "max_input_vars=\"2000\"", "-d", "memory_limit=\"96M\""]);
+        // Same effective settings written in another order: identical argv, one pool.
+        let mut other = DirConfig::default();
+        run(&mut other, Directive::Wrapper, &["/usr/bin/php-cgi", ".php"]).unwrap();
+        php(&mut other, PhpDirective::Value, "memory_limit", "96M", &[]).unwrap();
+        php(&mut other, PhpDirective::Value, "max_input_vars", "2000", &[]).unwrap();
+        assert_eq!(other.wrapper_args(&other.wrappers[0].clone()), m.wrapper_args(&w));
+    }
+
+    #[test]
+    fn php_admin_rules() {
+        // Host <Directory> (no source): admin allowed, forbidden names allowed.
+        let mut host = DirConfig::default();
+        let none = |_: &[u8]| true;
+        apply_php(&mut host, PhpDirective::AdminValue, &[b"memory_limit", b"32M"], None, &none).unwrap();
+        apply_php(&mut host, PhpDirective::AdminValue, &[b"open_basedir", b"/home/a"], None, &none).unwrap();
+        assert!(host.sources.is_empty());
+        let mut cust = DirConfig::default();
+        run(&mut cust, Directive::Wrapper, &["/usr/bin/php-cgi", ".php"]).unwrap();
+        php(&mut cust, PhpDirective::Value, "memory_limit", "1G", &[]).unwrap();
+        let m = merge(&host, &cust);
+        let args = strs(&m.wrapper_args(&m.wrappers[0].clone()));
+        assert_eq!(args, ["-d", "memory_limit=\"32M\"", "-d", "open_basedir=\"/home/a\""], "admin wins");
+        // Admin forms in a customer file are refused.
+        let e = php(&mut cust, PhpDirective::AdminValue, "memory_limit", "1G", &[]).unwrap_err();
+        assert!(e.contains("server configuration only"), "{e}");
+        assert!(php(&mut cust, PhpDirective::AdminFlag, "display_errors", "on", &[]).is_err());
+    }
+
+    #[test]
+    fn php_forbidden_names_in_customer_files() {
+        let mut c = DirConfig::default();
+        let e = php(&mut c, PhpDirective::Value, "open_basedir", "/", &[]).unwrap_err();
+        assert!(e.contains("'open_basedir' is not allowed"), "{e}");
+        assert!(php(&mut c, PhpDirective::Value, "disable_functions", "", &[]).is_err());
+        assert!(php(&mut c, PhpDirective::Flag, "cgi.fix_pathinfo", "on", &[]).is_err());
+        php(&mut c, PhpDirective::Value, "auto_prepend_file", "/home/a/waf.php", &[]).unwrap();
+        assert!(php(&mut c, PhpDirective::Value, "auto_prepend_file", "/x", &["auto_prepend_file"]).is_err());
+        assert!(c.sources.len() == 1 && c.php.len() == 1, "a refused line changes nothing");
+        // The same policy holds for -d on a customer's SuFcgiWrapper line.
+        run(&mut c, Directive::Wrapper, &["/usr/bin/php-cgi", "-d", "open_basedir=/", ".php"]).unwrap();
+        let forbidden = |n: &[u8]| php_ini::is_forbidden(n, &[]);
+        let e = check_wrapper_php_args(&c.wrappers[0], &forbidden).unwrap_err();
+        assert!(e.contains("open_basedir"), "{e}");
+        run(&mut c, Directive::Wrapper, &["/usr/bin/php-cgi", "-d", "memory_limit=1G", ".php"]).unwrap();
+        check_wrapper_php_args(&c.wrappers[0], &forbidden).unwrap();
+    }
+
+    #[test]
+    fn php_engine_off_unwraps_php_files() {
+        let mut parent = DirConfig::default();
+        run(&mut parent, Directive::Wrapper, &["/usr/bin/php-cgi", ".php"]).unwrap();
+        run(&mut parent, Directive::Wrapper, &["/usr/bin/perl", ".pl"]).unwrap();
+        let mut uploads = DirConfig::default();
+        php(&mut uploads, PhpDirective::Flag, "engine", "off", &[]).unwrap();
+        let m = merge(&parent, &uploads);
+        assert!(m.wrapper_for(b"shell.php").is_none(), "served as a plain file, as mod_php does");
+        assert!(m.wrapper_for(b"x.pl").is_some());
+        assert!(parent.wrapper_for(b"index.php").is_some());
     }
 
     #[test]

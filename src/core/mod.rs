@@ -3,9 +3,11 @@
 pub mod directives;
 pub mod fastcgi;
 pub mod hostconfig;
+pub mod htaccess;
 pub mod identity;
 pub mod limits;
 pub mod mapping;
+pub mod php_ini;
 pub mod request;
 pub mod scoreboard;
 pub mod supervisor;
