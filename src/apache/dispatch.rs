@@ -3,6 +3,12 @@
 //! is released or spawned), or give up at once with 503 when the queue is full.
 //! httpd's threads may block, so waiting here is fine; the supervisor is only
 //! told (one-way) that someone is waiting.
+//!
+//! When the pool is at its maximum and no worker is idle, a request may
+//! instead take a place in the backlog of a busy worker whose request began
+//! moments ago (`PoolSlot::enqueue`): it connects and sends at once, and the
+//! worker finds it ready when it finishes. It still counts as waiting (the
+//! queue limit holds) until its exchange ends: see `QueueSeat`.
 
 use super::link::{self, Pool};
 use super::runtime::Runtime;
@@ -52,7 +58,14 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
             }
             queued = true;
         }
-        if !nudged && slot.live_workers() < limits.max_workers {
+        let live = slot.live_workers();
+        if live >= limits.max_workers {
+            // At its maximum the pool cannot grow: queue in a busy worker's
+            // backlog rather than sleep until one is released.
+            if let Some(c) = slot.enqueue() {
+                break Ok(c);
+            }
+        } else if !nudged {
             // Someone is waiting and the pool may grow: the supervisor decides
             // whether to start a worker. At its maximum there is nothing to ask.
             link::nudge(rt, &pool.info);
@@ -67,8 +80,26 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
         }
         slot.wait_idle(seen, (deadline - now).min(MAX_SLEEP));
     };
-    if queued {
+    if queued && !matches!(&result, Ok(c) if c.pipelined) {
         slot.leave_queue();
     }
     result
+}
+
+/// A pipelined request's place in the pool's queue (`PoolSlot::waiting`): it
+/// is given up when the exchange ends, whatever way it ends.
+pub struct QueueSeat<'a>(Option<&'a PoolSlot>);
+
+impl<'a> QueueSeat<'a> {
+    pub fn new(slot: &'a PoolSlot, claim: &Claim<'_>) -> QueueSeat<'a> {
+        QueueSeat(claim.pipelined.then_some(slot))
+    }
+}
+
+impl Drop for QueueSeat<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            slot.leave_queue();
+        }
+    }
 }

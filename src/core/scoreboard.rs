@@ -40,12 +40,63 @@ pub mod worker_state {
 
 use worker_state::*;
 
-fn pack(epoch: u32, state: u32) -> u64 {
-    ((epoch as u64) << 32) | state as u64
+// A worker entry's word: epoch (32 bits) | assigned (24) | queued (4) | state (4).
+// `assigned` counts the requests given to this epoch (claims and pipelined
+// connections), so SuFcgiMaxRequests is enforced when a request is given to
+// the worker, exactly, in the same compare-and-swap. `queued` counts the
+// connections waiting in the worker's own backlog behind the request it serves.
+const STATE_BITS: u32 = 4;
+const QUEUED_BITS: u32 = 4;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+const QUEUED_MASK: u64 = (1 << QUEUED_BITS) - 1;
+const ASSIGNED_SHIFT: u32 = STATE_BITS + QUEUED_BITS;
+const ASSIGNED_MAX: u32 = (1 << (32 - ASSIGNED_SHIFT)) - 1;
+
+/// At most this many requests wait in one worker's backlog behind the one it
+/// serves (pipelining; see `PoolSlot::enqueue`).
+pub const PIPELINE_DEPTH: u32 = 2;
+/// Only pipeline behind a request that began this recently: a request queued
+/// in a worker's backlog cannot move to another worker, so it must not sit
+/// behind a slow one.
+pub const PIPELINE_WINDOW_MS: u32 = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word {
+    epoch: u32,
+    assigned: u32,
+    queued: u32,
+    state: u32,
 }
 
-fn unpack(w: u64) -> (u32, u32) {
-    ((w >> 32) as u32, w as u32)
+impl Word {
+    fn pack(self) -> u64 {
+        ((self.epoch as u64) << 32)
+            | ((self.assigned.min(ASSIGNED_MAX) as u64) << ASSIGNED_SHIFT)
+            | ((self.queued as u64 & QUEUED_MASK) << STATE_BITS)
+            | (self.state as u64 & STATE_MASK)
+    }
+
+    fn unpack(w: u64) -> Word {
+        Word {
+            epoch: (w >> 32) as u32,
+            assigned: ((w as u32) >> ASSIGNED_SHIFT),
+            queued: ((w >> STATE_BITS) & QUEUED_MASK) as u32,
+            state: (w & STATE_MASK) as u32,
+        }
+    }
+}
+
+fn pack(epoch: u32, state: u32) -> u64 {
+    Word { epoch, assigned: 0, queued: 0, state }.pack()
+}
+
+/// Milliseconds on the monotonic clock, wrapping (only differences are used).
+pub fn monotonic_ms() -> u32 {
+    // SAFETY: timespec is plain data; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000) as u32
 }
 
 /// One worker of a pool.
@@ -64,34 +115,66 @@ pub struct WorkerSlot {
     /// Set by the supervisor to the epoch of a worker that exited with a
     /// connection it never accepted: that request never reached the app.
     pub unaccepted_epoch: AtomicU32,
+    /// `monotonic_ms` when the request it serves now began (pipelining only
+    /// queues behind a request that began recently).
+    pub current_since_ms: AtomicU32,
+    _pad: [u32; 7],
 }
 
-const _: () = assert!(std::mem::size_of::<WorkerSlot>() == 32);
+const _: () = assert!(std::mem::size_of::<WorkerSlot>() == 64);
 
 impl WorkerSlot {
-    /// (epoch, state).
-    pub fn load(&self) -> (u32, u32) {
-        unpack(self.word.load(Ordering::Acquire))
+    fn word(&self) -> Word {
+        Word::unpack(self.word.load(Ordering::Acquire))
     }
 
-    /// Supervisor side: publish a new state unconditionally.
+    fn cas(&self, from: Word, to: Word) -> bool {
+        self.word.compare_exchange(from.pack(), to.pack(), Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// (epoch, state).
+    pub fn load(&self) -> (u32, u32) {
+        let w = self.word();
+        (w.epoch, w.state)
+    }
+
+    /// Requests waiting in this worker's backlog behind the one it serves.
+    pub fn queued(&self) -> u32 {
+        self.word().queued
+    }
+
+    /// Supervisor side: publish a new state unconditionally (counters reset).
     pub fn set(&self, epoch: u32, state: u32) {
         self.word.store(pack(epoch, state), Ordering::Release);
     }
 
-    /// Move (epoch, from) → (epoch, to); false if anything changed meanwhile.
+    /// Move (epoch, from) → (epoch, to), keeping the counters; false if the
+    /// epoch or state changed meanwhile.
     pub fn transition(&self, epoch: u32, from: u32, to: u32) -> bool {
-        self.word.compare_exchange(pack(epoch, from), pack(epoch, to), Ordering::AcqRel, Ordering::Acquire).is_ok()
+        loop {
+            let w = self.word();
+            if w.epoch != epoch || w.state != from {
+                return false;
+            }
+            if self.cas(w, Word { state: to, ..w }) {
+                return true;
+            }
+        }
     }
 
     /// Supervisor side: take an entry out of service (new epoch) if it is
     /// still in state `from`; returns the new epoch on success.
     pub fn retire_if(&self, epoch: u32, from: u32) -> Option<u32> {
         let next = epoch.wrapping_add(1);
-        self.word
-            .compare_exchange(pack(epoch, from), pack(next, EMPTY), Ordering::AcqRel, Ordering::Acquire)
-            .ok()
-            .map(|_| next)
+        loop {
+            let w = self.word();
+            if w.epoch != epoch || w.state != from {
+                return None;
+            }
+            if self.cas(w, Word { epoch: next, assigned: 0, queued: 0, state: EMPTY }) {
+                return Some(next);
+            }
+        }
     }
 }
 
@@ -124,7 +207,7 @@ pub struct PoolSlot {
     pub workers: [WorkerSlot; MAX_POOL_WORKERS as usize],
 }
 
-const _: () = assert!(std::mem::size_of::<PoolSlot>() == 64 + 32 * MAX_POOL_WORKERS as usize);
+const _: () = assert!(std::mem::size_of::<PoolSlot>() == 64 + std::mem::size_of::<WorkerSlot>() * MAX_POOL_WORKERS as usize);
 
 /// A worker claimed for one request. Dropping it without `release` or
 /// `retire` retires the worker (the request did not end cleanly).
@@ -132,6 +215,9 @@ pub struct Claim<'a> {
     pool: &'a PoolSlot,
     pub index: u32,
     pub epoch: u32,
+    /// Connected behind another request in the worker's backlog (see
+    /// `PoolSlot::enqueue`): it starts when that one ends.
+    pub pipelined: bool,
     done: bool,
 }
 
@@ -150,15 +236,36 @@ impl Claim<'_> {
         let served = w.requests.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         let max = self.pool.max_requests.load(Ordering::Acquire);
         let retiring = self.pool.state.load(Ordering::Acquire) != pool_state::ACTIVE;
-        if retiring || (max > 0 && served >= max) {
-            w.transition(self.epoch, BUSY, RETIRED);
-            return true;
-        }
         w.last_used.store(sys::monotonic_secs(), Ordering::Release);
-        if w.transition(self.epoch, BUSY, IDLE) {
-            self.pool.notify_idle(1);
+        loop {
+            let cur = w.word();
+            if cur.epoch != self.epoch || cur.state != BUSY {
+                // The supervisor took the entry meanwhile: nothing to give back.
+                return false;
+            }
+            if cur.queued > 0 {
+                // The next connection in its backlog is the worker's request
+                // now: it stays busy, nobody waits for a wake-up.
+                if w.cas(cur, Word { queued: cur.queued - 1, ..cur }) {
+                    w.current_since_ms.store(monotonic_ms(), Ordering::Release);
+                    w.busy_since.store(sys::monotonic_secs(), Ordering::Release);
+                    // Its backlog has a free place again: a sleeping waiter may take it.
+                    self.pool.notify_idle(1);
+                    return false;
+                }
+                continue;
+            }
+            if retiring || (max > 0 && served >= max) {
+                if w.cas(cur, Word { state: RETIRED, ..cur }) {
+                    return true;
+                }
+                continue;
+            }
+            if w.cas(cur, Word { state: IDLE, ..cur }) {
+                self.pool.notify_idle(1);
+                return false;
+            }
         }
-        false
     }
 
     /// The worker must not serve again (timeout, protocol error, broken
@@ -186,14 +293,63 @@ impl PoolSlot {
     /// Claim an idle worker, lowest index first (so high entries go idle and
     /// are reaped first).
     pub fn claim(&self) -> Option<Claim<'_>> {
+        let max = self.max_requests.load(Ordering::Acquire);
         for (i, w) in self.workers[..self.worker_limit()].iter().enumerate() {
-            let (epoch, state) = w.load();
-            if state == IDLE && w.transition(epoch, IDLE, BUSY) {
+            let cur = w.word();
+            if cur.state != IDLE || (max > 0 && cur.assigned >= max) {
+                continue;
+            }
+            let next = Word { state: BUSY, assigned: cur.assigned.saturating_add(1), queued: 0, ..cur };
+            if w.cas(cur, next) {
                 w.busy_since.store(sys::monotonic_secs(), Ordering::Release);
-                return Some(Claim { pool: self, index: i as u32, epoch, done: false });
+                w.current_since_ms.store(monotonic_ms(), Ordering::Release);
+                return Some(Claim { pool: self, index: i as u32, epoch: cur.epoch, pipelined: false, done: false });
             }
         }
         None
+    }
+
+    /// No worker is idle: take a place in the backlog of a busy one, behind
+    /// the request it serves (at most `PIPELINE_DEPTH` deep). The caller
+    /// connects and sends its whole request at once, so the worker finds it
+    /// ready the moment it finishes, without a wake-up round trip through the
+    /// releasing request. Only behind a request that began less than
+    /// `PIPELINE_WINDOW_MS` ago (a queued request cannot move to another
+    /// worker), and never past the worker's `max_requests`: `assigned` is
+    /// bumped in the same compare-and-swap. Prefers the worker whose
+    /// request began first (likely to finish first).
+    pub fn enqueue(&self) -> Option<Claim<'_>> {
+        let max = self.max_requests.load(Ordering::Acquire);
+        let now = monotonic_ms();
+        loop {
+            let mut best: Option<(usize, Word, u32)> = None;
+            for (i, w) in self.workers[..self.worker_limit()].iter().enumerate() {
+                let cur = w.word();
+                if cur.state != BUSY || cur.queued >= PIPELINE_DEPTH || cur.assigned >= ASSIGNED_MAX {
+                    continue;
+                }
+                if max > 0 && cur.assigned >= max {
+                    continue;
+                }
+                let age = now.wrapping_sub(w.current_since_ms.load(Ordering::Acquire));
+                if age >= PIPELINE_WINDOW_MS {
+                    continue;
+                }
+                let better = match best {
+                    None => true,
+                    Some((_, b, bage)) => (cur.queued, u32::MAX - age) < (b.queued, u32::MAX - bage),
+                };
+                if better {
+                    best = Some((i, cur, age));
+                }
+            }
+            let (i, cur, _) = best?;
+            let next = Word { assigned: cur.assigned + 1, queued: cur.queued + 1, ..cur };
+            if self.workers[i].cas(cur, next) {
+                return Some(Claim { pool: self, index: i as u32, epoch: cur.epoch, pipelined: true, done: false });
+            }
+            // It changed under us (released, or someone else queued): look again.
+        }
     }
 
     /// Workers that exist (idle, busy, or finishing).
@@ -391,6 +547,66 @@ mod tests {
         assert_eq!(p.workers[0].retire_if(7, IDLE), Some(8));
         assert_eq!(p.workers[0].load(), (8, EMPTY));
         assert!(p.claim().is_none());
+    }
+
+    #[test]
+    fn pipelined_request_takes_over_the_worker() {
+        let sb = Scoreboard::create(1).unwrap();
+        let p = pool(&sb, 1);
+        p.workers[0].set(1, IDLE);
+        assert!(p.enqueue().is_none(), "an idle worker is claimed, not queued behind");
+        let a = p.claim().unwrap();
+        let queued: Vec<_> = (0..PIPELINE_DEPTH).map(|_| p.enqueue().unwrap()).collect();
+        assert!(queued.iter().all(|c| c.pipelined && c.index == 0 && c.epoch == 1));
+        assert!(p.enqueue().is_none(), "at most PIPELINE_DEPTH requests queue behind a worker");
+        assert!(!a.release());
+        assert_eq!(p.workers[0].load(), (1, BUSY), "handed over to a queued request");
+        assert_eq!(p.workers[0].queued(), PIPELINE_DEPTH - 1);
+        assert!(p.claim().is_none());
+        for c in queued {
+            assert!(!c.release());
+        }
+        assert_eq!(p.workers[0].load(), (1, IDLE));
+        assert_eq!(p.workers[0].requests.load(Ordering::Acquire), 1 + PIPELINE_DEPTH);
+    }
+
+    #[test]
+    fn pipelining_never_exceeds_max_requests() {
+        let sb = Scoreboard::create(1).unwrap();
+        let p = pool(&sb, 1);
+        p.max_requests.store(2, Ordering::Release);
+        p.workers[0].set(1, IDLE);
+        let a = p.claim().unwrap();
+        let b = p.enqueue().unwrap();
+        assert!(!a.release());
+        assert!(p.enqueue().is_none(), "both of its 2 requests are given out");
+        assert!(b.release(), "the second request retires it");
+        assert_eq!(p.workers[0].load(), (1, RETIRED));
+    }
+
+    #[test]
+    fn no_pipelining_behind_an_old_request() {
+        let sb = Scoreboard::create(1).unwrap();
+        let p = pool(&sb, 1);
+        p.workers[0].set(1, IDLE);
+        let _a = p.claim().unwrap();
+        let old = monotonic_ms().wrapping_sub(PIPELINE_WINDOW_MS + 1);
+        p.workers[0].current_since_ms.store(old, Ordering::Release);
+        assert!(p.enqueue().is_none());
+    }
+
+    #[test]
+    fn supervisor_stop_clears_a_pipelined_worker() {
+        let sb = Scoreboard::create(1).unwrap();
+        let p = pool(&sb, 1);
+        p.workers[0].set(3, IDLE);
+        let a = p.claim().unwrap();
+        let b = p.enqueue().unwrap();
+        assert_eq!(p.workers[0].retire_if(3, BUSY), Some(4));
+        assert_eq!(p.workers[0].load(), (4, EMPTY));
+        assert!(!a.release());
+        assert!(b.retire());
+        assert_eq!(p.workers[0].load(), (4, EMPTY), "old claims cannot touch the new epoch");
     }
 
     #[test]
