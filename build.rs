@@ -66,7 +66,7 @@ fn main() {
         .clang_args(&clang_args)
         .allowlist_function("ap_.*|apr_.*|unixd_.*")
         .allowlist_type("request_rec|server_rec|conn_rec|cmd_parms|command_rec|module|process_rec|ap_directive_t|core_server_config|core_dir_config|apr_.*|ap_.*")
-        .allowlist_var("AP_.*|APR_.*|APLOG_.*|MODULE_MAGIC_.*|HTTP_.*|OK|DECLINED|DONE|M_.*|REQUEST_.*|OR_.*|ACCESS_CONF|RSRC_CONF|NOT_IN_.*|GLOBAL_ONLY|ap_server_conf|ap_unixd_config|ap_server_root|core_module")
+        .allowlist_var("AP_.*|APR_.*|APLOG_.*|MODULE_MAGIC_.*|HTTP_.*|OK|DECLINED|DONE|M_.*|REQUEST_.*|OR_.*|ACCESS_CONF|RSRC_CONF|NOT_IN_.*|GLOBAL_ONLY|ap_server_conf|ap_unixd_config|ap_server_root|core_module|ap_conftree")
         .derive_default(true)
         .layout_tests(false)
         .generate_comments(false)

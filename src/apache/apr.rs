@@ -96,3 +96,13 @@ pub unsafe fn table_set(t: *mut ffi::apr_table_t, k: &[u8], v: &[u8]) {
         unsafe { ffi::apr_table_set(t, k.as_ptr(), v.as_ptr()) };
     }
 }
+
+/// A table value by key (case-insensitive, as APR compares).
+///
+/// # Safety
+/// `t` must be a live table; the result lives as long as the entry.
+pub unsafe fn table_get<'a>(t: *const ffi::apr_table_t, k: &[u8]) -> Option<&'a [u8]> {
+    let k = CString::new(k).ok()?;
+    // SAFETY: apr_table_get returns a pointer into the table or null.
+    unsafe { bytes(ffi::apr_table_get(t, k.as_ptr())) }
+}

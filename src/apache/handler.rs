@@ -1,7 +1,7 @@
 //! The content handler: request → merged directives → pool spec → ready pool
 //! (cached, else asked of the supervisor) → CGI params → relay.
 
-use super::apr::{bytes, table_entries, table_set};
+use super::apr::{self, bytes, table_entries, table_set};
 use super::config::dir_conf;
 use super::guard::guard;
 use super::hooks::{HANDLER_APP, HANDLER_SCRIPT, HANDLER_WRAPPER};
@@ -9,6 +9,7 @@ use super::link::{self, PoolError};
 use super::{dispatch, ffi, log, relay, runtime};
 use crate::core::directives::DirConfig;
 use crate::core::fastcgi::params::param_value_is_safe;
+use crate::core::hostconfig::param_blocked;
 use crate::core::mapping::split_mount;
 use crate::core::directives::DEFAULT_RESTART_FILE;
 use crate::core::request::{worker_socket_path, AppKind, PoolInfo, PoolSpec};
@@ -108,7 +109,11 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                     return ffi::HTTP_NOT_FOUND as c_int;
                 }
                 let Some(w) = cfg.wrapper_for(&filename) else { return ffi::DECLINED };
-                (w.command.clone(), cfg.wrapper_args(w), w.dir.clone())
+                // A wrapper the host set in a wildcard <Directory /home/*/www>
+                // runs in the script's own directory.
+                let wildcard = w.dir.as_os_str().as_bytes().iter().any(|c| matches!(c, b'*' | b'?' | b'['));
+                let dir = if wildcard { path(&filename).parent().map(Path::to_path_buf).unwrap_or_default() } else { w.dir.clone() };
+                (w.command.clone(), cfg.wrapper_args(w), dir)
             }
             AppKind::Script => {
                 if !is_file {
@@ -150,11 +155,25 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
         for (k, v) in &overrides {
             table_set(rr.subprocess_env, k, v);
         }
-        let pairs = table_entries(rr.subprocess_env);
+        let mut pairs = table_entries(rr.subprocess_env);
+        pairs.retain(|(k, _)| !param_blocked(k, &rt.blocked_env));
         if let Some((k, _)) = pairs.iter().find(|(k, v)| !param_value_is_safe(k) || !param_value_is_safe(v)) {
             return refuse(r, ffi::HTTP_BAD_REQUEST, &format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(k)));
         }
+        // A body that is too large is refused before any worker is started.
+        let limit = ffi::ap_get_limit_req_body(r);
+        if limit > 0 {
+            let declared = apr::table_get(rr.headers_in, b"Content-Length")
+                .and_then(|v| std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<i64>().ok()));
+            if declared.is_some_and(|n| n > limit) {
+                return refuse(r, ffi::HTTP_REQUEST_ENTITY_TOO_LARGE, "request body larger than LimitRequestBody");
+            }
+        }
 
+        let body = match relay::Body::prefetch(r) {
+            Ok(b) => b,
+            Err(status) => return refuse(r, status as u32, "reading the request body from the client failed"),
+        };
         let mut fresh = false;
         let mut checked_script = false;
         for _attempt in 0..4 {
@@ -212,7 +231,7 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
             let deadline = (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed));
             let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline };
-            let outcome = relay::exchange(r, sock, &pairs, &timeouts);
+            let outcome = relay::exchange(r, sock, &pairs, &body, &timeouts);
             slot.inflight.fetch_sub(1, Ordering::AcqRel);
             let (index, epoch) = (claim.index, claim.epoch);
             // The worker exited with our connection still in its backlog: the

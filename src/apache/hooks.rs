@@ -6,7 +6,7 @@ use super::apr::bytes;
 use super::config::{self, server_conf};
 use super::guard::guard;
 use super::{ffi, handler, log, runtime, watchdog};
-use crate::core::hostconfig::{HostConfig, VhostConfig};
+use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
 use std::collections::HashMap;
@@ -84,6 +84,7 @@ unsafe fn host_config(
             hc.max_workers_total = v;
         }
         hc.blocked_env = main.blocked_env.clone();
+        collect_host_directives(ffi::ap_conftree, None, &mut hc.host_directives);
 
         let core_index = (*ptr::addr_of!(ffi::core_module)).module_index as usize;
         let mut srv = s;
@@ -112,6 +113,36 @@ unsafe fn host_config(
             srv = (*srv).next;
         }
         Ok((hc, indices))
+    }
+}
+
+/// Directives a pool may be configured by, as the host wrote them in server
+/// config, with their enclosing `<Directory>`: the supervisor accepts what
+/// they configure without a customer file (see core::supervisor::justify).
+///
+/// # Safety
+/// `node` is null or a node of httpd's live configuration tree.
+unsafe fn collect_host_directives(mut node: *const ffi::ap_directive_t, dir: Option<&PathBuf>, out: &mut Vec<HostDirective>) {
+    const NAMES: &[&str] = &["SuFcgiApp", "SuFcgiWrapper", "SuFcgiEnv", "php_value", "php_flag", "php_admin_value", "php_admin_flag"];
+    // SAFETY: the tree is complete and immutable once configuration is read.
+    unsafe {
+        while let Some(d) = node.as_ref() {
+            let name = bytes(d.directive).unwrap_or(b"");
+            let args = crate::core::htaccess::words(bytes(d.args).unwrap_or(b""));
+            if name.eq_ignore_ascii_case(b"<Directory") {
+                let inner = args.first().map(|a| a.strip_suffix(b">").unwrap_or(a).to_vec());
+                let path = inner.map(|p| PathBuf::from(OsStr::from_bytes(&p)));
+                collect_host_directives(d.first_child, path.as_ref(), out);
+            } else if name.starts_with(b"<") {
+                // Other sections (<VirtualHost>, <IfModule>, <DirectoryMatch>…):
+                // their contents keep the enclosing directory, if any.
+                let keep = if name.eq_ignore_ascii_case(b"<DirectoryMatch") { None } else { dir };
+                collect_host_directives(d.first_child, keep, out);
+            } else if NAMES.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name)) {
+                out.push(HostDirective { dir: dir.cloned(), name: name.to_vec(), args });
+            }
+            node = d.next;
+        }
     }
 }
 
@@ -188,7 +219,14 @@ pub unsafe fn ensure_supervisor(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server
         }
         watchdog::watch(pconf, s, persist.supervisor_pid);
         let io_timeout_ms = ((*s).timeout / 1000).clamp(1000, i32::MAX as i64) as i32;
-        runtime::set(Some(runtime::Runtime { generation, socket_dir: hc.socket_dir.clone(), scoreboard, io_timeout_ms, vhosts }));
+        runtime::set(Some(runtime::Runtime {
+            generation,
+            socket_dir: hc.socket_dir.clone(),
+            scoreboard,
+            io_timeout_ms,
+            vhosts,
+            blocked_env: hc.blocked_env.clone(),
+        }));
         Ok(())
     }
 }

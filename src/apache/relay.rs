@@ -53,6 +53,28 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
+/// Send what the socket takes now. `Ok(0)` also when it would block; `Err`
+/// when the app stopped reading.
+fn send_some(fd: c_int, buf: &[u8]) -> Result<usize, ()> {
+    // SAFETY: writing from a live buffer to our own socket.
+    let n = unsafe { libc::send(fd, buf.as_ptr() as *const _, buf.len(), libc::MSG_NOSIGNAL) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
+        Ok(0)
+    } else {
+        Err(())
+    }
+}
+
+thread_local! {
+    /// The backend read buffer, kept per thread: a fresh 64 KiB zeroed
+    /// buffer per request showed up in the profile.
+    static BACKEND_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn poll_one(fd: c_int, events: i16, timeout_ms: i32) -> io::Result<i16> {
     let mut p = libc::pollfd { fd, events, revents: 0 };
     loop {
@@ -129,6 +151,47 @@ pub struct Outcome {
     pub why: Option<String>,
 }
 
+/// Bytes of the body read before a worker is claimed.
+pub const PREFETCH: usize = 64 * 1024;
+
+/// The start of the request body, read before a worker is claimed: a client
+/// that sends its body slowly holds an httpd thread, never a worker (httpd's
+/// `Timeout` — and mod_reqtimeout where loaded — cut a stalled body).
+pub struct Body {
+    head: Vec<u8>,
+    /// The whole body is in `head`.
+    done: bool,
+}
+
+impl Body {
+    /// Read up to PREFETCH bytes (or all) of the body. Err is the status to answer.
+    ///
+    /// # Safety
+    /// `r` is the live request in its handler phase.
+    pub unsafe fn prefetch(r: *mut ffi::request_rec) -> Result<Body, Status> {
+        // SAFETY: r is live; this sets up httpd's (dechunked) body reading.
+        let rc = unsafe { ffi::ap_setup_client_block(r, ffi::REQUEST_CHUNKED_DECHUNK as c_int) };
+        if rc != ffi::OK as c_int {
+            return Err(rc);
+        }
+        // SAFETY: as above.
+        let mut done = unsafe { ffi::ap_should_client_block(r) } == 0;
+        let mut head = Vec::new();
+        while !done && head.len() < PREFETCH {
+            let start = head.len();
+            head.resize(start + CHUNK, 0);
+            // SAFETY: head has CHUNK writable bytes from `start`; httpd fills at most that.
+            let n = unsafe { ffi::ap_get_client_block(r, head[start..].as_mut_ptr() as *mut c_char, CHUNK as _) };
+            head.truncate(start + n.max(0) as usize);
+            if n < 0 {
+                return Err(ffi::HTTP_BAD_REQUEST as Status);
+            }
+            done = n == 0;
+        }
+        Ok(Body { head, done })
+    }
+}
+
 pub struct Timeouts {
     /// Longest silence on the backend connection (httpd's `Timeout`).
     pub io_ms: i32,
@@ -194,24 +257,22 @@ impl Exchange {
 ///
 /// # Safety
 /// `r` is the live request in its handler phase.
-pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], t: &Timeouts) -> Outcome {
+pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts) -> Outcome {
     let fd = sock.as_raw_fd();
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024 + body.head.len());
     record::write_begin_request(&mut out, REQUEST_ID, FCGI_RESPONDER, 0);
     params::write_params(&mut out, REQUEST_ID, pairs);
-    // SAFETY: r is live; this sets up httpd's (dechunked) body reading.
-    let rc = unsafe { ffi::ap_setup_client_block(r, ffi::REQUEST_CHUNKED_DECHUNK as c_int) };
-    if rc != ffi::OK as c_int {
-        return Outcome { status: rc, fate: Fate::Clean, answered: false, why: None };
-    }
-    // SAFETY: as above.
-    let mut body_done = unsafe { ffi::ap_should_client_block(r) } == 0;
+    // What arrived before a worker was claimed goes out with the params.
+    record::write_stream(&mut out, STDIN, REQUEST_ID, &body.head);
+    let mut body_done = body.done;
     let mut stdin_closed = false;
     let mut out_pos = 0usize;
     let mut backend_closed_input = false;
     let mut got_bytes = false;
-    let mut client_buf = vec![0u8; CHUNK];
-    let mut backend_buf = vec![0u8; CHUNK + 8];
+    // Only requests with a body need a client buffer.
+    let mut client_buf: Vec<u8> = Vec::new();
+    let mut backend_buf = BACKEND_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    backend_buf.resize(CHUNK + 8, 0);
     let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS);
     let mut ex = Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr_line: Vec::new(), end_protocol_status: None };
     let mut failure: Option<(Status, Fate, String)> = None;
@@ -224,6 +285,7 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
                 record::write_stream_end(&mut out, STDIN, REQUEST_ID);
                 stdin_closed = true;
             } else {
+                client_buf.resize(CHUNK, 0);
                 // SAFETY: client_buf is CHUNK bytes long; httpd fills at most that.
                 let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
                 if n < 0 {
@@ -236,6 +298,23 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
                 } else {
                     record::write_stream(&mut out, STDIN, REQUEST_ID, &client_buf[..n as usize]);
                 }
+            }
+        }
+        // Write first, poll only for what the socket did not take (usually
+        // the whole request goes in one send, without a poll).
+        if out_pos < out.len() && !backend_closed_input {
+            match send_some(fd, &out[out_pos..]) {
+                Ok(n) => out_pos += n,
+                Err(()) => {
+                    // The app stopped reading (it may already have answered):
+                    // keep reading its response, send nothing more.
+                    backend_closed_input = true;
+                    out.clear();
+                    out_pos = 0;
+                }
+            }
+            if out_pos == out.len() && !stdin_closed && !backend_closed_input {
+                continue;
             }
         }
         let want_write = out_pos < out.len() && !backend_closed_input;
@@ -262,15 +341,9 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
             }
         };
         if want_write && rev & libc::POLLOUT != 0 {
-            // SAFETY: writing from our own buffer to our own socket.
-            let n = unsafe { libc::send(fd, out[out_pos..].as_ptr() as *const _, out.len() - out_pos, libc::MSG_NOSIGNAL) };
-            if n >= 0 {
-                out_pos += n as usize;
-            } else {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
-                    // The app stopped reading (it may already have answered):
-                    // keep reading its response, send nothing more.
+            match send_some(fd, &out[out_pos..]) {
+                Ok(n) => out_pos += n,
+                Err(()) => {
                     backend_closed_input = true;
                     out.clear();
                     out_pos = 0;
@@ -320,6 +393,7 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
     }
     ex.flush_stderr();
     drop(sock);
+    BACKEND_BUF.with(|b| *b.borrow_mut() = backend_buf);
 
     if failure.is_none() && !ex.client_gone {
         if let Err(e) = dec.finish() {

@@ -62,6 +62,8 @@ pub struct Runtime {
     pub io_timeout_ms: i32,
     /// server_rec address → index into the supervisor's vhost table.
     pub vhosts: HashMap<usize, u32>,
+    /// `SuFcgiBlockEnv` names: also kept out of the FastCGI params.
+    pub blocked_env: Vec<String>,
 }
 
 static RUNTIME: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);

@@ -40,6 +40,19 @@ pub struct HostConfig {
     pub blocked_env: Vec<String>,
     /// Indexed by the position the glue assigned (Apache: order of server_rec chain).
     pub vhosts: Vec<VhostConfig>,
+    /// Customer directives the host wrote in server config.
+    pub host_directives: Vec<HostDirective>,
+}
+
+/// A customer directive written by the host in server config (e.g.
+/// `<Directory /home/*/www> SuFcgiWrapper /usr/bin/php-cgi .php`): the
+/// supervisor accepts pools it configures without a customer file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDirective {
+    /// The enclosing `<Directory>` path, if any.
+    pub dir: Option<PathBuf>,
+    pub name: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +63,16 @@ pub struct VhostConfig {
     pub owner: Option<(u32, u32)>,
     /// The vhost's DocumentRoot; its owner (lstat) is the identity when `owner` is None.
     pub document_root: PathBuf,
+}
+
+/// FastCGI params that never reach an app, whatever set them (SetEnv, a
+/// RewriteRule's E= flag, a request header): per-request PHP settings would
+/// stick in a reused php-fpm-style worker, and HTTP_PROXY is httpoxy.
+pub fn param_blocked(name: &[u8], host_blocked: &[String]) -> bool {
+    const NEVER: &[&[u8]] = &[b"HTTP_PROXY", b"PHP_VALUE", b"PHP_ADMIN_VALUE", b"PHPRC"];
+    NEVER.contains(&name)
+        || ALWAYS_BLOCKED_ENV_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
+        || host_blocked.iter().any(|b| b.as_bytes() == name)
 }
 
 impl HostConfig {
@@ -66,6 +89,7 @@ impl HostConfig {
             server_gid,
             blocked_env: Vec::new(),
             vhosts: Vec::new(),
+            host_directives: Vec::new(),
         }
     }
 
@@ -75,5 +99,29 @@ impl HostConfig {
             || self.blocked_env.iter().any(|b| b.as_bytes() == name);
         let blocked_prefix = ALWAYS_BLOCKED_ENV_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()));
         !(blocked_exact || blocked_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_params() {
+        for n in [&b"HTTP_PROXY"[..], b"PHP_VALUE", b"PHP_ADMIN_VALUE", b"PHPRC", b"LD_PRELOAD"] {
+            assert!(param_blocked(n, &[]), "{}", String::from_utf8_lossy(n));
+        }
+        assert!(!param_blocked(b"PATH", &[]), "PATH is a normal CGI variable");
+        assert!(!param_blocked(b"HTTP_HOST", &[]));
+        assert!(param_blocked(b"SECRET", &["SECRET".to_string()]));
+    }
+
+    #[test]
+    fn env_policy() {
+        let h = HostConfig::new(PathBuf::from("/run/x"), 33, 33);
+        assert!(h.env_allowed(b"APP_MODE"));
+        assert!(!h.env_allowed(b"LD_LIBRARY_PATH"));
+        assert!(!h.env_allowed(b"PATH"));
+        assert!(!h.env_allowed(b"PHP_VALUE"));
     }
 }

@@ -31,7 +31,7 @@ impl Refusal {
     pub fn new(status: u16, reason: impl Into<String>) -> Refusal {
         Refusal { status, reason: reason.into() }
     }
-    fn forbidden(reason: impl Into<String>) -> Refusal {
+    pub fn forbidden(reason: impl Into<String>) -> Refusal {
         Refusal::new(403, reason)
     }
 }

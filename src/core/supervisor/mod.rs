@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod log;
+mod justify;
 mod php;
 mod pools;
 pub mod protocol;

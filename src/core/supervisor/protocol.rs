@@ -9,7 +9,7 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use crate::core::hostconfig::{HostConfig, VhostConfig};
+use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
 use crate::core::limits::Limits;
 use crate::core::request::{AppKind, PoolInfo, PoolReply, PoolSpec};
 use crate::core::sys;
@@ -399,6 +399,15 @@ pub fn encode_config(c: &HostConfig) -> io::Result<Vec<u8>> {
         };
         e.path(&v.document_root);
     }
+    e.u32(c.host_directives.len() as u32);
+    for h in &c.host_directives {
+        put_opt_path(&mut e, h.dir.as_deref());
+        e.bytes(&h.name);
+        e.u32(h.args.len() as u32);
+        for a in &h.args {
+            e.bytes(a);
+        }
+    }
     e.finish()
 }
 
@@ -429,6 +438,18 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
         let document_root = d.path()?;
         vhosts.push(VhostConfig { name, owner, document_root });
     }
+    let n = d.count(9)?;
+    let mut host_directives = Vec::with_capacity(n);
+    for _ in 0..n {
+        let dir = get_opt_path(&mut d)?;
+        let name = d.bytes()?;
+        let m = d.count(4)?;
+        let mut args = Vec::with_capacity(m);
+        for _ in 0..m {
+            args.push(d.bytes()?);
+        }
+        host_directives.push(HostDirective { dir, name, args });
+    }
     d.end()?;
     Ok(HostConfig {
         generation,
@@ -442,6 +463,7 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
         server_gid,
         blocked_env,
         vhosts,
+        host_directives,
     })
 }
 

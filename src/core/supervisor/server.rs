@@ -890,6 +890,16 @@ impl Server {
             .ok_or_else(|| Refusal::new(500, format!("unknown vhost index {} in generation {}", spec.vhost, cfg.generation)))?;
         let owner = identity::resolve_owner(cfg, vhost, spec, &System, &System)?;
         let mut checked = identity::check_spec(cfg, spec, &owner, &System)?;
+        // What runs must be what the owner (or the host) configured, not
+        // merely what a server child asked for.
+        let mut texts = Vec::with_capacity(spec.config_files.len());
+        for f in &spec.config_files {
+            texts.push((f.parent().map(Path::to_path_buf), super::justify::read_config_file(f, owner.uid).map_err(Refusal::forbidden)?));
+        }
+        let mut sources: Vec<super::justify::Source<'_>> =
+            texts.iter().map(|(dir, t)| super::justify::Source { dir: dir.as_deref(), lines: crate::core::htaccess::parse(t) }).collect();
+        sources.extend(cfg.host_directives.iter().map(super::justify::Source::from_host));
+        super::justify::justify(spec, &sources).map_err(|e| Refusal::forbidden(format!("refusing a pool nobody configured: {e}")))?;
         let (env, limits) = super::php::take_over_recycling(&checked.program, &spec.env, checked.limits);
         checked.limits = limits;
         let base = base_key(&owner, &vhost.name, spec, &checked);
@@ -921,7 +931,7 @@ impl Server {
         if self.pools.total_workers() >= total {
             return Err(Refusal::new(503, format!("the server already has {total} workers")));
         }
-        let exec = PreparedExec::new(&checked.program, &spec.args, &spec.workdir, &env, &owner)
+        let exec = PreparedExec::new(&checked.program, &spec.args, &spec.workdir, &env, &owner, (checked.dev, checked.ino))
             .map_err(|e| Refusal::new(500, format!("cannot prepare worker for {desc}: {e}")))?;
         let Some(slot_idx) = self.pools.free_slot() else {
             return Err(Refusal::new(503, "too many pools on this server (scoreboard full)"));

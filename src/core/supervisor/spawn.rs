@@ -29,6 +29,9 @@ pub struct PreparedExec {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
+    /// (dev, ino) of the program when the supervisor checked it: every spawn
+    /// re-opens it and execs only that same file.
+    expect: (u64, u64),
 }
 
 /// The worker environment: PATH, HOME, USER, LOGNAME, then the pool's pairs
@@ -56,6 +59,7 @@ impl PreparedExec {
         workdir: &Path,
         env: &[(Vec<u8>, Vec<u8>)],
         owner: &Owner,
+        expect: (u64, u64),
     ) -> io::Result<PreparedExec> {
         let program_c = sys::cpath(program)?;
         let mut argv = vec![program_c.clone()];
@@ -81,6 +85,7 @@ impl PreparedExec {
             uid: owner.uid,
             gid: owner.gid,
             groups,
+            expect,
         })
     }
 }
@@ -232,7 +237,32 @@ pub fn spawn_worker(
         if libc::chdir(exec.workdir.as_ptr()) < 0 {
             child_fail(b"chdir");
         }
-        libc::execve(exec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        // What runs is what was checked: open the program (as the owner, not
+        // following a symlink) and compare it with the checked file. A binary
+        // is then exec'd through that very descriptor. A script's interpreter
+        // opens the script again by its path (as every CGI runner does), so
+        // for scripts this narrows the window to the exec itself.
+        let fd = libc::open(exec.program.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if fd < 0 {
+            child_fail(b"open(program)");
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) < 0 {
+            child_fail(b"fstat(program)");
+        }
+        let same = (st.st_dev as u64, st.st_ino as u64) == exec.expect;
+        let mode = st.st_mode as u32;
+        let owner_ok = st.st_uid == exec.uid || st.st_uid == 0;
+        if !same || mode & libc::S_IFMT as u32 != libc::S_IFREG as u32 || mode & 0o6022 != 0 || !owner_ok {
+            child_fail(b"the program changed since it was checked");
+        }
+        let mut magic = [0u8; 2];
+        let script = libc::pread(fd, magic.as_mut_ptr() as *mut libc::c_void, 2, 0) == 2 && magic == *b"#!";
+        if script {
+            libc::execve(exec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        } else {
+            libc::syscall(libc::SYS_execveat, fd, c"".as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH);
+        }
         child_fail(b"execve")
     }
 }

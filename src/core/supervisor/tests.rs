@@ -143,7 +143,7 @@ fn supervisor_end_to_end_as_root() {
     write_file(&www.join("app.py"), WORKER, 0o755, pw.uid, pw.gid);
     write_file(&www.join("crash.sh"), CRASHER, 0o755, pw.uid, pw.gid);
     write_file(&www.join("root.py"), WORKER, 0o755, 0, 0);
-    write_file(&www.join(".htaccess"), "SuFcgiApp app.py\n", 0o644, pw.uid, pw.gid);
+    write_file(&www.join(".htaccess"), "SuFcgiApp app.py\nSuFcgiApp crash.sh\nSuFcgiApp root.py\nSuFcgiEnv APP_MODE test\n", 0o644, pw.uid, pw.gid);
 
     let sock_dir = base.join("sock");
     let mut cfg = HostConfig::new(sock_dir.clone(), 0, 0);
