@@ -1,6 +1,7 @@
 # sufcgi — build, test and demo. Every target installs what it needs on a
 # fresh Debian machine (run as root), so `make test` works on a clean clone.
 
+SHELL    := /bin/bash
 PYTHON   ?= /usr/bin/python3
 CARGO    ?= cargo
 BUILD    := build
@@ -11,7 +12,7 @@ DEB_PACKAGES := apache2 apache2-dev libclang-dev clang pkg-config php-cgi \
                 libfcgi-dev libfcgi-bin libfcgi-perl python3-pip python3-flask curl
 PY_PACKAGES  := flup pytest
 
-.PHONY: all build deps test unit integration demo clean
+.PHONY: all build deps test unit integration demo clean fuzz fuzz-smoke fuzz-deps
 
 all: build
 
@@ -49,7 +50,29 @@ unit:
 integration: deps build
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/
 
-test: deps build unit integration
+test: deps build unit fuzz-smoke integration
+
+# Fuzz targets live in fuzz/ (cargo-fuzz). cargo-fuzz passes nightly-only
+# flags (-Zsanitizer=address, sancov); the only toolchain here is stable, so
+# RUSTC_BOOTSTRAP=1 lets it accept them.
+FUZZ_TARGETS := fastcgi_response htaccess supervisor_protocol
+FUZZ_SECONDS ?= 300
+FUZZ_ENV     := RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/fuzz/target
+
+fuzz-deps:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+
+fuzz: fuzz-deps
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_ENV) $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+# A short run of each target, part of `make test`.
+fuzz-smoke: fuzz-deps
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for 10 s"; \
+	  $(FUZZ_ENV) $(CARGO) fuzz run -O $$t -- -max_total_time=10 2>&1 | grep -E 'Done [0-9]+ runs|ERROR|SUMMARY|panicked'; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 demo: deps build
 	$(PYTHON) tests/demo.py
