@@ -30,7 +30,7 @@ _inflight = 0
 
 def _write_pid(name):
     # Written by the worker (the owner) in its working directory, atomically.
-    tmp = f".{name}.{os.getpid()}"
+    tmp = f".{name}.{os.getpid()}.{threading.get_ident()}"
     with open(tmp, "w") as f:
         f.write(str(os.getpid()))
     os.replace(tmp, name)
