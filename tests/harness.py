@@ -6,6 +6,8 @@ message that says what was being waited for.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
@@ -57,6 +59,24 @@ def require_module() -> Path:
             f"{MODULE_PATH} does not exist: build it with `make build` "
             "(tests that need the sufcgi module fail until it is there)")
     return MODULE_PATH
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, what: str, timeout: float = 600):
+    """Hold an exclusive lock on lock_file for the block. Suites that create users
+    take one: the teardown kills every process of the users a pytest process
+    registered, so two runs of the same suite must not overlap."""
+    with open(lock_file, "w") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"another run of {what} held {lock_file} for {timeout:.0f} s")
+                time.sleep(1)
+        yield
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 
-import pytest
 
 import harness
 from site_layout import HTPASSWD_PASSWORD, HTPASSWD_USER

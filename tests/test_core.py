@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import socket
 
 import pytest
 

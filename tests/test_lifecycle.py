@@ -10,7 +10,6 @@ reloads...) are printed at the end and written to MEASURED_FILE.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -38,17 +37,7 @@ def lc():
     """The lifecycle users and vhosts. Two runs of this module at once on one machine
     would share these users (and kill each other's workers in teardown), so a run
     holds LOCK_FILE: a second run waits for the first (bounded)."""
-    with open(LOCK_FILE, "w") as lock:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another run of the lifecycle tests held {LOCK_FILE} for 10 minutes",
-                                pytrace=False)
-                time.sleep(1)
+    with harness.exclusive(LOCK_FILE, "the lifecycle tests"):
         yield build_lifecycle_site()
 
 

@@ -11,12 +11,9 @@ so a run holds LOCK_FILE.
 """
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import re
 import shutil
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -93,17 +90,7 @@ class PhpSite:
 def php_site():
     if not os.access(PHP_CGI, os.X_OK):
         pytest.fail(f"{PHP_CGI} is missing (make deps installs php-cgi)", pytrace=False)
-    with open(LOCK_FILE, "w") as lock:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another run of the php tests held {LOCK_FILE} for 10 minutes",
-                                pytrace=False)
-                time.sleep(1)
+    with harness.exclusive(LOCK_FILE, "the php tests"):
         yield PhpSite()
 
 

@@ -11,7 +11,6 @@ Python that accept on fd 0) and tests/apps/envapp.py.
 """
 from __future__ import annotations
 
-import fcntl
 import grp
 import hashlib
 import json
@@ -128,17 +127,7 @@ class SecSite:
 
 @pytest.fixture(scope="module")
 def sec():
-    with open(LOCK_FILE, "w") as lock:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another run of the security tests held {LOCK_FILE} for 10 minutes",
-                                pytrace=False)
-                time.sleep(1)
+    with harness.exclusive(LOCK_FILE, "the security tests"):
         s = SecSite()
         yield s
         harness.kill_test_user_processes()

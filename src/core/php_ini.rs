@@ -354,11 +354,11 @@ mod tests {
         set(&mut l, cust.clone());
         assert_eq!(l, vec![admin.clone()]);
         // Customer first (parent .htaccess), admin later (deeper <Directory>): admin.
-        assert_eq!(merge(&[cust.clone()], &[admin.clone()]), vec![admin.clone()]);
+        assert_eq!(merge(std::slice::from_ref(&cust), std::slice::from_ref(&admin)), vec![admin.clone()]);
         // Admin above, customer deeper: still admin.
-        assert_eq!(merge(&[admin.clone()], &[cust.clone()]), vec![admin.clone()]);
+        assert_eq!(merge(std::slice::from_ref(&admin), std::slice::from_ref(&cust)), vec![admin.clone()]);
         let admin2 = p(PhpDirective::AdminValue, "memory_limit", "32M").unwrap();
-        assert_eq!(merge(&[admin], &[admin2.clone()]), vec![admin2], "a deeper admin value replaces");
+        assert_eq!(merge(&[admin], std::slice::from_ref(&admin2)), vec![admin2], "a deeper admin value replaces");
     }
 
     #[test]

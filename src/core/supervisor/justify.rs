@@ -130,7 +130,7 @@ fn php_arg(l: &Line) -> Option<Vec<u8>> {
 
 /// Arguments after the wrapper's own: only `-d` pairs, each backed by a line.
 fn extras_backed(extras: &[Vec<u8>], php: &HashSet<Vec<u8>>) -> bool {
-    extras.len() % 2 == 0 && extras.chunks(2).all(|p| p[0] == b"-d" && php.contains(&p[1]))
+    extras.len().is_multiple_of(2) && extras.chunks(2).all(|p| p[0] == b"-d" && php.contains(&p[1]))
 }
 
 #[cfg(test)]

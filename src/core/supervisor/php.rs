@@ -17,7 +17,10 @@ fn is_php(program: &Path) -> bool {
 }
 
 /// The environment and limits a pool's workers really get.
-pub fn take_over_recycling(program: &Path, env: &[(Vec<u8>, Vec<u8>)], limits: Limits) -> (Vec<(Vec<u8>, Vec<u8>)>, Limits) {
+/// Environment pairs as the supervisor passes them to a worker.
+pub type Env = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub fn take_over_recycling(program: &Path, env: &[(Vec<u8>, Vec<u8>)], limits: Limits) -> (Env, Limits) {
     let asked = env.iter().find(|(k, _)| k == VAR).map(|(_, v)| v.clone());
     if !is_php(program) && asked.is_none() {
         return (env.to_vec(), limits);

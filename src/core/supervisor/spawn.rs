@@ -253,7 +253,7 @@ pub fn spawn_worker(
         let same = (st.st_dev as u64, st.st_ino as u64) == exec.expect;
         let mode = st.st_mode as u32;
         let owner_ok = st.st_uid == exec.uid || st.st_uid == 0;
-        if !same || mode & libc::S_IFMT as u32 != libc::S_IFREG as u32 || mode & 0o6022 != 0 || !owner_ok {
+        if !same || mode & libc::S_IFMT != libc::S_IFREG || mode & 0o6022 != 0 || !owner_ok {
             child_fail(b"the program changed since it was checked");
         }
         let mut magic = [0u8; 2];
