@@ -95,3 +95,14 @@ bench: build
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)
+
+# `make deb`: build/sufcgi_<version>_<arch>.deb — the module in Apache's module
+# directory, mods-available/sufcgi.{load,conf} (conffiles), docs and examples;
+# Depends on the apache2-api-<MMN> the module was built against. Install with
+# `apt install ./build/sufcgi_*.deb && a2enmod sufcgi && apache2ctl graceful`.
+# Packaging files: packaging/debian/ (see build-deb.sh); test: tests/test_deb.py.
+.PHONY: deb
+deb: build
+	@dpkg -s dpkg-dev >/dev/null 2>&1 || { echo "installing: dpkg-dev"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev >/dev/null; }
+	@bash packaging/debian/build-deb.sh $(MODULE) $(BUILD)
