@@ -3,10 +3,11 @@
 //! accepts, never panics, never allocates without bound.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sufcgi::core::supervisor::protocol::{decode_config, decode_reply, decode_request};
+use sufcgi::core::supervisor::protocol::{decode_config, decode_reply, decode_request, decode_status_reply};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_request(data);
     let _ = decode_reply(data);
     let _ = decode_config(data);
+    let _ = decode_status_reply(data);
 });

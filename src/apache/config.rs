@@ -82,18 +82,22 @@ impl HostDirective {
 
 /// httpd's command table must be a static C array that lives as long as the module.
 #[repr(transparent)]
-pub struct CommandTable(pub [ffi::command_rec; 28]);
+pub struct CommandTable(pub [ffi::command_rec; 29]);
 // SAFETY: the table is immutable after initialisation and holds only pointers
 // to 'static data (names, usage strings, functions).
 unsafe impl Sync for CommandTable {}
 
 const fn customer(d: Directive, name: &'static CStr, usage: &'static CStr) -> ffi::command_rec {
+    // FileInfo: the same override class as AddHandler, which customers already have.
+    customer_in(d, name, usage, ffi::OR_FILEINFO)
+}
+
+const fn customer_in(d: Directive, name: &'static CStr, usage: &'static CStr, classes: u32) -> ffi::command_rec {
     ffi::command_rec {
         name: name.as_ptr(),
         func: ffi::cmd_func { take_argv: Some(customer_directive) },
         cmd_data: d as usize as *mut c_void,
-        // FileInfo: the same override class as AddHandler, which customers already have.
-        req_override: (ffi::OR_FILEINFO | ffi::ACCESS_CONF | ffi::RSRC_CONF) as c_int,
+        req_override: (classes | ffi::ACCESS_CONF | ffi::RSRC_CONF) as c_int,
         args_how: ffi::cmd_how_TAKE_ARGV,
         errmsg: usage.as_ptr(),
     }
@@ -158,6 +162,9 @@ pub static COMMANDS: CommandTable = CommandTable([
     customer(Directive::MemoryLimit, c"SuFcgiMemoryLimit", c"SIZE -- a worker using more memory (e.g. 256M) is stopped"),
     customer(Directive::RestartFile, c"SuFcgiRestartFile", c"PATH -- touching this file restarts the app's workers"),
     customer(Directive::Log, c"SuFcgiLog", c"FILE -- the app's stderr and lifecycle events go to this file"),
+    // FileInfo, as mod_fcgid's FcgidAuthorizer/FcgidAccessChecker; AuthConfig
+    // too, the class hosts grant for access control (either one suffices).
+    customer_in(Directive::Authorizer, c"SuFcgiAuthorizer", c"FILE [ARG...] | off -- a FastCGI authorizer app FILE must allow each request in this directory tree", ffi::OR_FILEINFO | ffi::OR_AUTHCFG),
     host(0),
     host(1),
     host(2),

@@ -4,17 +4,15 @@
 use super::apr::{self, bytes, table_entries, table_set};
 use super::config::dir_conf;
 use super::guard::guard;
-use super::hooks::{HANDLER_APP, HANDLER_SCRIPT, HANDLER_WRAPPER};
-use super::link::{self, PoolError};
-use super::{dispatch, ffi, log, relay, runtime};
+use super::hooks::{HANDLER_APP, HANDLER_SCRIPT, HANDLER_STATUS, HANDLER_WRAPPER};
+use super::pool_request::{self, NotRun};
+use super::{ffi, log, relay, runtime};
 use crate::core::directives::DirConfig;
 use crate::core::fastcgi::params::param_value_is_safe;
 use crate::core::hostconfig::param_blocked;
 use crate::core::mapping::split_mount;
 use crate::core::directives::DEFAULT_RESTART_FILE;
-use crate::core::request::{worker_socket_path, AppKind, PoolInfo, PoolSpec};
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use crate::core::request::{AppKind, PoolInfo, PoolSpec};
 use std::ffi::OsStr;
 use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
@@ -33,7 +31,7 @@ fn path(b: &[u8]) -> PathBuf {
 }
 
 /// `/~alice/...` names the user whose home a mod_userdir URL maps into.
-fn userdir_user(uri: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn userdir_user(uri: &[u8]) -> Option<Vec<u8>> {
     let rest = uri.strip_prefix(b"/~")?;
     let end = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
     (end > 0).then(|| rest[..end].to_vec())
@@ -75,6 +73,7 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             Some(HANDLER_APP) => AppKind::App,
             Some(HANDLER_WRAPPER) => AppKind::Wrapper,
             Some(HANDLER_SCRIPT) => AppKind::Script,
+            Some(HANDLER_STATUS) => return super::status::handle(r),
             _ => return ffi::DECLINED,
         };
         let Some(rt) = runtime::get() else {
@@ -123,6 +122,8 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                 let dir = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
                 (p, Vec::new(), dir)
             }
+            // Authorizers run in the access phase (authorizer.rs), never as a handler.
+            AppKind::Authorizer => return ffi::DECLINED,
         };
         let Some(&vhost) = rt.vhosts.get(&(rr.server as usize)) else {
             return refuse(r, ffi::HTTP_INTERNAL_SERVER_ERROR, "request for a server unknown to this configuration generation");
@@ -157,6 +158,13 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
         }
         let mut pairs = table_entries(rr.subprocess_env);
         pairs.retain(|(k, _)| !param_blocked(k, &rt.blocked_env));
+        // `ServerSignature On` (Debian's default) makes httpd end SERVER_SIGNATURE
+        // with "\n": server-made text, not request data, so trim it before the check.
+        for (k, v) in pairs.iter_mut() {
+            if *k == b"SERVER_SIGNATURE" {
+                *v = v.trim_ascii_end();
+            }
+        }
         if let Some((k, _)) = pairs.iter().find(|(k, v)| !param_value_is_safe(k) || !param_value_is_safe(v)) {
             return refuse(r, ffi::HTTP_BAD_REQUEST, &format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(k)));
         }
@@ -174,96 +182,28 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             Ok(b) => b,
             Err(status) => return refuse(r, status as u32, "reading the request body from the client failed"),
         };
-        let mut fresh = false;
-        let mut checked_script = false;
-        for _attempt in 0..4 {
-            let pool = match link::pool_for(&rt, &spec, &watch, fresh) {
-                Ok(p) => p,
-                Err(PoolError::Refused { status, reason }) => {
-                    if status == 503 {
-                        table_set(rr.err_headers_out, b"Retry-After", b"5");
-                    }
-                    return refuse(r, status as u32, &reason);
-                }
-                Err(PoolError::Unavailable(why)) => {
-                    table_set(rr.err_headers_out, b"Retry-After", b"5");
-                    return refuse(r, ffi::HTTP_SERVICE_UNAVAILABLE, &why);
-                }
-            };
-            if kind == AppKind::Wrapper && !checked_script {
-                if let Err(why) = check_wrapped_script(&path(&filename), &pool.info) {
-                    return refuse(r, ffi::HTTP_FORBIDDEN, &format!("refusing to run a script: {why}"));
-                }
-                checked_script = true;
+        let script = path(&filename);
+        let check = |info: &PoolInfo| -> Result<(), (u32, String)> {
+            if kind != AppKind::Wrapper {
+                return Ok(());
             }
-            let Some(slot) = pool.slot(&rt) else {
-                // Replaced or forgotten since we cached it: ask again.
-                fresh = true;
-                continue;
-            };
-            let claim = match dispatch::claim_worker(&rt, &pool, slot) {
-                Ok(c) => c,
-                Err(dispatch::NoWorker::Gone) => {
-                    fresh = true;
-                    continue;
+            check_wrapped_script(&script, info).map_err(|why| (ffi::HTTP_FORBIDDEN, format!("refusing to run a script: {why}")))
+        };
+        match pool_request::run(r, &rt, &spec, &watch, &pairs, &body, relay::Role::Responder, &check) {
+            Ok(outcome) => {
+                if let Some(why) = &outcome.why {
+                    log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
                 }
-                Err(dispatch::NoWorker::Busy { retry_after, why }) => {
-                    slot.rejected.fetch_add(1, Ordering::Relaxed);
-                    return busy(r, cfg, retry_after, &why);
-                }
-            };
-            let _seat = dispatch::QueueSeat::new(slot, &claim);
-            let sock = match relay::connect(&worker_socket_path(&pool.info.socket_prefix, claim.index)) {
-                Ok(s) => s,
-                Err(e) => {
-                    // The worker went away between claim and connect: take another.
-                    if claim.retire() {
-                        link::nudge(&rt, &pool.info);
-                    }
-                    log::request(r, log::INFO, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
-                    continue;
-                }
-            };
-            slot.requests.fetch_add(1, Ordering::Relaxed);
-            slot.inflight.fetch_add(1, Ordering::AcqRel);
-            // A pipelined request starts when the one ahead of it ends, which
-            // ends (or is stopped) within its own timeout: allow for both.
-            let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
-            let deadline = (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed));
-            let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline };
-            let outcome = relay::exchange(r, sock, &pairs, &body, &timeouts);
-            slot.inflight.fetch_sub(1, Ordering::AcqRel);
-            let (index, epoch) = (claim.index, claim.epoch);
-            // The worker exited with our connection still in its backlog: the
-            // app never saw the request (it is failing at start, or exited on
-            // its own just then). That is "unavailable", not a bad answer.
-            let never_accepted = outcome.fate == relay::Fate::Broken
-                && !outcome.answered
-                && claim.worker().unaccepted_epoch.load(Ordering::Acquire) == epoch;
-            match outcome.fate {
-                relay::Fate::Clean => {
-                    if claim.release() {
-                        link::nudge(&rt, &pool.info);
-                    }
-                }
-                relay::Fate::Broken => {
-                    claim.retire();
-                    link::nudge(&rt, &pool.info);
-                }
-                relay::Fate::TimedOut => {
-                    claim.retire();
-                    link::kill(&rt, &pool.info, index, epoch);
-                }
+                outcome.status
             }
-            if never_accepted {
-                return busy(r, cfg, 1, "the worker exited before taking the request (is the app failing at start?)");
+            Err(NotRun::Busy { retry_after, why }) => busy(r, cfg, retry_after, &why),
+            Err(NotRun::Refused { status, retry_after, why }) => {
+                if let Some(s) = retry_after {
+                    table_set(rr.err_headers_out, b"Retry-After", s.to_string().as_bytes());
+                }
+                refuse(r, status, &why)
             }
-            if let Some(why) = &outcome.why {
-                log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
-            }
-            return outcome.status;
         }
-        refuse(r, ffi::HTTP_BAD_GATEWAY, "no worker of the app could take the request")
     }
 }
 

@@ -5,7 +5,7 @@
 use super::apr::bytes;
 use super::config::{self, server_conf};
 use super::guard::guard;
-use super::{ffi, handler, log, runtime, watchdog};
+use super::{authorizer, ffi, handler, log, runtime, watchdog};
 use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
@@ -19,6 +19,8 @@ use std::ptr;
 pub const HANDLER_APP: &[u8] = b"sufcgi-app";
 pub const HANDLER_WRAPPER: &[u8] = b"sufcgi-wrapper";
 pub const HANDLER_SCRIPT: &[u8] = b"sufcgi-script";
+/// `SetHandler sufcgi-status`: the status page (see status.rs).
+pub const HANDLER_STATUS: &[u8] = b"sufcgi-status";
 
 pub unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
     // SAFETY: called by httpd while loading the module; the hook functions are
@@ -30,6 +32,10 @@ pub unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
         // (or redirect) inside a directory that an app serves.
         ffi::ap_hook_fixups(Some(fixups), ptr::null(), ptr::null(), ffi::APR_HOOK_FIRST as c_int);
         ffi::ap_hook_handler(Some(handler::handler), ptr::null(), ptr::null(), ffi::APR_HOOK_MIDDLE as c_int);
+        // SuFcgiAuthorizer: access_checker runs for every request, with or
+        // without Require/AuthType, and its OK cannot override the host's own
+        // access rules (see authorizer.rs).
+        ffi::ap_hook_access_checker(Some(authorizer::access_checker), ptr::null(), ptr::null(), ffi::APR_HOOK_MIDDLE as c_int);
     }
 }
 
@@ -123,7 +129,7 @@ unsafe fn host_config(
 /// # Safety
 /// `node` is null or a node of httpd's live configuration tree.
 unsafe fn collect_host_directives(mut node: *const ffi::ap_directive_t, dir: Option<&PathBuf>, out: &mut Vec<HostDirective>) {
-    const NAMES: &[&str] = &["SuFcgiApp", "SuFcgiWrapper", "SuFcgiEnv", "php_value", "php_flag", "php_admin_value", "php_admin_flag"];
+    const NAMES: &[&str] = &["SuFcgiApp", "SuFcgiAuthorizer", "SuFcgiWrapper", "SuFcgiEnv", "php_value", "php_flag", "php_admin_value", "php_admin_flag"];
     // SAFETY: the tree is complete and immutable once configuration is read.
     unsafe {
         while let Some(d) = node.as_ref() {
@@ -256,6 +262,10 @@ unsafe extern "C" fn fixups(r: *mut ffi::request_rec) -> c_int {
         unsafe {
             let Some(cfg) = config::dir_conf(r) else { return ffi::DECLINED };
             let rr = &mut *r;
+            // A status page inside an app's tree stays a status page.
+            if bytes(rr.handler) == Some(HANDLER_STATUS) {
+                return ffi::DECLINED;
+            }
             if cfg.app().is_some() {
                 rr.handler = c"sufcgi-app".as_ptr();
                 // The app answers for directories too: keep mod_dir and

@@ -2,9 +2,11 @@
 //! Only this directory sees the raw bindings (`ffi`).
 
 mod apr;
+mod authorizer;
 mod config;
 mod dispatch;
 mod ffi;
+mod pool_request;
 mod guard;
 mod handler;
 mod hooks;
@@ -13,4 +15,5 @@ mod log;
 mod module;
 mod relay;
 mod runtime;
+mod status;
 mod watchdog;

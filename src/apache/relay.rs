@@ -6,7 +6,7 @@
 use super::apr::{pstr, table_add, table_set};
 use super::{ffi, log};
 use crate::core::fastcgi::cgi_headers::CgiHeaders;
-use crate::core::fastcgi::record::{self, FCGI_RESPONDER, STDIN};
+use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
 use crate::core::fastcgi::response::{Event, ResponseDecoder};
 use crate::core::fastcgi::params;
 use std::io;
@@ -90,11 +90,16 @@ fn poll_one(fd: c_int, events: i16, timeout_ms: i32) -> io::Result<i16> {
     }
 }
 
+/// Whether a response header is hop-by-hop (never passed to the client).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_slice())
+}
+
 /// Put the app's CGI headers on the response.
 ///
 /// # Safety
 /// `r` is the live request being handled, before any body was sent.
-unsafe fn apply_headers(r: *mut ffi::request_rec, h: &CgiHeaders) {
+pub unsafe fn apply_headers(r: *mut ffi::request_rec, h: &CgiHeaders) {
     // SAFETY: r is live; strings are copied into r->pool or the tables.
     unsafe {
         let rr = &mut *r;
@@ -149,6 +154,31 @@ pub struct Outcome {
     pub answered: bool,
     /// Why it failed, for the log.
     pub why: Option<String>,
+    /// `Role::Authorizer`: the app's answer, kept instead of sent (None for a responder).
+    pub captured: Option<Captured>,
+}
+
+/// The FastCGI role a request is run in (BEGIN_REQUEST's role field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The response goes to the client as it comes.
+    Responder,
+    /// FastCGI spec 6.3: no body is sent, and the response is captured for
+    /// the caller to judge (200 lets the request through; anything else is
+    /// the client's answer).
+    Authorizer,
+}
+
+/// Body bytes of a captured (authorizer) response kept; the rest is dropped.
+pub const MAX_CAPTURED_BODY: usize = 64 * 1024;
+
+/// An authorizer's answer: its CGI headers (None if it sent none before the
+/// stream ended) and the start of its body.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub headers: Option<CgiHeaders>,
+    pub body: Vec<u8>,
+    pub body_truncated: bool,
 }
 
 /// Bytes of the body read before a worker is claimed.
@@ -164,6 +194,11 @@ pub struct Body {
 }
 
 impl Body {
+    /// No body at all: an authorizer gets only the empty STDIN record.
+    pub fn empty() -> Body {
+        Body { head: Vec::new(), done: true }
+    }
+
     /// Read up to PREFETCH bytes (or all) of the body. Err is the status to answer.
     ///
     /// # Safety
@@ -206,12 +241,29 @@ struct Exchange {
     wrote_body: bool,
     stderr_line: Vec<u8>,
     end_protocol_status: Option<u8>,
+    /// Some in the authorizer role: headers and body are kept here, never sent.
+    capture: Option<Captured>,
 }
 
 impl Exchange {
     /// # Safety
     /// `self.r` is the live request.
     unsafe fn on_event(&mut self, ev: Event<'_>) {
+        if let Some(c) = self.capture.as_mut() {
+            match ev {
+                Event::Headers(h) => {
+                    c.headers = Some(h);
+                    return;
+                }
+                Event::Body(b) => {
+                    let room = MAX_CAPTURED_BODY.saturating_sub(c.body.len());
+                    c.body.extend_from_slice(&b[..b.len().min(room)]);
+                    c.body_truncated |= b.len() > room;
+                    return;
+                }
+                _ => {}
+            }
+        }
         match ev {
             Event::Headers(h) => {
                 // SAFETY: headers come before any body bytes.
@@ -253,14 +305,18 @@ impl Exchange {
     }
 }
 
-/// Run one request on connected socket `sock`.
+/// Run one request on connected socket `sock` in `role`. An authorizer gets
+/// no body (pass `Body::empty()`) and its response comes back in
+/// `Outcome::captured`; nothing is written to the client.
 ///
 /// # Safety
-/// `r` is the live request in its handler phase.
-pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts) -> Outcome {
+/// `r` is the live request (handler phase for a responder; any phase after
+/// map_to_storage for an authorizer).
+pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role) -> Outcome {
     let fd = sock.as_raw_fd();
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024 + body.head.len());
-    record::write_begin_request(&mut out, REQUEST_ID, FCGI_RESPONDER, 0);
+    let role_code = if role == Role::Authorizer { FCGI_AUTHORIZER } else { FCGI_RESPONDER };
+    record::write_begin_request(&mut out, REQUEST_ID, role_code, 0);
     params::write_params(&mut out, REQUEST_ID, pairs);
     // What arrived before a worker was claimed goes out with the params.
     record::write_stream(&mut out, STDIN, REQUEST_ID, &body.head);
@@ -274,7 +330,8 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
     let mut backend_buf = BACKEND_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     backend_buf.resize(CHUNK + 8, 0);
     let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS);
-    let mut ex = Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr_line: Vec::new(), end_protocol_status: None };
+    let capture = (role == Role::Authorizer).then(Captured::default);
+    let mut ex = Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr_line: Vec::new(), end_protocol_status: None, capture };
     let mut failure: Option<(Status, Fate, String)> = None;
 
     loop {
@@ -406,8 +463,9 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
             failure = Some((ffi::HTTP_SERVICE_UNAVAILABLE as Status, Fate::Clean, format!("the app refused the request (FastCGI protocol status {ps})")));
         }
     }
+    let captured = ex.capture.take();
     match failure {
-        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None },
+        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None, captured },
         Some((status, fate, why)) => {
             if ex.headers_sent {
                 // Too late for an error page: make sure the client sees a
@@ -417,9 +475,9 @@ pub unsafe fn exchange(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8],
                     (*(*r).connection).keepalive = ffi::ap_conn_keepalive_e_AP_CONN_CLOSE;
                     (*(*r).connection).aborted = 1;
                 }
-                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why) }
+                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why), captured }
             } else {
-                Outcome { status, fate, answered: got_bytes, why: Some(why) }
+                Outcome { status, fate, answered: got_bytes, why: Some(why), captured }
             }
         }
     }

@@ -100,6 +100,10 @@ pub struct DirConfig {
     pub sources: Vec<PathBuf>,
     /// `php_value` / `php_flag` / `php_admin_*`: ini settings for PHP wrapper pools.
     pub php: Vec<PhpSetting>,
+    /// `SuFcgiAuthorizer`: a FastCGI AUTHORIZER app that must allow each
+    /// request in this tree before it is served (`Off` in a subdirectory
+    /// lifts it there).
+    pub authorizer: Option<AppSetting>,
 }
 
 /// The customer directives, by name as written in `.htaccess`.
@@ -119,10 +123,11 @@ pub enum Directive {
     MemoryLimit,
     RestartFile,
     Log,
+    Authorizer,
 }
 
 impl Directive {
-    pub const ALL: [Directive; 14] = [
+    pub const ALL: [Directive; 15] = [
         Directive::App,
         Directive::Wrapper,
         Directive::Env,
@@ -137,6 +142,7 @@ impl Directive {
         Directive::MemoryLimit,
         Directive::RestartFile,
         Directive::Log,
+        Directive::Authorizer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -155,6 +161,7 @@ impl Directive {
             Directive::MemoryLimit => "SuFcgiMemoryLimit",
             Directive::RestartFile => "SuFcgiRestartFile",
             Directive::Log => "SuFcgiLog",
+            Directive::Authorizer => "SuFcgiAuthorizer",
         }
     }
 
@@ -174,6 +181,7 @@ impl Directive {
             Directive::MemoryLimit => "SIZE -- a worker using more memory (e.g. 256M) is stopped (default: the host's)",
             Directive::RestartFile => "PATH -- touching this file restarts the app's workers (default tmp/restart.txt)",
             Directive::Log => "FILE -- the app's stderr and its workers' lifecycle events go to this file",
+            Directive::Authorizer => "FILE [ARG...] | off -- a FastCGI authorizer app FILE must allow each request in this directory tree",
         }
     }
 
@@ -198,27 +206,8 @@ pub fn apply(
 ) -> Result<(), String> {
     let name = directive.name();
     match directive {
-        Directive::App => {
-            let Some((first, rest)) = args.split_first() else {
-                return Err(format!("{name} needs a FILE (or 'off')"));
-            };
-            if first.eq_ignore_ascii_case(b"off") {
-                if !rest.is_empty() {
-                    return Err(format!("{name} off takes no further arguments"));
-                }
-                cfg.app = Some(AppSetting::Off);
-            } else {
-                let rel = relative_path(first).map_err(|e| format!("{name}: {e}"))?;
-                for a in rest {
-                    check_arg(a).map_err(|e| format!("{name}: {e}"))?;
-                }
-                cfg.app = Some(AppSetting::On(AppDef {
-                    dir: dir.to_path_buf(),
-                    program: dir.join(rel),
-                    args: rest.iter().map(|a| a.to_vec()).collect(),
-                }));
-            }
-        }
+        Directive::App => cfg.app = Some(app_setting(name, args, dir)?),
+        Directive::Authorizer => cfg.authorizer = Some(app_setting(name, args, dir)?),
         Directive::Wrapper => {
             if args.len() < 2 {
                 return Err(format!("{name} needs a COMMAND and an extension, e.g. '{name} /usr/bin/php-cgi .php'"));
@@ -284,6 +273,24 @@ pub fn apply(
     Ok(())
 }
 
+/// `FILE [ARG…]` relative to `dir`, or `off` (SuFcgiApp, SuFcgiAuthorizer).
+fn app_setting(name: &str, args: &[&[u8]], dir: &Path) -> Result<AppSetting, String> {
+    let Some((first, rest)) = args.split_first() else {
+        return Err(format!("{name} needs a FILE (or 'off')"));
+    };
+    if first.eq_ignore_ascii_case(b"off") {
+        if !rest.is_empty() {
+            return Err(format!("{name} off takes no further arguments"));
+        }
+        return Ok(AppSetting::Off);
+    }
+    let rel = relative_path(first).map_err(|e| format!("{name}: {e}"))?;
+    for a in rest {
+        check_arg(a).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(AppSetting::On(AppDef { dir: dir.to_path_buf(), program: dir.join(rel), args: rest.iter().map(|a| a.to_vec()).collect() }))
+}
+
 fn add_source(cfg: &mut DirConfig, source: Option<&Path>) {
     if let Some(src) = source {
         if !cfg.sources.iter().any(|s| s == src) {
@@ -336,6 +343,9 @@ pub fn merge(base: &DirConfig, add: &DirConfig) -> DirConfig {
     let mut out = base.clone();
     if add.app.is_some() {
         out.app = add.app.clone();
+    }
+    if add.authorizer.is_some() {
+        out.authorizer = add.authorizer.clone();
     }
     for w in &add.wrappers {
         out.wrappers.retain(|x| x.ext != w.ext);
@@ -390,6 +400,14 @@ impl DirConfig {
 
     pub fn app(&self) -> Option<&AppDef> {
         match &self.app {
+            Some(AppSetting::On(def)) => Some(def),
+            _ => None,
+        }
+    }
+
+    /// The authorizer guarding this directory, unless `SuFcgiAuthorizer off`.
+    pub fn authorizer(&self) -> Option<&AppDef> {
+        match &self.authorizer {
             Some(AppSetting::On(def)) => Some(def),
             _ => None,
         }
@@ -688,6 +706,30 @@ mod tests {
         assert!(m.wrapper_for(b"shell.php").is_none(), "served as a plain file, as mod_php does");
         assert!(m.wrapper_for(b"x.pl").is_some());
         assert!(parent.wrapper_for(b"index.php").is_some());
+    }
+
+    #[test]
+    fn authorizer_directive_and_off() {
+        let mut parent = DirConfig::default();
+        run(&mut parent, Directive::Authorizer, &["auth.py"]).unwrap();
+        let def = parent.authorizer().unwrap();
+        assert_eq!(def.program, Path::new("/home/a/www/app/auth.py"));
+        assert_eq!(def.dir, Path::new("/home/a/www/app"));
+        assert!(parent.app().is_none(), "an authorizer is not a responder");
+        assert_eq!(parent.sources, vec![PathBuf::from("/home/a/www/app/.htaccess")]);
+        assert!(run(&mut parent, Directive::Authorizer, &["/usr/bin/auth"]).unwrap_err().contains("relative"));
+        assert!(run(&mut parent, Directive::Authorizer, &["../auth.py"]).is_err());
+        assert!(run(&mut parent, Directive::Authorizer, &[]).is_err());
+        assert!(run(&mut parent, Directive::Authorizer, &["off", "x"]).is_err());
+        // Inherited by a subdirectory that says nothing; lifted by `off`.
+        let child = DirConfig::default();
+        assert_eq!(merge(&parent, &child).authorizer().map(|d| d.program.clone()), Some(PathBuf::from("/home/a/www/app/auth.py")));
+        let mut public = DirConfig::default();
+        run(&mut public, Directive::Authorizer, &["Off"]).unwrap();
+        let m = merge(&parent, &public);
+        assert_eq!(m.authorizer, Some(AppSetting::Off));
+        assert!(m.authorizer().is_none());
+        assert_eq!(Directive::from_name("sufcgiauthorizer"), Some(Directive::Authorizer));
     }
 
     #[test]

@@ -367,7 +367,7 @@ pub fn check_spec(cfg: &HostConfig, spec: &PoolSpec, owner: &Owner, fs: &dyn FsV
     validate_env(cfg, &spec.env).map_err(Refusal::forbidden)?;
 
     let (program, st) = match spec.kind {
-        AppKind::App | AppKind::Script => {
+        AppKind::App | AppKind::Script | AppKind::Authorizer => {
             let st = check_user_program(fs, &spec.program, uid)?;
             (spec.program.clone(), st)
         }

@@ -1,5 +1,6 @@
 //! The server-agnostic core. Nothing here may use a server's FFI.
 
+pub mod authorizer;
 pub mod directives;
 pub mod fastcgi;
 pub mod hostconfig;

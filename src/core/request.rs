@@ -15,6 +15,10 @@ pub enum AppKind {
     Wrapper = 2,
     /// `AddHandler sufcgi-script`: the file itself is the app.
     Script = 3,
+    /// `SuFcgiAuthorizer FILE [ARG…]`: an app in the FastCGI AUTHORIZER role
+    /// guarding a directory tree. Its own kind, so it never shares a pool
+    /// with a responder pool of the same file.
+    Authorizer = 4,
 }
 
 /// A request for a ready pool. Encoded by `supervisor::protocol`.
@@ -25,13 +29,13 @@ pub struct PoolSpec {
     /// Index into `HostConfig::vhosts`.
     pub vhost: u32,
     pub kind: AppKind,
-    /// Absolute path of the program: the app file (App, Script) or the wrapper
-    /// command (Wrapper).
+    /// Absolute path of the program: the app file (App, Script, Authorizer) or
+    /// the wrapper command (Wrapper).
     pub program: PathBuf,
     /// Arguments after the program (argv[1..]).
     pub args: Vec<Vec<u8>>,
-    /// Directory the worker runs in: the configuring directory (App, Wrapper)
-    /// or the script's directory (Script). Ownership is checked on it.
+    /// Directory the worker runs in: the configuring directory (App, Wrapper,
+    /// Authorizer) or the script's directory (Script). Ownership is checked on it.
     pub workdir: PathBuf,
     /// The `.htaccess` files that configured this pool; each is ownership-checked.
     pub config_files: Vec<PathBuf>,

@@ -7,10 +7,10 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::protocol::{self, KillReason, Request};
+use super::protocol::{self, KillReason, Request, StatusReply};
 use crate::core::request::{PoolReply, PoolSpec};
 use crate::core::sys;
 
@@ -58,6 +58,20 @@ impl Client {
             .send(&Request::Ensure(Box::new(spec.clone())))
             .and_then(|_| protocol::read_payload(&mut self.stream))
             .and_then(|p| protocol::decode_reply(&p).map_err(io::Error::from));
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    /// The status page's pools: all of them (`dir` None), or those of the
+    /// owner the supervisor derives for `dir` on `vhost`. Never spawns.
+    pub fn status(&mut self, generation: u64, vhost: u32, dir: Option<PathBuf>, userdir_user: Option<Vec<u8>>) -> io::Result<StatusReply> {
+        self.check()?;
+        let result = self
+            .send(&Request::Status { generation, vhost, dir, userdir_user })
+            .and_then(|_| protocol::read_payload(&mut self.stream))
+            .and_then(|p| protocol::decode_status_reply(&p).map_err(io::Error::from));
         if result.is_err() {
             self.broken = true;
         }

@@ -6,7 +6,8 @@
 //! code as any customer.
 //!
 //! The rules mirror the directive model: an App needs a `SuFcgiApp` line in
-//! its directory naming the program and arguments; a Wrapper needs a
+//! its directory naming the program and arguments, an Authorizer likewise a
+//! `SuFcgiAuthorizer` line (never a `SuFcgiApp` one); a Wrapper needs a
 //! `SuFcgiWrapper` line in its directory naming the command and arguments
 //! (plus `-d` pairs each backed by a `php_*` line); a Script takes no
 //! arguments; every environment pair needs a `SuFcgiEnv` line.
@@ -62,15 +63,18 @@ pub fn justify(spec: &PoolSpec, sources: &[Source<'_>]) -> Result<(), String> {
     let lines = || sources.iter().flat_map(|s| s.lines.iter().map(move |l| (s.dir, l)));
     let in_workdir = |d: Option<&Path>| d.is_some_and(|d| d == spec.workdir || wildcard_covers(d, &spec.workdir));
     match spec.kind {
-        AppKind::App => {
+        AppKind::App | AppKind::Authorizer => {
+            // The role is part of what the owner asked for: a responder line
+            // does not justify an authorizer pool, nor the other way round.
+            let directive = if spec.kind == AppKind::App { "SuFcgiApp" } else { "SuFcgiAuthorizer" };
             let ok = lines().any(|(dir, l)| {
-                l.is("SuFcgiApp")
+                l.is(directive)
                     && in_workdir(dir)
                     && l.args.first().is_some_and(|f| !f.eq_ignore_ascii_case(b"off") && spec.workdir.join(path_of(f)) == spec.program)
                     && l.args[1..] == spec.args[..]
             });
             if !ok {
-                return Err(format!("no SuFcgiApp line in {} asks for {} with these arguments", spec.workdir.display(), spec.program.display()));
+                return Err(format!("no {directive} line in {} asks for {} with these arguments", spec.workdir.display(), spec.program.display()));
             }
         }
         AppKind::Wrapper => {
@@ -169,6 +173,21 @@ mod tests {
         assert!(justify(&spec(AppKind::App, "/home/a/www/app/other.py", &["--port", "1"], &[]), &src).is_err());
         let e = justify(&spec(AppKind::App, "/home/a/www/app/app.py", &["--port", "1"], &[("PYTHONPATH", "/tmp")]), &src).unwrap_err();
         assert!(e.contains("PYTHONPATH"), "{e}");
+    }
+
+    #[test]
+    fn authorizer_needs_its_own_line() {
+        let src = [file("SuFcgiAuthorizer auth.py\nSuFcgiApp app.py\n")];
+        assert!(justify(&spec(AppKind::Authorizer, "/home/a/www/app/auth.py", &[], &[]), &src).is_ok());
+        assert!(justify(&spec(AppKind::Authorizer, "/home/a/www/app/auth.py", &["-x"], &[]), &src).is_err());
+        // A SuFcgiApp line does not make its app an authorizer, nor the reverse.
+        let e = justify(&spec(AppKind::Authorizer, "/home/a/www/app/app.py", &[], &[]), &src).unwrap_err();
+        assert!(e.contains("SuFcgiAuthorizer"), "{e}");
+        assert!(justify(&spec(AppKind::App, "/home/a/www/app/auth.py", &[], &[]), &src).is_err());
+        assert!(justify(&spec(AppKind::Authorizer, "/home/a/www/app/off", &[], &[]), &[file("SuFcgiAuthorizer off\n")]).is_err());
+        // Written by the host in server config for this directory: accepted too.
+        let d = HostDirective { dir: Some(PathBuf::from("/home/a/www/app")), name: b"SuFcgiAuthorizer".to_vec(), args: vec![b"auth.py".to_vec()] };
+        assert!(justify(&spec(AppKind::Authorizer, "/home/a/www/app/auth.py", &[], &[]), &[Source::from_host(&d)]).is_ok());
     }
 
     #[test]

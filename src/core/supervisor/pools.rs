@@ -10,11 +10,11 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::protocol::Encoder;
+use super::protocol::{Encoder, StopCounts};
 use super::spawn::PreparedExec;
 use crate::core::identity::{Checked, Owner};
 use crate::core::limits::Limits;
-use crate::core::request::{PoolInfo, PoolSpec};
+use crate::core::request::{AppKind, PoolInfo, PoolSpec};
 
 /// A worker that dies sooner than this after its start counts as a crash.
 pub const CRASH_WINDOW: Duration = Duration::from_secs(1);
@@ -51,12 +51,28 @@ impl StopReason {
             StopReason::Retired => "retired after a failed request",
         }
     }
+
+    /// One more worker stopped for this reason (for the status page).
+    pub fn count_in(self, c: &mut StopCounts) {
+        let n = match self {
+            StopReason::Idle => &mut c.idle,
+            StopReason::MaxRequests => &mut c.max_requests,
+            StopReason::Reload => &mut c.reload,
+            StopReason::Timeout => &mut c.timeout,
+            StopReason::Memory => &mut c.memory,
+            StopReason::Retired => &mut c.retired,
+        };
+        *n = n.saturating_add(1);
+    }
 }
 
 pub struct Stopping {
     pub reason: StopReason,
     pub since: Instant,
     pub killed: bool,
+    /// Requests it was given before it was taken out of service (its
+    /// scoreboard entry may be reused meanwhile).
+    pub served: u32,
 }
 
 /// A live worker process in entry `index` of its pool.
@@ -108,6 +124,15 @@ pub struct Pool {
     pub retiring: bool,
     /// Since when the pool has had no worker (for forgetting unused pools).
     pub empty_since: Option<Instant>,
+    /// For the status page: the owner's login name, the vhost's name, and
+    /// what runs where as the child asked for it.
+    pub user: Vec<u8>,
+    pub vhost: String,
+    pub kind: AppKind,
+    pub program: PathBuf,
+    pub workdir: PathBuf,
+    /// Workers that ended, by reason.
+    pub stopped: StopCounts,
 }
 
 impl Pool {
@@ -327,8 +352,17 @@ mod tests {
     }
 
     #[test]
+    fn stop_reasons_are_counted_apart() {
+        let mut c = StopCounts::default();
+        for r in [StopReason::Idle, StopReason::MaxRequests, StopReason::Reload, StopReason::Timeout, StopReason::Memory, StopReason::Retired] {
+            r.count_in(&mut c);
+        }
+        StopReason::Memory.count_in(&mut c);
+        assert_eq!(c, StopCounts { idle: 1, max_requests: 1, reload: 1, timeout: 1, memory: 2, retired: 1, crashed: 0, exited: 0 });
+    }
+
+    #[test]
     fn keys_differ_by_every_part() {
-        use crate::core::request::AppKind;
         let o = Owner { uid: 1001, gid: 1001, name: b"a".to_vec(), home: b"/home/a".to_vec() };
         let s = PoolSpec {
             generation: 0,

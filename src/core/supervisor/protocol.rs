@@ -24,6 +24,8 @@ const TAG_REPLY_READY: u8 = 3;
 const TAG_REPLY_REFUSED: u8 = 4;
 const TAG_CONFIG: u8 = 5;
 const TAG_KILL: u8 = 6;
+const TAG_STATUS: u8 = 7;
+const TAG_REPLY_STATUS: u8 = 8;
 
 /// Why a child asks the supervisor to stop the worker it was using.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,126 @@ pub enum Request {
     Nudge { slot: u32, slot_generation: u32 },
     /// Stop the worker in entry `worker` if it still has `epoch` and is busy.
     Kill { slot: u32, slot_generation: u32, worker: u32, epoch: u32, reason: KillReason },
+    /// The status page: every pool (`dir` None, the server-config page) or
+    /// only those of the owner the supervisor itself derives for `dir` in
+    /// `vhost` (a customer's page). Read-only: never spawns.
+    /// `userdir_user` is the `~user` of the URL, checked like a pool's.
+    Status { generation: u64, vhost: u32, dir: Option<PathBuf>, userdir_user: Option<Vec<u8>> },
+}
+
+/// A pool's state on the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolState {
+    Active = 1,
+    /// Replaced by a newer version; its workers finish what they serve.
+    Retiring = 2,
+    /// Its workers crashed at start; no spawns until the backoff is over.
+    Backoff = 3,
+}
+
+impl PoolState {
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolState::Active => "active",
+            PoolState::Retiring => "retiring",
+            PoolState::Backoff => "backoff",
+        }
+    }
+}
+
+/// A worker's state on the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Idle = 1,
+    Busy = 2,
+    /// Done serving; the supervisor is about to stop it.
+    Retired = 3,
+    /// Signalled to stop, not yet exited.
+    Stopping = 4,
+}
+
+impl WorkerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
+            WorkerState::Retired => "retired",
+            WorkerState::Stopping => "stopping",
+        }
+    }
+}
+
+/// Workers of a pool that ended, by why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StopCounts {
+    pub idle: u32,
+    pub max_requests: u32,
+    pub reload: u32,
+    pub timeout: u32,
+    pub memory: u32,
+    /// Retired after a failed request (broken connection).
+    pub retired: u32,
+    /// Died on their own: killed by a signal or a non-zero exit status.
+    pub crashed: u32,
+    /// Exited on their own with status 0.
+    pub exited: u32,
+}
+
+impl StopCounts {
+    /// (JSON name, count), in a fixed order.
+    pub fn named(&self) -> [(&'static str, u32); 8] {
+        [
+            ("idle", self.idle),
+            ("max_requests", self.max_requests),
+            ("reload", self.reload),
+            ("timeout", self.timeout),
+            ("memory", self.memory),
+            ("retired", self.retired),
+            ("crashed", self.crashed),
+            ("exited", self.exited),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStatus {
+    pub pid: u32,
+    pub state: WorkerState,
+    /// Requests given to it (0 once it is stopping).
+    pub requests: u32,
+    /// Resident set size in bytes (0 if unknown).
+    pub rss: u64,
+    pub age_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub uid: u32,
+    pub gid: u32,
+    /// The owner's login name (bytes, as in passwd).
+    pub user: Vec<u8>,
+    pub vhost: String,
+    pub kind: AppKind,
+    pub program: PathBuf,
+    pub workdir: PathBuf,
+    pub state: PoolState,
+    pub max_workers: u32,
+    /// Requests waiting in the pool's queue now.
+    pub waiting: u32,
+    pub spawns: u32,
+    pub requests: u64,
+    /// Requests answered 503 because the pool was overloaded.
+    pub rejected: u32,
+    pub stopped: StopCounts,
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// The supervisor's answer to `Request::Status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusReply {
+    /// `truncated`: more pools exist than fit in one frame.
+    Pools { pools: Vec<PoolStatus>, truncated: bool },
+    Refused { status: u16, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +324,7 @@ fn kind_from(code: u8) -> Result<AppKind, ProtoError> {
         1 => Ok(AppKind::App),
         2 => Ok(AppKind::Wrapper),
         3 => Ok(AppKind::Script),
+        4 => Ok(AppKind::Authorizer),
         _ => Err(ProtoError("unknown app kind")),
     }
 }
@@ -312,6 +435,16 @@ pub fn encode_request(r: &Request) -> io::Result<Vec<u8>> {
             e.u32(*slot).u32(*slot_generation).u32(*worker).u32(*epoch).u8(*reason as u8);
             e.finish()
         }
+        Request::Status { generation, vhost, dir, userdir_user } => {
+            let mut e = Encoder::new(TAG_STATUS);
+            e.u64(*generation).u32(*vhost);
+            put_opt_path(&mut e, dir.as_deref());
+            match userdir_user {
+                Some(u) => e.u8(1).bytes(u),
+                None => e.u8(0),
+            };
+            e.finish()
+        }
     }
 }
 
@@ -329,6 +462,12 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, ProtoError> {
                 1 => KillReason::Timeout,
                 _ => return Err(ProtoError("unknown kill reason")),
             },
+        },
+        TAG_STATUS => Request::Status {
+            generation: d.u64()?,
+            vhost: d.u32()?,
+            dir: get_opt_path(&mut d)?,
+            userdir_user: if d.bool()? { Some(d.bytes()?) } else { None },
         },
         _ => return Err(ProtoError("unexpected message tag")),
     };
@@ -369,6 +508,130 @@ pub fn decode_reply(payload: &[u8]) -> Result<PoolReply, ProtoError> {
             limits: get_limits(&mut d)?,
         }),
         TAG_REPLY_REFUSED => PoolReply::Refused { status: d.u16()?, reason: d.string()? },
+        _ => return Err(ProtoError("unexpected message tag")),
+    };
+    d.end()?;
+    Ok(r)
+}
+
+/// Bytes of one pool on the wire, to keep a status reply inside a frame.
+fn put_pool_status(e: &mut Encoder, p: &PoolStatus) {
+    e.u32(p.uid).u32(p.gid).bytes(&p.user).bytes(p.vhost.as_bytes()).u8(kind_code(p.kind));
+    e.path(&p.program).path(&p.workdir).u8(p.state as u8);
+    e.u32(p.max_workers).u32(p.waiting).u32(p.spawns).u64(p.requests).u32(p.rejected);
+    for (_, n) in p.stopped.named() {
+        e.u32(n);
+    }
+    e.u32(p.workers.len() as u32);
+    for w in &p.workers {
+        e.u32(w.pid).u8(w.state as u8).u32(w.requests).u64(w.rss).u32(w.age_secs);
+    }
+}
+
+fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
+    let uid = d.u32()?;
+    let gid = d.u32()?;
+    let user = d.bytes()?;
+    let vhost = d.string()?;
+    let kind = kind_from(d.u8()?)?;
+    let program = d.path()?;
+    let workdir = d.path()?;
+    let state = match d.u8()? {
+        1 => PoolState::Active,
+        2 => PoolState::Retiring,
+        3 => PoolState::Backoff,
+        _ => return Err(ProtoError("unknown pool state")),
+    };
+    let max_workers = d.u32()?;
+    let waiting = d.u32()?;
+    let spawns = d.u32()?;
+    let requests = d.u64()?;
+    let rejected = d.u32()?;
+    let stopped = StopCounts {
+        idle: d.u32()?,
+        max_requests: d.u32()?,
+        reload: d.u32()?,
+        timeout: d.u32()?,
+        memory: d.u32()?,
+        retired: d.u32()?,
+        crashed: d.u32()?,
+        exited: d.u32()?,
+    };
+    let n = d.count(21)?;
+    let mut workers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let pid = d.u32()?;
+        let state = match d.u8()? {
+            1 => WorkerState::Idle,
+            2 => WorkerState::Busy,
+            3 => WorkerState::Retired,
+            4 => WorkerState::Stopping,
+            _ => return Err(ProtoError("unknown worker state")),
+        };
+        workers.push(WorkerStatus { pid, state, requests: d.u32()?, rss: d.u64()?, age_secs: d.u32()? });
+    }
+    Ok(PoolStatus {
+        uid,
+        gid,
+        user,
+        vhost,
+        kind,
+        program,
+        workdir,
+        state,
+        max_workers,
+        waiting,
+        spawns,
+        requests,
+        rejected,
+        stopped,
+        workers,
+    })
+}
+
+/// Pools beyond what fits in one frame are left out (`truncated`).
+pub fn encode_status_reply(r: &StatusReply) -> io::Result<Vec<u8>> {
+    match r {
+        StatusReply::Pools { pools, truncated } => {
+            // Room for the header, the count and the flag.
+            let budget = MAX_FRAME - 16;
+            let mut body = Encoder::raw();
+            let mut n = 0u32;
+            let mut cut = *truncated;
+            for p in pools {
+                let mut one = Encoder::raw();
+                put_pool_status(&mut one, p);
+                let one = one.into_raw();
+                if body.buf.len() + one.len() > budget {
+                    cut = true;
+                    break;
+                }
+                body.buf.extend_from_slice(&one);
+                n += 1;
+            }
+            let mut e = Encoder::new(TAG_REPLY_STATUS);
+            e.u8(cut as u8).u32(n);
+            e.buf.extend_from_slice(&body.buf);
+            e.finish()
+        }
+        StatusReply::Refused { status, reason } => encode_reply(&PoolReply::Refused { status: *status, reason: reason.clone() }),
+    }
+}
+
+pub fn decode_status_reply(payload: &[u8]) -> Result<StatusReply, ProtoError> {
+    let (tag, mut d) = open(payload)?;
+    let r = match tag {
+        TAG_REPLY_STATUS => {
+            let truncated = d.bool()?;
+            // A pool takes well over 64 bytes.
+            let n = d.count(64)?;
+            let mut pools = Vec::with_capacity(n);
+            for _ in 0..n {
+                pools.push(get_pool_status(&mut d)?);
+            }
+            StatusReply::Pools { pools, truncated }
+        }
+        TAG_REPLY_REFUSED => StatusReply::Refused { status: d.u16()?, reason: d.string()? },
         _ => return Err(ProtoError("unexpected message tag")),
     };
     d.end()?;
@@ -604,6 +867,127 @@ mod tests {
     fn hand_written_refused_frame() {
         let frame: &[u8] = &[VERSION, TAG_REPLY_REFUSED, 0x93, 0x01, 2, 0, 0, 0, b'n', b'o'];
         assert_eq!(decode_reply(frame).unwrap(), PoolReply::Refused { status: 403, reason: "no".into() });
+    }
+
+    #[test]
+    fn hand_written_status_request_frame() {
+        let frame: &[u8] = &[
+            26, 0, 0, 0, // payload length
+            VERSION, TAG_STATUS, // header
+            5, 0, 0, 0, 0, 0, 0, 0, // generation 5
+            2, 0, 0, 0, // vhost 2
+            1, 6, 0, 0, 0, b'/', b'h', b'o', b'm', b'e', b'/', // dir Some("/home/")
+            0, // no userdir user
+        ];
+        let r = Request::Status { generation: 5, vhost: 2, dir: Some("/home/".into()), userdir_user: None };
+        assert_eq!(encode_request(&r).unwrap(), frame);
+        assert_eq!(decode_request(&frame[4..]).unwrap(), r);
+        let all = Request::Status { generation: 1, vhost: 0, dir: None, userdir_user: Some(b"al\xffce".to_vec()) };
+        assert_eq!(decode_request(payload(&encode_request(&all).unwrap())).unwrap(), all);
+    }
+
+    fn sample_pool_status() -> PoolStatus {
+        PoolStatus {
+            uid: 2401,
+            gid: 2401,
+            user: b"alice".to_vec(),
+            vhost: "a.test:80".into(),
+            kind: AppKind::App,
+            program: "/home/a/www/app/app.py".into(),
+            workdir: "/home/a/www/app".into(),
+            state: PoolState::Backoff,
+            max_workers: 4,
+            waiting: 1,
+            spawns: 9,
+            requests: 1 << 33,
+            rejected: 3,
+            stopped: StopCounts { idle: 1, max_requests: 2, reload: 3, timeout: 4, memory: 5, retired: 6, crashed: 7, exited: 8 },
+            workers: vec![
+                WorkerStatus { pid: 100, state: WorkerState::Busy, requests: 7, rss: 12 << 20, age_secs: 30 },
+                WorkerStatus { pid: 101, state: WorkerState::Stopping, requests: 0, rss: 0, age_secs: 1 },
+            ],
+        }
+    }
+
+    #[test]
+    fn hand_written_status_reply_frame() {
+        let mut p: Vec<u8> = vec![VERSION, TAG_REPLY_STATUS, 0, 1, 0, 0, 0];
+        p.extend_from_slice(&[0x61, 0x09, 0, 0, 0x61, 0x09, 0, 0]); // uid, gid 2401
+        p.extend_from_slice(&[1, 0, 0, 0, b'u']); // user
+        p.extend_from_slice(&[3, 0, 0, 0, b'v', b':', b'1']); // vhost
+        p.push(2); // kind: wrapper
+        p.extend_from_slice(&[2, 0, 0, 0, b'/', b'p']); // program
+        p.extend_from_slice(&[2, 0, 0, 0, b'/', b'w']); // workdir
+        p.push(2); // state: retiring
+        for v in [4u32, 0, 1] {
+            p.extend_from_slice(&v.to_le_bytes()); // max_workers, waiting, spawns
+        }
+        p.extend_from_slice(&5u64.to_le_bytes()); // requests
+        p.extend_from_slice(&0u32.to_le_bytes()); // rejected
+        for v in 1u32..=8 {
+            p.extend_from_slice(&v.to_le_bytes()); // stop counts
+        }
+        p.extend_from_slice(&1u32.to_le_bytes()); // one worker
+        p.extend_from_slice(&77u32.to_le_bytes());
+        p.push(1); // idle
+        p.extend_from_slice(&5u32.to_le_bytes());
+        p.extend_from_slice(&4096u64.to_le_bytes());
+        p.extend_from_slice(&12u32.to_le_bytes());
+        let want = StatusReply::Pools {
+            pools: vec![PoolStatus {
+                uid: 2401,
+                gid: 2401,
+                user: b"u".to_vec(),
+                vhost: "v:1".into(),
+                kind: AppKind::Wrapper,
+                program: "/p".into(),
+                workdir: "/w".into(),
+                state: PoolState::Retiring,
+                max_workers: 4,
+                waiting: 0,
+                spawns: 1,
+                requests: 5,
+                rejected: 0,
+                stopped: StopCounts { idle: 1, max_requests: 2, reload: 3, timeout: 4, memory: 5, retired: 6, crashed: 7, exited: 8 },
+                workers: vec![WorkerStatus { pid: 77, state: WorkerState::Idle, requests: 5, rss: 4096, age_secs: 12 }],
+            }],
+            truncated: false,
+        };
+        assert_eq!(decode_status_reply(&p).unwrap(), want);
+        assert_eq!(payload(&encode_status_reply(&want).unwrap()), &p[..]);
+        // Every truncation fails cleanly; so do trailing bytes and a bad state.
+        for n in 0..p.len() {
+            assert!(decode_status_reply(&p[..n]).is_err(), "truncated at {n}");
+        }
+        let mut t = p.clone();
+        t.push(0);
+        assert!(decode_status_reply(&t).is_err());
+        let mut bad = p.clone();
+        bad[p.len() - 21 + 4] = 9;
+        assert!(decode_status_reply(&bad).is_err());
+    }
+
+    #[test]
+    fn status_reply_round_trip_and_truncation() {
+        for r in [
+            StatusReply::Pools { pools: vec![sample_pool_status(), sample_pool_status()], truncated: false },
+            StatusReply::Pools { pools: vec![], truncated: true },
+            StatusReply::Refused { status: 403, reason: "not yours".into() },
+        ] {
+            let f = encode_status_reply(&r).unwrap();
+            assert_eq!(decode_status_reply(payload(&f)).unwrap(), r);
+        }
+        // More pools than a frame holds: a prefix, marked truncated.
+        let big = PoolStatus { program: PathBuf::from(format!("/{}", "x".repeat(60_000))), ..sample_pool_status() };
+        let f = encode_status_reply(&StatusReply::Pools { pools: vec![big; 40], truncated: false }).unwrap();
+        assert!(f.len() <= MAX_FRAME + 4);
+        match decode_status_reply(payload(&f)).unwrap() {
+            StatusReply::Pools { pools, truncated } => {
+                assert!(truncated);
+                assert!(!pools.is_empty() && pools.len() < 40);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::log::{log_error, log_notice, log_warn};
 use super::pools::{backoff_delay, base_key, lineage_key, pool_key, Pool, PoolTable, StopReason, Stopping, Worker, CRASH_WINDOW, STREAK_RESET};
-use super::protocol::{self, FrameReader, KillReason, Request};
+use super::protocol::{self, FrameReader, KillReason, PoolState, PoolStatus, Request, StatusReply, WorkerState, WorkerStatus};
 use super::spawn::{spawn_worker, PreparedExec};
 use crate::core::hostconfig::HostConfig;
 use crate::core::identity::{self, Owner, Refusal, System};
@@ -274,13 +274,15 @@ impl Server {
                 }
             };
             let Some((id, index, worker)) = self.pools.remove_worker(pid) else { continue };
-            self.worker_gone(id, index, worker, &how.to_string());
+            let clean = matches!(how, sys::ExitKind::Exited(0));
+            self.worker_gone(id, index, worker, &how.to_string(), clean);
         }
     }
 
     /// Bookkeeping after a worker of pool `id` exited (`index`: its entry,
     /// None if it was already draining).
-    fn worker_gone(&mut self, id: u64, index: Option<u32>, mut worker: Worker, how: &str) {
+    /// `clean`: it exited with status 0 (for the status page's counters).
+    fn worker_gone(&mut self, id: u64, index: Option<u32>, mut worker: Worker, how: &str, clean: bool) {
         let now = Instant::now();
         self.drain_stderr(id, &mut worker);
         let mut served = 0;
@@ -308,6 +310,12 @@ impl Server {
         }
         let stopping = self.stopping;
         let Some(pool) = self.pools.get_mut(id) else { return };
+        match &worker.stopping {
+            Some(st) => st.reason.count_in(&mut pool.stopped),
+            None if stopping => {}
+            None if clean => pool.stopped.exited = pool.stopped.exited.saturating_add(1),
+            None => pool.stopped.crashed = pool.stopped.crashed.saturating_add(1),
+        }
         if pool.processes() == 0 {
             pool.empty_since = Some(now);
         }
@@ -510,8 +518,10 @@ impl Server {
     /// and signal it: TERM (KILL after the grace period), or KILL at once.
     fn stop_worker(&mut self, id: u64, index: u32, reason: StopReason, hard: bool) {
         let Some(pool) = self.pools.get(id) else { return };
+        let mut served = 0;
         if let Some(slot) = self.slot(pool.slot) {
             let ws = &slot.workers[index as usize];
+            served = ws.requests.load(Ordering::Acquire);
             // Whatever state it is in, move it to EMPTY with a new epoch, so a
             // request that still holds it cannot put it back.
             for _ in 0..8 {
@@ -526,7 +536,7 @@ impl Server {
         };
         let pid = w.pid;
         let sig = if hard { libc::SIGKILL } else { libc::SIGTERM };
-        w.stopping = Some(Stopping { reason, since: Instant::now(), killed: hard });
+        w.stopping = Some(Stopping { reason, since: Instant::now(), killed: hard, served });
         let _ = signal_group(pid, sig);
         // Out of its entry: a replacement may start before it has exited.
         self.pools.drain(id, index);
@@ -590,6 +600,14 @@ impl Server {
         let (per_owner, total) = self.ceilings();
         let Some(pool) = self.pools.get(id) else { return false };
         let Some(index) = pool.free_entry() else { return false };
+        if !pool.exec.still_same() {
+            // The app was replaced since this pool was checked: a newer pool
+            // takes over (requests waiting here ask again), nothing is spawned.
+            if !pool.retiring {
+                self.retire_pool(id);
+            }
+            return false;
+        }
         if self.pools.owner_workers(pool.uid) >= per_owner || self.pools.total_workers() >= total {
             return false;
         }
@@ -838,6 +856,19 @@ impl Server {
                     Request::Kill { slot, slot_generation, worker, epoch, reason } => {
                         self.kill(slot, slot_generation, worker, epoch, reason)
                     }
+                    Request::Status { generation, vhost, dir, userdir_user } => {
+                        let reply = self.status(generation, vhost, dir, userdir_user);
+                        match protocol::encode_status_reply(&reply) {
+                            Ok(f) => self.clients[i].out.extend_from_slice(&f),
+                            Err(e) => {
+                                log_error!("cannot encode a status reply: {e}");
+                                return false;
+                            }
+                        }
+                        if self.clients[i].out.len() > MAX_OUTBUF + protocol::MAX_FRAME {
+                            return false;
+                        }
+                    }
                 }
             }
             if eof {
@@ -905,6 +936,7 @@ impl Server {
         let base = base_key(&owner, &vhost.name, spec, &checked);
         let key = pool_key(&base, &checked);
         let desc = format!("uid {} {} {}", owner.uid, vhost.name, checked.program.display());
+        let vhost_name = vhost.name.clone();
 
         let id = self.pools.id_of(&key);
         if let Some(pool) = self.pools.get(id) {
@@ -987,6 +1019,12 @@ impl Server {
             last_crash: None,
             retiring: false,
             empty_since: None,
+            user: owner.name.clone(),
+            vhost: vhost_name,
+            kind: spec.kind,
+            program: spec.program.clone(),
+            workdir: spec.workdir.clone(),
+            stopped: Default::default(),
         });
         self.event(id, &format!("created (slot {slot_idx}, max {} workers, min {})", limits.max_workers, limits.min_workers));
         if !self.spawn_into(id) {
@@ -1040,6 +1078,124 @@ impl Server {
         self.balance(id);
     }
 
+    // ---- the status page ----
+
+    /// Every pool, or (with `dir`) only the pools of the owner the supervisor
+    /// would give workers in `dir` on that vhost: the same rules as for a
+    /// pool, derived here, never taken from the child. Read-only.
+    fn status(&self, generation: u64, vhost: u32, dir: Option<PathBuf>, userdir_user: Option<Vec<u8>>) -> StatusReply {
+        let only_uid = match dir {
+            None => None,
+            Some(dir) => match self.status_owner(generation, vhost, dir, userdir_user) {
+                Ok(uid) => Some(uid),
+                Err(r) => return StatusReply::Refused { status: r.status, reason: r.reason },
+            },
+        };
+        let now = Instant::now();
+        let mut pools: Vec<PoolStatus> =
+            self.pools.pools().filter(|p| only_uid.is_none_or(|u| p.uid == u)).map(|p| self.pool_status(p, now)).collect();
+        pools.sort_by(|a, b| (a.uid, &a.vhost, &a.program, &a.workdir).cmp(&(b.uid, &b.vhost, &b.program, &b.workdir)));
+        StatusReply::Pools { pools, truncated: false }
+    }
+
+    /// The uid whose pools a customer's status page in `dir` may list.
+    fn status_owner(&self, generation: u64, vhost: u32, dir: PathBuf, userdir_user: Option<Vec<u8>>) -> Result<u32, Refusal> {
+        let cfg = self
+            .configs
+            .iter()
+            .find(|c| c.generation == generation)
+            .ok_or_else(|| Refusal::new(500, format!("unknown configuration generation {generation}")))?;
+        let vh = cfg
+            .vhosts
+            .get(vhost as usize)
+            .ok_or_else(|| Refusal::new(500, format!("unknown vhost index {vhost} in generation {generation}")))?;
+        if !identity::is_normal_absolute(&dir) {
+            return Err(Refusal::forbidden(format!("status directory {} is not a normalized absolute path", dir.display())));
+        }
+        // resolve_owner looks at the vhost, and for ~user URLs at whether
+        // the path lies in that user's home: the directory stands in for a program.
+        let probe = PoolSpec {
+            generation,
+            vhost,
+            kind: crate::core::request::AppKind::App,
+            program: dir.clone(),
+            args: Vec::new(),
+            workdir: dir.clone(),
+            config_files: Vec::new(),
+            env: Vec::new(),
+            limits: cfg.ceilings,
+            restart_file: None,
+            log_file: None,
+            userdir_user,
+        };
+        let owner = identity::resolve_owner(cfg, vh, &probe, &System, &System)?;
+        // Only that owner's own directory shows that owner's pools.
+        let st = sys::lstat(&dir).map_err(|e| Refusal::forbidden(format!("cannot lstat status directory {}: {e}", dir.display())))?;
+        if !st.is_dir() || st.uid != owner.uid {
+            return Err(Refusal::forbidden(format!(
+                "status directory {} is not a directory owned by uid {} (the site owner)",
+                dir.display(),
+                owner.uid
+            )));
+        }
+        Ok(owner.uid)
+    }
+
+    fn pool_status(&self, p: &Pool, now: Instant) -> PoolStatus {
+        let slot = self.slot(p.slot);
+        let load = |f: fn(&PoolSlot) -> u32| slot.map_or(0, f);
+        let mut workers = Vec::with_capacity(p.workers.len() + p.draining.len());
+        for (i, w) in p.workers.iter().enumerate() {
+            let Some(w) = w else { continue };
+            let ws = slot.and_then(|s| s.workers.get(i));
+            let state = match ws.map(|ws| ws.load().1) {
+                Some(worker_state::BUSY) => WorkerState::Busy,
+                Some(worker_state::RETIRED) => WorkerState::Retired,
+                _ => WorkerState::Idle,
+            };
+            workers.push(WorkerStatus {
+                pid: w.pid as u32,
+                state,
+                requests: ws.map_or(0, |ws| ws.requests.load(Ordering::Acquire)),
+                rss: rss_bytes(w.pid, self.page_size).unwrap_or(0),
+                age_secs: now.saturating_duration_since(w.started).as_secs().min(u32::MAX as u64) as u32,
+            });
+        }
+        for w in &p.draining {
+            workers.push(WorkerStatus {
+                pid: w.pid as u32,
+                state: WorkerState::Stopping,
+                requests: w.stopping.as_ref().map_or(0, |s| s.served),
+                rss: rss_bytes(w.pid, self.page_size).unwrap_or(0),
+                age_secs: now.saturating_duration_since(w.started).as_secs().min(u32::MAX as u64) as u32,
+            });
+        }
+        let state = if p.retiring {
+            PoolState::Retiring
+        } else if p.restart_at.is_some() {
+            PoolState::Backoff
+        } else {
+            PoolState::Active
+        };
+        PoolStatus {
+            uid: p.uid,
+            gid: p.gid,
+            user: p.user.clone(),
+            vhost: p.vhost.clone(),
+            kind: p.kind,
+            program: p.program.clone(),
+            workdir: p.workdir.clone(),
+            state,
+            max_workers: p.limits.max_workers,
+            waiting: load(|s| s.waiting.load(Ordering::Acquire)),
+            spawns: load(|s| s.spawns.load(Ordering::Acquire)),
+            requests: slot.map_or(0, |s| s.requests.load(Ordering::Acquire)),
+            rejected: load(|s| s.rejected.load(Ordering::Acquire)),
+            stopped: p.stopped,
+            workers,
+        }
+    }
+
     // ---- shutdown ----
 
     fn shutdown(&mut self) {
@@ -1070,7 +1226,7 @@ impl Server {
             // SAFETY: waiting for our own child; `st` is a valid out-int.
             let _ = sys::cvt_retry(|| unsafe { libc::waitpid(pid, &mut st, 0) });
             if let Some((id, index, w)) = self.pools.remove_worker(pid) {
-                self.worker_gone(id, index, w, "killed");
+                self.worker_gone(id, index, w, "killed", false);
             }
         }
         unlink_ours(&self.listener_path, self.listener_id);

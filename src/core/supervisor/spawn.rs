@@ -90,6 +90,17 @@ impl PreparedExec {
     }
 }
 
+impl PreparedExec {
+    /// Whether the program path still names the file that was checked (an
+    /// edited or replaced app is a new version: its pool is retired rather
+    /// than spawned again).
+    pub fn still_same(&self) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(self.program.as_bytes()));
+        sys::lstat(path).is_ok_and(|st| (st.dev, st.ino) == self.expect)
+    }
+}
+
 /// Writes `sufcgi: worker setup failed: <what> (errno N)` and `_exit(127)`.
 /// Async-signal-safe: formats into a stack buffer.
 fn child_fail(what: &[u8]) -> ! {

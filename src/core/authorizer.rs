@@ -1,0 +1,104 @@
+//! The FastCGI AUTHORIZER role's answer (FastCGI spec 6.3), judged the way
+//! mod_fcgid and mod_authnz_fcgi judge it: 200 lets the request through and
+//! its `Variable-NAME` headers become environment variables; any other status
+//! is the client's answer. Server-agnostic: the Apache glue runs the
+//! exchange (`apache::authorizer`); a lighttpd plugin can reuse this.
+
+use crate::core::directives::is_env_name;
+use crate::core::fastcgi::cgi_headers::CgiHeaders;
+use crate::core::fastcgi::params::param_value_is_safe;
+use crate::core::hostconfig::{param_blocked, ALWAYS_BLOCKED_ENV};
+
+/// CGI variables an authorizer does not get (spec 6.3), and hop-by-hop ones.
+pub const DROPPED_PARAMS: &[&[u8]] = &[b"CONTENT_LENGTH", b"PATH_INFO", b"PATH_TRANSLATED", b"SCRIPT_NAME", b"HTTP_TE", b"HTTP_TRAILER", b"HTTP_TRANSFER_ENCODING", b"HTTP_UPGRADE", b"HTTP_KEEP_ALIVE"];
+
+/// Whether a `Variable-NAME` may become environment variable NAME: a plain
+/// name, and none a customer may not set with `SuFcgiEnv` or that never
+/// reaches an app (`LD_*`, `PATH`, `PHP_VALUE`, `HTTP_PROXY`, the host's list).
+pub fn variable_allowed(name: &[u8], host_blocked: &[String]) -> bool {
+    is_env_name(name) && !ALWAYS_BLOCKED_ENV.iter().any(|b| b.as_bytes() == name) && !param_blocked(name, host_blocked)
+}
+
+/// Environment variables as (NAME, value).
+pub type Vars = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// `Variable-NAME` headers of a 200 as (NAME, value), and the refused names.
+pub fn variables(h: &CgiHeaders, host_blocked: &[String]) -> (Vars, Vec<Vec<u8>>) {
+    const PREFIX: &[u8] = b"variable-";
+    let (mut ok, mut refused) = (Vec::new(), Vec::new());
+    for (k, v) in &h.headers {
+        if k.len() <= PREFIX.len() || !k[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+            continue;
+        }
+        let name = &k[PREFIX.len()..];
+        if variable_allowed(name, host_blocked) && param_value_is_safe(v) {
+            ok.push((name.to_vec(), v.clone()));
+        } else {
+            refused.push(name.to_vec());
+        }
+    }
+    (ok, refused)
+}
+
+/// What the authorizer's answer means for the request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// 200: let the request through with these environment variables.
+    Allow(Vars),
+    /// Anything else: this is the client's answer.
+    Deny,
+    /// Not an answer an authorizer may give: 500, with the reason logged.
+    Invalid(String),
+}
+
+pub fn verdict(headers: Option<&CgiHeaders>, host_blocked: &[String]) -> (Verdict, Vec<Vec<u8>>) {
+    let Some(h) = headers else {
+        return (Verdict::Invalid("the authorizer sent no response headers".into()), Vec::new());
+    };
+    match h.status {
+        200 if h.location.is_some() => (Verdict::Invalid("the authorizer answered 200 with a Location header".into()), Vec::new()),
+        200 => {
+            let (vars, refused) = variables(h, host_blocked);
+            (Verdict::Allow(vars), refused)
+        }
+        s if s < 200 => (Verdict::Invalid(format!("the authorizer answered with the interim status {s}")), Vec::new()),
+        _ => (Verdict::Deny, Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::fastcgi::cgi_headers::parse_cgi_headers;
+
+    fn v(head: &str) -> Verdict {
+        verdict(Some(&parse_cgi_headers(head.as_bytes()).unwrap()), &[]).0
+    }
+
+    #[test]
+    fn a_200_allows_and_exports_variables() {
+        let h = parse_cgi_headers(b"Status: 200 OK\r\nVariable-AUTH_USER: bob\r\nvariable-Remote_User: bob\r\nX-Other: 1\r\nVariable-LD_PRELOAD: /x.so\r\nVariable-X-Y: 1\r\nVariable-SECRET: s\r\n").unwrap();
+        let (got, refused) = verdict(Some(&h), &["SECRET".to_string()]);
+        assert_eq!(got, Verdict::Allow(vec![(b"AUTH_USER".to_vec(), b"bob".to_vec()), (b"Remote_User".to_vec(), b"bob".to_vec())]));
+        assert_eq!(refused, vec![b"LD_PRELOAD".to_vec(), b"X-Y".to_vec(), b"SECRET".to_vec()]);
+        // No Status header is a 200 too.
+        assert!(matches!(v("Variable-A: 1\r\n"), Verdict::Allow(_)));
+    }
+
+    #[test]
+    fn other_statuses_deny_and_odd_answers_are_invalid() {
+        assert_eq!(v("Status: 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\n"), Verdict::Deny);
+        assert_eq!(v("Location: /login\r\n"), Verdict::Deny, "a redirect is the client's answer");
+        assert!(matches!(v("Status: 200\r\nLocation: /x\r\n"), Verdict::Invalid(_)));
+        assert!(matches!(v("Status: 100\r\n"), Verdict::Invalid(_)));
+        assert!(matches!(verdict(None, &[]).0, Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn blocked_names_are_never_variables() {
+        for n in ["PATH", "PHP_VALUE", "PHPRC", "HTTP_PROXY", "LD_LIBRARY_PATH", "", "1X"] {
+            assert!(!variable_allowed(n.as_bytes(), &[]), "{n}");
+        }
+        assert!(variable_allowed(b"REMOTE_USER", &[]));
+    }
+}
