@@ -30,6 +30,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
 sys.path.insert(0, str(BENCH))
+import extras  # noqa: E402
 import harness  # noqa: E402
 import wrkstats  # noqa: E402
 
@@ -54,6 +55,7 @@ def log(msg: str) -> None:
 
 class BenchApache(harness.Apache):
     """The harness Apache with the bench MPM sizing and quieter logging."""
+    mpm_lines = MPM_LINES
 
     def config_text(self) -> str:
         out, replaced = [], False
@@ -61,7 +63,7 @@ class BenchApache(harness.Apache):
             word = line.split(" ", 1)[0]
             if word in MPM_DIRECTIVES:
                 if not replaced:
-                    out.extend(MPM_LINES)
+                    out.extend(self.mpm_lines)
                     replaced = True
                 continue
             out.append(line)
@@ -492,6 +494,8 @@ def fmt_ms(us: int | float) -> str:
 
 def markdown(results: dict) -> str:
     L = []
+    if not results["load"] and not results["cold_start"]:      # extras only
+        return extras.markdown(results.get("extras", {}))
     L.append("| server | conns | req/s | p50 ms | p99 ms | p99.9 ms | max ms | non-2xx | socket errors "
              "| wrk-corrected p99 / p99.9 ms |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -528,6 +532,16 @@ def markdown(results: dict) -> str:
             continue
         L.append(f"| {LABEL[kind]} (N={cold['n']}) | {cold['median_ms']:.2f} | {cold['p90_ms']:.2f} "
                  f"| {warm.get('median_ms', float('nan')):.2f} | {warm.get('p90_ms', float('nan')):.2f} |")
+    if results.get("extras"):
+        L.append("")
+        L.append(extras.markdown(results["extras"]))
+        busy_x = sorted({b for v in results["extras"].values() if isinstance(v, dict)
+                         for b in v.get("busy_during", [])}
+                        | {b for k in ("cold200", "idle") for b in
+                           results["extras"].get("owners", {}).get(k, {}).get("busy_during", [])})
+        if busy_x:
+            L.append("")
+            L.append("Note: other work ran during the extra measurements: " + "; ".join(busy_x[:3]))
     return "\n".join(L)
 
 
@@ -559,6 +573,14 @@ def main() -> int:
     ap.add_argument("--max-wait", type=float, default=900,
                     help="seconds (in all) to wait for pytest/cargo/rustc to finish, before the "
                          "first measurement and before repeating one they disturbed")
+    ap.add_argument("--extras", default="all",
+                    help="extra measurements after the load tests, comma-separated: "
+                         f"{','.join(extras.EXTRAS)}, all or none (see BENCHMARKS.md)")
+    ap.add_argument("--owners", type=int, default=5000,
+                    help="owners (one vhost and one user each) for the 'owners' extra")
+    ap.add_argument("--remove-owner-users", action="store_true",
+                    help="delete the sufcgi-oNNNN users at the end (they are kept for the next run "
+                         "otherwise: creating 5,000 takes a minute or two)")
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep each Apache server root (config, error.log) and print where")
@@ -566,7 +588,12 @@ def main() -> int:
     if os.geteuid() != 0:
         print("make bench must run as root (it creates a user and starts Apache)", file=sys.stderr)
         return 2
-    if "sufcgi" in args.servers.split(","):
+    which = ([] if args.extras == "none" else list(extras.EXTRAS) if args.extras == "all"
+             else [e for e in args.extras.split(",") if e])
+    for e in which:
+        if e not in extras.EXTRAS:
+            ap.error(f"unknown extra {e}; known: {', '.join(extras.EXTRAS)}")
+    if "sufcgi" in args.servers.split(",") or which:
         harness.require_module()
     conns = [int(c) for c in args.connections.split(",")]
     kinds = [k for k in args.servers.split(",") if k]
@@ -585,7 +612,8 @@ def main() -> int:
         "machine": machine_info(),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "wrk_threads": 1,
                      "wrk_timeout": WRK_TIMEOUT, "app_processes": APP_PROCS,
-                     "mpm": "event", "mpm_config": MPM_LINES, "cold_samples": args.cold_samples},
+                     "mpm": "event", "mpm_config": MPM_LINES, "cold_samples": args.cold_samples,
+                     "extras": which, "owners": args.owners},
         "connections": conns,
         "load": {}, "cold_start": {}, "app_processes_after_load": {},
         "backend_connections_after_load": {},
@@ -638,11 +666,18 @@ def main() -> int:
                     log(f"  server root kept: {a.root}")
                 else:
                     a.cleanup()
+        if which:
+            results["extras"] = extras.run(sys.modules[__name__], site, tmp, gate, which, args.owners)
         results["quiet"]["waited_s"] = round(gate.waited)
+        # The module is rebuilt often: each server loads whatever build is there when
+        # it starts, so a build replaced mid-run shows up as a difference here.
+        results["machine"]["sufcgi_module_at_end"] = module_identity()
         results["ratios"] = ratios(results["load"], conns)
         results["loadavg_at_end"] = os.getloadavg()
     finally:
         harness.kill_test_user_processes()
+        if args.remove_owner_users:
+            extras.remove_owner_users(sys.modules[__name__])
         if site is not None:
             site.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
