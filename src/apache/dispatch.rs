@@ -34,11 +34,13 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
     let mut nudged = false;
     let result = loop {
         let seen = slot.idle_seq.load(Ordering::Acquire);
-        if let Some(c) = slot.claim() {
-            break Ok(c);
-        }
+        // Checked before claiming: while this request slept, the slot may
+        // have been given to another pool, whose workers are not ours.
         if slot.generation.load(Ordering::Acquire) != pool.info.slot_generation {
             break Err(NoWorker::Gone);
+        }
+        if let Some(c) = slot.claim() {
+            break Ok(c);
         }
         match slot.state.load(Ordering::Acquire) {
             pool_state::BACKOFF => {

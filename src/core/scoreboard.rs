@@ -354,7 +354,7 @@ impl PoolSlot {
 
     /// Workers that exist (idle, busy, or finishing).
     pub fn live_workers(&self) -> u32 {
-        self.workers[..MAX_POOL_WORKERS as usize].iter().filter(|w| w.load().1 != EMPTY).count() as u32
+        self.workers[..self.worker_limit()].iter().filter(|w| w.load().1 != EMPTY).count() as u32
     }
 
     /// Wake up to `n` requests waiting for a worker.

@@ -973,7 +973,9 @@ impl Server {
         };
         let limits = checked.limits;
         let slot_generation = slot.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-        for ws in slot.workers.iter() {
+        // Only the entries this pool can use are reset (and so touched):
+        // nobody looks past max_workers, and untouched shared pages cost nothing.
+        for ws in slot.workers[..limits.max_workers as usize].iter() {
             let (epoch, _) = ws.load();
             ws.set(epoch.wrapping_add(1), worker_state::EMPTY);
         }
