@@ -26,12 +26,17 @@ pub enum NoWorker {
 
 /// Longest single sleep: a lost wake-up costs at most this much.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// Longest first sleep of a request that deferred to sleeping ones.
+const FIRST_NAP: Duration = Duration::from_millis(50);
 
 pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result<Claim<'a>, NoWorker> {
     let limits = &pool.info.limits;
     let deadline = Instant::now() + Duration::from_secs(limits.queue_timeout as u64);
     let mut queued = false;
     let mut nudged = false;
+    // Counted in `PoolSlot::sleepers` once it has slept: from then on it may
+    // take a worker ahead of newcomers (`PoolSlot::newcomer_may_take`).
+    let mut sleeper = false;
     let result = loop {
         let seen = slot.idle_seq.load(Ordering::Acquire);
         // Checked before claiming: while this request slept, the slot may
@@ -39,8 +44,11 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
         if slot.generation.load(Ordering::Acquire) != pool.info.slot_generation {
             break Err(NoWorker::Gone);
         }
-        if let Some(c) = slot.claim() {
-            break Ok(c);
+        let my_turn = sleeper || slot.newcomer_may_take();
+        if my_turn {
+            if let Some(c) = slot.claim() {
+                break Ok(c);
+            }
         }
         match slot.state.load(Ordering::Acquire) {
             pool_state::BACKOFF => {
@@ -53,6 +61,13 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
         }
         if !queued {
             if !slot.enter_queue() {
+                // A full queue answers 503 at once, but not while a worker
+                // is free: a newcomer that deferred to the sleepers takes it.
+                if !my_turn {
+                    if let Some(c) = slot.claim() {
+                        break Ok(c);
+                    }
+                }
                 break Err(NoWorker::Busy {
                     retry_after: 5,
                     why: format!("all {} workers busy and {} requests already waiting (SuFcgiQueueLimit)", limits.max_workers, limits.queue_limit),
@@ -64,8 +79,10 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
         if live >= limits.max_workers {
             // At its maximum the pool cannot grow: queue in a busy worker's
             // backlog rather than sleep until one is released.
-            if let Some(c) = slot.enqueue() {
-                break Ok(c);
+            if my_turn {
+                if let Some(c) = slot.enqueue() {
+                    break Ok(c);
+                }
             }
         } else if !nudged {
             // Someone is waiting and the pool may grow: the supervisor decides
@@ -80,8 +97,27 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
                 why: format!("no worker became free within {} s (SuFcgiQueueTimeout)", limits.queue_timeout),
             });
         }
-        slot.wait_idle(seen, (deadline - now).min(MAX_SLEEP));
+        let mut nap = (deadline - now).min(MAX_SLEEP);
+        if !sleeper {
+            if !my_turn {
+                // Deferred to older requests: normally a release wakes it long
+                // before this; the cap bounds what a leaked count could cost.
+                nap = nap.min(FIRST_NAP);
+            }
+            slot.begin_sleeping();
+            sleeper = true;
+        }
+        slot.wait_idle(seen, nap);
     };
+    if sleeper {
+        slot.end_sleeping();
+        if result.is_err() {
+            // It may have been woken for a free worker it will not take:
+            // pass the wake-up on, or that worker would idle while newcomers
+            // defer to the sleepers.
+            slot.notify_idle(1);
+        }
+    }
     if queued && !matches!(&result, Ok(c) if c.pipelined) {
         slot.leave_queue();
     }

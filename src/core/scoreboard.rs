@@ -203,7 +203,11 @@ pub struct PoolSlot {
     pub rejected: AtomicU32,
     /// Requests being relayed right now.
     pub inflight: AtomicU32,
-    _pad: [u32; 3],
+    /// Requests of `waiting` that have slept at least once and still look
+    /// for a worker. While any do, a newcomer does not take a worker or a
+    /// backlog place ahead of them (see `newcomer_may_take`).
+    pub sleepers: AtomicU32,
+    _pad: [u32; 2],
     pub workers: [WorkerSlot; MAX_POOL_WORKERS as usize],
 }
 
@@ -378,6 +382,52 @@ impl PoolSlot {
 
     pub fn leave_queue(&self) {
         let _ = self.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+    }
+
+    /// The fairness rule: a request that has not waited yet may take a
+    /// worker (claim or backlog place) only when it cannot take one a
+    /// sleeping request was woken for, that is when the pool has more free
+    /// places than requests sleep in its queue. Otherwise the release that
+    /// woke the oldest sleeper would often be taken by a newcomer (barging),
+    /// and the sleeper would sleep again: that, not throughput, made the
+    /// tail. A count above `waiting` is stale (the slot was given to a new
+    /// pool, which resets `waiting` only), not a queue, and is ignored.
+    pub fn newcomer_may_take(&self) -> bool {
+        let sleepers = self.sleepers.load(Ordering::Acquire);
+        sleepers == 0 || sleepers > self.waiting.load(Ordering::Acquire) || self.free_places() > sleepers
+    }
+
+    /// Places a request could take right now: idle workers, and free places
+    /// in the backlogs `enqueue` would use.
+    fn free_places(&self) -> u32 {
+        let max = self.max_requests.load(Ordering::Acquire);
+        let now = monotonic_ms();
+        let mut n = 0;
+        for w in &self.workers[..self.worker_limit()] {
+            let cur = w.word();
+            if max > 0 && cur.assigned >= max {
+                continue;
+            }
+            if cur.state == IDLE {
+                n += 1;
+            } else if cur.state == BUSY
+                && cur.queued < PIPELINE_DEPTH
+                && now.wrapping_sub(w.current_since_ms.load(Ordering::Acquire)) < PIPELINE_WINDOW_MS
+            {
+                n += PIPELINE_DEPTH - cur.queued;
+            }
+        }
+        n
+    }
+
+    /// The request is about to sleep for the first time (it is in the queue).
+    pub fn begin_sleeping(&self) {
+        self.sleepers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The request stopped looking for a worker (got one, or gave up).
+    pub fn end_sleeping(&self) {
+        let _ = self.sleepers.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
     }
 
     /// Sleep until a worker may have become idle (or `timeout`). Read
@@ -607,6 +657,49 @@ mod tests {
         assert!(!a.release());
         assert!(b.retire());
         assert_eq!(p.workers[0].load(), (4, EMPTY), "old claims cannot touch the new epoch");
+    }
+
+    #[test]
+    fn newcomers_do_not_overtake_sleepers() {
+        let sb = Scoreboard::create(1).unwrap();
+        let p = pool(&sb, 1);
+        p.workers[0].set(1, IDLE);
+        assert!(p.newcomer_may_take(), "nobody waits");
+        let a = p.claim().unwrap();
+        // Its request began long ago: no place in its backlog either.
+        p.workers[0].current_since_ms.store(monotonic_ms().wrapping_sub(PIPELINE_WINDOW_MS + 1), Ordering::Release);
+        // Another request finds no worker, queues and sleeps.
+        assert!(p.enter_queue());
+        p.begin_sleeping();
+        assert!(!p.newcomer_may_take(), "a newcomer queues behind the sleeper");
+        assert!(!a.release());
+        assert!(!p.newcomer_may_take(), "the released worker is the sleeper's to take");
+        let b = p.claim().unwrap();
+        p.end_sleeping();
+        p.leave_queue();
+        assert!(p.newcomer_may_take(), "no sleeper left");
+        b.release();
+        // More free places than sleepers: a newcomer takes one nobody was woken for.
+        p.max_workers.store(2, Ordering::Release);
+        p.workers[1].set(1, IDLE);
+        assert!(p.enter_queue());
+        p.begin_sleeping();
+        assert!(p.newcomer_may_take(), "two idle workers, one sleeper");
+        let c = p.claim().unwrap();
+        assert!(p.newcomer_may_take(), "the busy worker's backlog has free places");
+        p.workers[0].current_since_ms.store(monotonic_ms().wrapping_sub(PIPELINE_WINDOW_MS + 1), Ordering::Release);
+        assert!(!p.newcomer_may_take(), "one idle worker left, for the sleeper");
+        p.end_sleeping();
+        p.leave_queue();
+        c.release();
+        // A stale count (the slot was reassigned: `waiting` reset) blocks nobody.
+        p.sleepers.store(3, Ordering::Release);
+        assert!(p.newcomer_may_take());
+        p.end_sleeping();
+        p.end_sleeping();
+        p.end_sleeping();
+        p.end_sleeping();
+        assert_eq!(p.sleepers.load(Ordering::Acquire), 0, "never wraps below zero");
     }
 
     #[test]

@@ -983,6 +983,7 @@ impl Server {
         slot.max_requests.store(limits.max_requests, Ordering::Release);
         slot.queue_limit.store(limits.queue_limit, Ordering::Release);
         slot.waiting.store(0, Ordering::Release);
+        slot.sleepers.store(0, Ordering::Release);
         slot.inflight.store(0, Ordering::Release);
         slot.backoff_until.store(0, Ordering::Release);
         slot.state.store(pool_state::ACTIVE, Ordering::Release);
