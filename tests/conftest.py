@@ -41,19 +41,9 @@ def sufcgi_module():
 def apache(request, site):
     """Apache with mod_sufcgi and every test vhost, one per MPM (tests are grouped by MPM)."""
     _module_or_fail()
-    a = harness.Apache(mpm=request.param, vhosts=site.vhosts())
-    try:
-        a.start()
-    except harness.HarnessError:
-        a.stop()
-        raise
-    yield a
-    a.stop()
-    # keep the server root (logs) of a failed run for inspection; otherwise remove it
-    if request.session.testsfailed:
-        print(f"\n[{request.param}] Apache server root kept for inspection: {a.root}")
-    else:
-        a.cleanup()
+    # Crashes are reported per test by _crash_guard below.
+    yield from harness.serve(request, harness.Apache(mpm=request.param, vhosts=site.vhosts()),
+                             f"[{request.param}] ", fail_on_crash=False)
 
 
 @pytest.fixture(autouse=True)

@@ -644,6 +644,27 @@ class Apache:
 
 # ---------------------------------------------------------------- standalone FastCGI
 
+def serve(request, a: "Apache", label: str = "", fail_on_crash: bool = True):
+    """For a pytest fixture (`yield from serve(request, Apache(...))`): start `a`,
+    hand it to the tests, stop it. Its server root (with the error log) is kept
+    when a test failed meanwhile or an Apache process crashed, removed otherwise."""
+    failed_before = request.session.testsfailed
+    try:
+        a.start()
+    except HarnessError:
+        a.stop()
+        raise
+    yield a
+    a.stop()
+    crashes = a.crash_lines()
+    if request.session.testsfailed > failed_before or crashes:
+        print(f"\n{label}Apache server root kept for inspection: {a.root}")
+    else:
+        a.cleanup()
+    if fail_on_crash:
+        assert not crashes, "Apache processes crashed:\n" + "\n".join(crashes[:5])
+
+
 class StandaloneFcgi:
     """Run an app as a FastCGI server on a Unix socket the way a spawner does:
     we bind+listen, hand the socket to the app as fd 0, drop to `owner`.

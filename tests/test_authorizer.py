@@ -66,21 +66,7 @@ def az_site():
 
 @pytest.fixture(scope="module")
 def apache(request, az_site, sufcgi_module):
-    a = harness.Apache(mpm="event", vhosts=az_site.vhosts())
-    failed_before = request.session.testsfailed
-    try:
-        a.start()
-    except harness.HarnessError:
-        a.stop()
-        raise
-    yield a
-    a.stop()
-    crashes = a.crash_lines()
-    if request.session.testsfailed > failed_before or crashes:
-        print(f"\nApache server root kept for inspection: {a.root}")
-    else:
-        a.cleanup()
-    assert not crashes, "Apache processes crashed:\n" + "\n".join(crashes[:5])
+    yield from harness.serve(request, harness.Apache(mpm="event", vhosts=az_site.vhosts()))
 
 
 def log_of(a: harness.Apache, mark: int = 0) -> str:

@@ -138,18 +138,9 @@ def sec():
 def apache(sec, sufcgi_module, request):
     """One Apache (event MPM) with every *.sec.test vhost. Named `apache` so that
     conftest's crash guard fails any test during which an Apache process crashed."""
-    a = harness.Apache(mpm="event", vhosts=sec.vhosts())
-    try:
-        a.start()
-    except harness.HarnessError:
-        a.stop()
-        raise
-    yield a
-    a.stop()
-    if request.session.testsfailed:
-        print(f"\n[security] Apache server root kept for inspection: {a.root}")
-    else:
-        a.cleanup()
+    # Crashes are reported per test by conftest's _crash_guard.
+    yield from harness.serve(request, harness.Apache(mpm="event", vhosts=sec.vhosts()), "[security] ",
+                             fail_on_crash=False)
 
 
 @pytest.fixture
