@@ -69,6 +69,23 @@ fn send_some(fd: c_int, buf: &[u8]) -> Result<usize, ()> {
     }
 }
 
+/// Send what is pending in `out`. False when the app stopped reading (it may
+/// already have answered): the caller keeps reading its response and sends
+/// nothing more, so the pending bytes are dropped.
+fn send_pending(fd: c_int, out: &mut Vec<u8>, pos: &mut usize) -> bool {
+    match send_some(fd, &out[*pos..]) {
+        Ok(n) => {
+            *pos += n;
+            true
+        }
+        Err(()) => {
+            out.clear();
+            *pos = 0;
+            false
+        }
+    }
+}
+
 thread_local! {
     /// The backend read buffer, kept per thread: a fresh 64 KiB zeroed
     /// buffer per request showed up in the profile.
@@ -360,16 +377,7 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u
         // Write first, poll only for what the socket did not take (usually
         // the whole request goes in one send, without a poll).
         if out_pos < out.len() && !backend_closed_input {
-            match send_some(fd, &out[out_pos..]) {
-                Ok(n) => out_pos += n,
-                Err(()) => {
-                    // The app stopped reading (it may already have answered):
-                    // keep reading its response, send nothing more.
-                    backend_closed_input = true;
-                    out.clear();
-                    out_pos = 0;
-                }
-            }
+            backend_closed_input = !send_pending(fd, &mut out, &mut out_pos);
             if out_pos == out.len() && !stdin_closed && !backend_closed_input {
                 continue;
             }
@@ -398,14 +406,7 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u
             }
         };
         if want_write && rev & libc::POLLOUT != 0 {
-            match send_some(fd, &out[out_pos..]) {
-                Ok(n) => out_pos += n,
-                Err(()) => {
-                    backend_closed_input = true;
-                    out.clear();
-                    out_pos = 0;
-                }
-            }
+            backend_closed_input = !send_pending(fd, &mut out, &mut out_pos);
         }
         if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
             // SAFETY: reading into our own buffer from our own socket.
