@@ -22,14 +22,18 @@ import harness  # noqa: E402
 
 EXAMPLES = harness.REPO / "htaccess-examples"
 DEMO_USER, DEMO_UID = "sufcgi-demo", 2010
-# (label, path) requested by --check, in the order printed.
+DEMO_CREDENTIALS = {"Authorization": "Basic ZGVtbzpkZW1v"}  # demo:demo, in the example's .htusers
+# (label, path, request headers, expected status) requested by --check, in the order printed.
 CHECKS = [
-    ("php", "/php/index.php"),
-    ("flask-wsgi", "/flask-wsgi/"),
-    ("flask-wsgi route", "/flask-wsgi/hello/you"),
-    ("flask-wsgi static", "/flask-wsgi/static/style.css"),
-    ("perl", "/perl/hello.fcgi"),
-    ("c", "/c/hello.fcgi"),
+    ("php", "/php/index.php", None, 200),
+    ("flask-wsgi", "/flask-wsgi/", None, 200),
+    ("flask-wsgi route", "/flask-wsgi/hello/you", None, 200),
+    ("flask-wsgi static", "/flask-wsgi/static/style.css", None, 200),
+    ("perl", "/perl/hello.fcgi", None, 200),
+    ("c", "/c/hello.fcgi", None, 200),
+    ("authorizer, no login", "/authorizer/private.txt", None, 401),
+    ("authorizer, demo:demo", "/authorizer/private.txt", DEMO_CREDENTIALS, 200),
+    ("authorizer, public/", "/authorizer/public/hello.txt", None, 200),
 ]
 
 
@@ -52,7 +56,7 @@ def install_examples(user: harness.User) -> Path:
     c_dir = www / "c"
     if (c_dir / "hello.c").exists():
         harness.compile_c_app(c_dir / "hello.c", c_dir / "hello.fcgi", user.ids)
-    links = "\n".join(f'<li><a href="{p}">{label}</a></li>' for label, p in CHECKS)
+    links = "\n".join(f'<li><a href="{p}">{label}</a></li>' for label, p, _, _ in CHECKS)
     harness.put(www / "index.html",
                 f"<!doctype html><title>sufcgi demo</title><h1>sufcgi demo</h1><ul>{links}</ul>\n",
                 user.ids)
@@ -87,18 +91,18 @@ def main(argv=None) -> int:
         apache.start()
         print(f"sufcgi demo: Apache ({args.mpm} MPM) on {base}, docroot {www}, owner {DEMO_USER}")
         print(f"error log: {apache.error_log}")
-        for label, path in CHECKS:
-            print(f"  {label:<18} {base}{path}")
+        for label, path, _, _ in CHECKS:
+            print(f"  {label:<22} {base}{path}")
         if args.check:
             failed = 0
-            for label, path in CHECKS:
+            for label, path, headers, expected in CHECKS:
                 try:
-                    r = apache.get(path, host="localhost")
+                    r = apache.get(path, host="localhost", headers=headers)
                     status, text = r.status, r.body.decode(errors="replace").strip()
                 except OSError as e:
                     status, text = "ERR", str(e)
-                failed += status != 200
-                print(f"--- {label}: GET {path} -> {status}")
+                failed += status != expected
+                print(f"--- {label}: GET {path} -> {status} (expected {expected})")
                 print("    " + "\n    ".join(text.splitlines()[:4]))
             if failed:
                 print(f"{failed} example(s) failed; last error-log lines:\n{apache.log_tail(20)}")
