@@ -7,12 +7,10 @@ for the module; a run holds LOCK_FILE so two runs never share the users.
 """
 from __future__ import annotations
 
-import fcntl
 import html
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,17 +28,7 @@ ODD_DIR = "x<b>&y"
 
 @pytest.fixture(scope="module")
 def st(sufcgi_module):
-    with open(LOCK_FILE, "w") as lock:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another run of the status tests held {LOCK_FILE} for 10 minutes",
-                                pytrace=False)
-                time.sleep(1)
+    with harness.exclusive(LOCK_FILE, "the status tests"):
         a = ensure_user("sufcgi-st-a", 2401)
         b = ensure_user("sufcgi-st-b", 2402)
         users = [a, b]
