@@ -8,7 +8,7 @@ BUILD    := build
 MODULE   := $(BUILD)/mod_sufcgi.so
 
 # Debian packages the build and the integration suite use.
-DEB_PACKAGES := apache2 apache2-dev libclang-dev clang pkg-config php-cgi \
+DEB_PACKAGES := apache2 apache2-dev lighttpd libclang-dev clang pkg-config php-cgi \
                 libfcgi-dev libfcgi-bin libfcgi-perl python3-pip python3-flask curl
 PY_PACKAGES  := flup pytest
 
@@ -16,14 +16,53 @@ PY_PACKAGES  := flup pytest
 
 all: build
 
-build: deps-build
+build: deps-build lighttpd-src
 	$(CARGO) build --release
-	mkdir -p $(BUILD)
+	mkdir -p $(BUILD) $(BUILD)/lighttpd
 	@# A new inode, never a rewrite in place: a running httpd has the old file
 	@# mapped, and overwriting mapped code crashes it.
 	cp target/release/libsufcgi.so $(MODULE).tmp
 	mv -f $(MODULE).tmp $(MODULE)
 	@echo "built $(MODULE)"
+	@# The lighttpd plugin: the same crate with the lighttpd glue instead of
+	@# Apache's, in its own target dir so the two builds do not invalidate each other.
+	LIGHTTPD_SRC=$(CURDIR)/$(LIGHTTPD_SRC) $(CARGO) build --release --no-default-features \
+	  --features lighttpd --target-dir target/lighttpd
+	cp target/lighttpd/release/libsufcgi.so $(LIGHTTPD_MODULE).tmp
+	mv -f $(LIGHTTPD_MODULE).tmp $(LIGHTTPD_MODULE)
+	@echo "built $(LIGHTTPD_MODULE)"
+
+# lighttpd ships no headers: take them from Debian's source package for exactly
+# the installed version, through an apt sources list private to this build
+# (the system's apt configuration is not touched).
+LIGHTTPD_SRC    := $(BUILD)/lighttpd-src
+LIGHTTPD_MODULE := $(BUILD)/lighttpd/mod_sufcgi.so
+LIGHTTPD_APT    := $(BUILD)/lighttpd-apt
+APT_PRIVATE      = -o Dir::Etc::SourceList=$(CURDIR)/$(LIGHTTPD_APT)/sources.list \
+                   -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$(CURDIR)/$(LIGHTTPD_APT)/lists \
+                   -o Dir::Cache=$(CURDIR)/$(LIGHTTPD_APT)/cache -o APT::Sandbox::User=root
+
+.PHONY: lighttpd-src
+lighttpd-src:
+	@dpkg -s lighttpd >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lighttpd >/dev/null; }
+	@dpkg -s dpkg-dev >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev >/dev/null; }
+	@ver=$$(dpkg-query -W -f='$${Version}' lighttpd); \
+	if [ "$$(cat $(LIGHTTPD_SRC)/.debian-version 2>/dev/null)" = "$$ver" ]; then exit 0; fi; \
+	echo "fetching lighttpd $$ver sources (Debian source package)"; \
+	rm -rf $(LIGHTTPD_APT) $(LIGHTTPD_SRC); \
+	mkdir -p $(LIGHTTPD_APT)/lists/partial $(LIGHTTPD_APT)/cache/archives/partial; \
+	. /etc/os-release; \
+	for suite in $$VERSION_CODENAME $$VERSION_CODENAME-updates; do \
+	  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $$suite main"; \
+	done > $(LIGHTTPD_APT)/sources.list; \
+	echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security $$VERSION_CODENAME-security main" \
+	  >> $(LIGHTTPD_APT)/sources.list; \
+	apt-get -qq $(APT_PRIVATE) update && \
+	(cd $(LIGHTTPD_APT) && apt-get -qq $(APT_PRIVATE) source --download-only lighttpd=$$ver) && \
+	dpkg-source -x --no-check $(LIGHTTPD_APT)/lighttpd_*.dsc $(LIGHTTPD_SRC) >/dev/null && \
+	echo "$$ver" > $(LIGHTTPD_SRC)/.debian-version
 
 # Install only what is missing, so repeated runs cost nothing.
 .PHONY: deps-build

@@ -8,3 +8,6 @@ pub mod core;
 
 #[cfg(feature = "apache")]
 mod apache;
+
+#[cfg(feature = "lighttpd")]
+mod lighttpd;

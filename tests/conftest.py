@@ -46,14 +46,35 @@ def apache(request, site):
                              f"[{request.param}] ", fail_on_crash=False)
 
 
+@pytest.fixture(scope="module", params=harness.SERVERS)
+def server(request, site):
+    """One server of each kind (Apache per MPM, lighttpd) with every test vhost."""
+    _module_or_fail()
+    if request.param == "lighttpd":
+        _lighttpd_module_or_fail()
+        s = harness.Lighttpd(vhosts=site.vhosts())
+    else:
+        s = harness.Apache(mpm=request.param, vhosts=site.vhosts())
+    yield from harness.serve(request, s, f"[{request.param}] ", fail_on_crash=False)
+
+
+def _lighttpd_module_or_fail():
+    if not harness.LIGHTTPD_MODULE_PATH.is_file():
+        pytest.fail(f"{harness.LIGHTTPD_MODULE_PATH} does not exist: build it with `make build`", pytrace=False)
+
+
 @pytest.fixture(autouse=True)
 def _crash_guard(request):
     """A crashed child or supervisor fails the test that caused it, and later tests on
     that server fail fast instead of hanging on a broken server."""
-    if "apache" not in request.fixturenames:
+    # `server` is the shared fixture above only in suites that say so (others
+    # have a per-test `server` of their own).
+    shared = getattr(request.module, "SHARED_SERVER", False)
+    name = "server" if shared and "server" in request.fixturenames else "apache"
+    if name not in request.fixturenames:
         yield
         return
-    a = request.getfixturevalue("apache")
+    a = request.getfixturevalue(name)
     earlier = a.crash_lines()
     if earlier:
         pytest.fail("this Apache already had crashed processes (see the first failing test):\n"

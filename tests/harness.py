@@ -31,6 +31,11 @@ APPS = Path(__file__).resolve().parent / "apps"
 MODULE_PATH = Path(os.environ.get("SUFCGI_MODULE", REPO / "build" / "mod_sufcgi.so"))
 PYTHON = "/usr/bin/python3"  # Debian's: apps running as test users cannot see /root/.pyenv
 MPMS = ("event", "worker", "prefork")
+# Every server the shared suites run against: Apache under each MPM, and lighttpd.
+SERVERS = MPMS + ("lighttpd",)
+LIGHTTPD_BIN = "/usr/sbin/lighttpd"
+LIGHTTPD_MODULES_DIR = Path("/usr/lib/lighttpd")
+LIGHTTPD_MODULE_PATH = Path(os.environ.get("SUFCGI_LIGHTTPD_MODULE", REPO / "build" / "lighttpd" / "mod_sufcgi.so"))
 WWW_DATA = (pwd.getpwnam("www-data").pw_uid, grp.getgrnam("www-data").gr_gid)
 
 # Stock modules every test server loads (core, so, http, log_config, logio, unixd, version are built in).
@@ -635,6 +640,197 @@ class Apache:
             return "(no error log)"
 
     # -- HTTP
+    def get(self, path: str, host: str | None = None, **kw) -> Response:
+        return request(self.port, path, host=host, **kw)
+
+    def cleanup(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+
+def only_apache(server, why: str):
+    """Skip a shared test on lighttpd where the behaviour is Apache's own."""
+    import pytest
+    if server.mpm == "lighttpd":
+        pytest.skip(f"Apache only: {why}")
+
+
+def _apache_extra_to_lighttpd(extra: str) -> str:
+    """The per-vhost Apache lines that have a lighttpd equivalent (SuFcgiOwner)."""
+    out = []
+    for line in extra.splitlines():
+        w = line.split()
+        if len(w) >= 2 and w[0].lower() == "sufcgiowner":
+            out.append(f'  sufcgi.owner = "{w[1]}' + (f':{w[2]}"' if len(w) > 2 else '"'))
+    return "\n".join(out)
+
+
+@dataclass
+class Lighttpd:
+    """A private lighttpd with mod_sufcgi: temp root, generated lighttpd.conf,
+    its own port, started in the foreground (-D) as root so that the plugin
+    can start its supervisor before lighttpd drops to www-data.
+
+    Same interface as Apache for the shared suites. `vhosts` become
+    `$HTTP["host"]` blocks; `extra` is lighttpd config text."""
+    vhosts: list = field(default_factory=list)
+    extra: str = ""
+    sufcgi: bool = True
+    port: int = 0
+    root: Path | None = None
+    mpm: str = "lighttpd"   # the shared suites label servers by this
+
+    def __post_init__(self):
+        if not self.port:
+            self.port = free_port()
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="sufcgi-lighttpd-"))
+        self.root = Path(self.root)
+        os.chmod(self.root, 0o755)
+        self.conf = self.root / "lighttpd.conf"
+        self.error_log = self.root / "error.log"
+        self.pidfile = self.root / "lighttpd.pid"
+        self.modules = self.root / "modules"
+        self.run_dir = self.root / "run"
+        self.run_dir.mkdir(exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+        self.master: int | None = None
+        self.leftovers: list[int] = []
+        self._known: set[int] = set()
+
+    def config_text(self) -> str:
+        main = self.vhosts[0].docroot if self.vhosts else self.root
+        mods = ["mod_access", "mod_setenv"] + (["mod_sufcgi"] if self.sufcgi else [])
+        L = [
+            f'server.modules = ( {", ".join(repr(m).replace(chr(39), chr(34)) for m in mods)} )',
+            f'server.bind = "127.0.0.1"',
+            f"server.port = {self.port}",
+            f'server.document-root = "{main}"',
+            f'server.errorlog = "{self.error_log}"',
+            f'server.pid-file = "{self.pidfile}"',
+            'server.username = "www-data"',
+            'server.groupname = "www-data"',
+            'server.tag = "lighttpd"',
+            'index-file.names = ( "index.html" )',
+            'mimetype.assign = ( ".html" => "text/html", ".txt" => "text/plain", ".json" => "application/json", "" => "application/octet-stream" )',
+            f'sufcgi.socket-dir = "{self.run_dir}/sufcgi"' if self.sufcgi else "",
+            self.extra,
+        ]
+        for v in self.vhosts:
+            L.append(f'$HTTP["host"] == "{v.name}" {{\n  server.document-root = "{v.docroot}"\n'
+                     f'{_apache_extra_to_lighttpd(v.extra)}\n}}')
+        return "\n".join(L) + "\n"
+
+    def write_config(self):
+        self.conf.write_text(self.config_text())
+        self.modules.mkdir(exist_ok=True)
+        for so in LIGHTTPD_MODULES_DIR.glob("mod_*.so"):
+            link = self.modules / so.name
+            if not link.exists():
+                link.symlink_to(so)
+        if self.sufcgi:
+            if not LIGHTTPD_MODULE_PATH.is_file():
+                raise ModuleMissing(f"{LIGHTTPD_MODULE_PATH} does not exist: build it with `make build`")
+            # A copy, never a link: a rebuild must not change a running server's file.
+            shutil.copy(LIGHTTPD_MODULE_PATH, self.modules / "mod_sufcgi.so.tmp")
+            os.replace(self.modules / "mod_sufcgi.so.tmp", self.modules / "mod_sufcgi.so")
+
+    def _argv(self, *extra) -> list[str]:
+        return [LIGHTTPD_BIN, "-D", "-f", str(self.conf), "-m", str(self.modules), *extra]
+
+    def configtest(self) -> subprocess.CompletedProcess:
+        self.write_config()
+        return subprocess.run(self._argv("-tt"), capture_output=True, text=True, timeout=60)
+
+    def start(self):
+        self.write_config()
+        for f in (self.error_log, self.pidfile):
+            if f.exists():
+                f.unlink()
+        # lighttpd opens its error log after dropping to www-data. The
+        # supervisor (forked before that) logs to lighttpd's stderr: the same
+        # file here, so one log shows both, as under Apache.
+        self.error_log.touch()
+        os.chown(self.error_log, *WWW_DATA)
+        with open(self.error_log, "ab") as err:
+            self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        self.master = self.proc.pid
+        try:
+            wait_for(lambda: port_open(self.port) or self.proc.poll() is not None, 15,
+                     f"lighttpd to listen on 127.0.0.1:{self.port}")
+            if self.proc.poll() is not None:
+                raise HarnessError(f"lighttpd exited with {self.proc.returncode}")
+        except HarnessError as e:
+            self.stop()
+            raise HarnessError(f"{e}\n--- error log ---\n{self.log_tail()}") from None
+        self._remember()
+        return self
+
+    def supervisor_pid(self) -> int | None:
+        """The detached supervisor (not lighttpd's child): found by its log line."""
+        import re
+        m = re.findall(r"supervisor started, pid (\d+)", self.log_since(0))
+        return int(m[-1]) if m else None
+
+    def _remember(self):
+        if self.master:
+            self._known.update(descendants(self.master))
+        sp = self.supervisor_pid()
+        if sp:
+            self._known.add(sp)
+            self._known.update(descendants(sp))
+
+    def graceful(self):
+        """lighttpd's graceful restart (SIGUSR1): reloads config and plugins in place."""
+        self._remember()
+        mark = self.log_mark()
+        os.kill(self.master, signal.SIGUSR1)
+        wait_for(lambda: "server started" in self.log_since(mark), 20, "lighttpd to restart after SIGUSR1")
+        wait_for(lambda: port_open(self.port), 15, "port after graceful")
+        self._remember()
+        return set()
+
+    def stop(self, grace: float = 20):
+        self._remember()
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        try:
+            wait_for(lambda: not [p for p in self._known if pid_alive(p)], 5, "children to exit")
+        except HarnessError:
+            pass
+        self.leftovers = [p for p in self._known if pid_alive(p)]
+        kill_pids(self.leftovers, grace=1)
+        kill_test_user_processes()
+        self.master = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def child_pids(self) -> list[int]:
+        """Processes serving requests: lighttpd itself (it is single-process)."""
+        return [self.master] if self.master and pid_alive(self.master) else []
+
+    def all_descendants(self) -> list[int]:
+        return descendants(self.master) if self.master else []
+
+    log_mark = Apache.log_mark
+    log_since = Apache.log_since
+    wait_log = Apache.wait_log
+    log_tail = Apache.log_tail
+
+    def crash_lines(self, mark: int = 0) -> list[str]:
+        if self.proc is not None and self.proc.poll() is not None and self.proc.returncode < 0:
+            return [f"lighttpd died on signal {-self.proc.returncode}"]
+        return []
+
     def get(self, path: str, host: str | None = None, **kw) -> Response:
         return request(self.port, path, host=host, **kw)
 

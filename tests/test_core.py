@@ -1,7 +1,8 @@
-"""Core behaviour of mod_sufcgi, run once per MPM (event, worker, prefork).
+"""Core behaviour of mod_sufcgi, run once per server: Apache under each MPM
+(event, worker, prefork) and lighttpd, with the same .htaccess files.
 
-The `apache` fixture (conftest.py) is one Apache per MPM with all test vhosts;
-pytest groups the tests by MPM, so each server starts once. The content lives
+The `server` fixture (conftest.py) is one server per kind with all test vhosts;
+pytest groups the tests by server, so each starts once. The content lives
 in tests/site_layout.py: one directory per behaviour.
 """
 from __future__ import annotations
@@ -12,18 +13,18 @@ import re
 import pytest
 
 import harness
-from harness import Apache
 from site_layout import REFUSED_IN_ALICE
 
+SHARED_SERVER = True  # conftest's `server`: each test runs on every server kind
 ALICE, BOB, LOW, MAIN, OWNED = "alice.test", "bob.test", "low.test", "main.test", "owned.test"
 RSS_BOUND_KIB = 16 * 1024
 BIG_POST = 100 << 20
 
 
-def get_json(apache: Apache, path: str, host: str, **kw) -> dict:
-    r = apache.get(path, host=host, **kw)
+def get_json(server, path: str, host: str, **kw) -> dict:
+    r = server.get(path, host=host, **kw)
     assert r.status == 200, (f"GET {path} (Host {host}): expected 200, got {r.status}\n"
-                             f"body: {r.body[:300]!r}\n--- error log ---\n{apache.log_tail(15)}")
+                             f"body: {r.body[:300]!r}\n--- error log ---\n{server.log_tail(15)}")
     return r.json()
 
 
@@ -39,15 +40,15 @@ def assert_runs_as(j: dict, user):
 
 # ---------------------------------------------------------------- identity per app type
 
-def test_flup_app_via_SuFcgiApp_runs_as_docroot_owner(apache, site):
-    j = get_json(apache, "/app/", ALICE)
+def test_flup_app_via_SuFcgiApp_runs_as_docroot_owner(server, site):
+    j = get_json(server, "/app/", ALICE)
     assert j["app"] == "flup"
     assert_runs_as(j, site.alice)
     assert j["cwd"] == str(site.alice.www / "app")
 
 
-def test_php_via_SuFcgiWrapper_runs_as_owner_with_script_filename(apache, site):
-    j = get_json(apache, "/php/env.php?x=1", ALICE)
+def test_php_via_SuFcgiWrapper_runs_as_owner_with_script_filename(server, site):
+    j = get_json(server, "/php/env.php?x=1", ALICE)
     assert j["app"] == "php"
     assert_runs_as(j, site.alice)
     assert j["env"]["SCRIPT_FILENAME"] == str(site.alice.www / "php" / "env.php")
@@ -55,23 +56,23 @@ def test_php_via_SuFcgiWrapper_runs_as_owner_with_script_filename(apache, site):
     assert j["env"]["QUERY_STRING"] == "x=1"
 
 
-def test_SuFcgiWrapper_leaves_other_files_and_missing_scripts_to_apache(apache, site):
-    r = apache.get("/php/plain.txt", host=ALICE)
+def test_SuFcgiWrapper_leaves_other_files_and_missing_scripts_to_apache(server, site):
+    r = server.get("/php/plain.txt", host=ALICE)
     assert (r.status, r.body) == (200, b"plain text next to php\n")
-    r = apache.get("/php/missing.php", host=ALICE)
+    r = server.get("/php/missing.php", host=ALICE)
     assert r.status == 404, f"missing .php: expected 404, got {r.status} {r.body[:200]!r}"
 
 
-def test_perl_script_via_AddHandler_runs_as_owner(apache, site):
-    j = get_json(apache, "/perl/env.fcgi/extra?y=2", ALICE)
+def test_perl_script_via_AddHandler_runs_as_owner(server, site):
+    j = get_json(server, "/perl/env.fcgi/extra?y=2", ALICE)
     assert j["app"] == "perl"
     assert_runs_as(j, site.alice)
     assert j["env"]["SCRIPT_NAME"] == "/perl/env.fcgi"
     assert j["env"]["PATH_INFO"] == "/extra"
 
 
-def test_c_libfcgi_script_via_AddHandler_runs_as_owner(apache, site):
-    j = get_json(apache, "/c/env.fcgi", ALICE)
+def test_c_libfcgi_script_via_AddHandler_runs_as_owner(server, site):
+    j = get_json(server, "/c/env.fcgi", ALICE)
     assert j["app"] == "c"
     assert_runs_as(j, site.alice)
     assert j["env"]["SCRIPT_NAME"] == "/c/env.fcgi"
@@ -84,47 +85,47 @@ def test_c_libfcgi_script_via_AddHandler_runs_as_owner(apache, site):
     ("/sub/mounted/", "/sub/mounted", "/", ""),
     ("/sub/mounted/a%20b/c", "/sub/mounted", "/a b/c", ""),
 ])
-def test_SuFcgiApp_at_subpath_sets_script_name_and_path_info(apache, site, path, script_name,
+def test_SuFcgiApp_at_subpath_sets_script_name_and_path_info(server, site, path, script_name,
                                                              path_info, query):
-    env = get_json(apache, path, ALICE)["env"]
+    env = get_json(server, path, ALICE)["env"]
     assert (env["SCRIPT_NAME"], env.get("PATH_INFO"), env["QUERY_STRING"]) == \
         (script_name, path_info, query)
     assert env["REQUEST_URI"] == path
 
 
-def test_SuFcgiApp_off_subtree_is_served_statically(apache, site):
-    r = apache.get("/app/static/hello.txt", host=ALICE)
+def test_SuFcgiApp_off_subtree_is_served_statically(server, site):
+    r = server.get("/app/static/hello.txt", host=ALICE)
     assert (r.status, r.body) == (200, b"static hello\n"), r
     assert r.header("Content-Type", ).startswith("text/plain")
 
 
-def test_app_file_is_never_served_as_static_text(apache, site):
+def test_app_file_is_never_served_as_static_text(server, site):
     for path, marker in [("/app/envapp.py", b"WSGIServer"), ("/perl/env.fcgi", b"use FCGI"),
                          ("/sub/mounted/envapp.py", b"WSGIServer")]:
-        r = apache.get(path, host=ALICE)
+        r = server.get(path, host=ALICE)
         assert marker not in r.body, f"{path} returned the app's source: {r.body[:200]!r}"
-    r = apache.get("/php/env.php", host=ALICE)
+    r = server.get("/php/env.php", host=ALICE)
     assert b"<?php" not in r.body, "PHP source served"
 
 
-def test_status_and_two_set_cookie_headers_pass_through(apache, site):
-    r = apache.get("/app/?mode=cookies", host=ALICE)
+def test_status_and_two_set_cookie_headers_pass_through(server, site):
+    r = server.get("/app/?mode=cookies", host=ALICE)
     assert r.status == 201, r
     assert sorted(r.header_all("Set-Cookie")) == ["a=1; Path=/", "b=2; Path=/"]
     assert r.header("X-App") == "flup"
     assert r.body == b"created\n"
 
 
-def test_SuFcgiEnv_value_reaches_the_app(apache, site):
+def test_SuFcgiEnv_value_reaches_the_app(server, site):
     """Either in the worker's process environment or as a FastCGI param."""
-    j = get_json(apache, "/app/", ALICE)
+    j = get_json(server, "/app/", ALICE)
     assert "hello-from-htaccess" in (j["process_env"].get("GREETING"), j["env"].get("GREETING")), \
         f"GREETING not in process env {sorted(j['process_env'])} nor params {sorted(j['env'])}"
 
 
-def test_worker_process_environment_is_clean(apache, site):
+def test_worker_process_environment_is_clean(server, site):
     """No Apache/root leftovers in the worker's own environment."""
-    pe = get_json(apache, "/app/", ALICE)["process_env"]
+    pe = get_json(server, "/app/", ALICE)["process_env"]
     leaked = [k for k in pe if k.startswith(("APACHE_", "LD_")) or k in ("PHPRC", "SUDO_USER")]
     assert not leaked, f"worker environment carries {leaked}"
     assert pe.get("HOME", str(site.alice.home)) != "/root"
@@ -132,8 +133,8 @@ def test_worker_process_environment_is_clean(apache, site):
 
 # ---------------------------------------------------------------- connections, bodies
 
-def test_keepalive_several_requests_on_one_connection(apache, site):
-    c = harness.KeepAliveClient(apache.port, ALICE)
+def test_keepalive_several_requests_on_one_connection(server, site):
+    c = harness.KeepAliveClient(server.port, ALICE)
     try:
         paths = ["/app/one", "/app/static/hello.txt", "/app/two?x=1", "/php/env.php", "/app/three"]
         for p in paths:
@@ -145,25 +146,25 @@ def test_keepalive_several_requests_on_one_connection(apache, site):
         c.close()
 
 
-def test_post_body_echoed_byte_for_byte(apache, site):
+def test_post_body_echoed_byte_for_byte(server, site):
     body = b"".join(harness.pattern_bytes(8 << 20))
-    r = apache.get("/app/echo?mode=echo", host=ALICE, method="POST", body=body,
+    r = server.get("/app/echo?mode=echo", host=ALICE, method="POST", body=body,
                    headers={"Content-Type": "application/octet-stream"})
     assert r.status == 200
     assert len(r.body) == len(body) and r.body == body
 
 
-def test_100mb_post_streamed_and_child_rss_bounded(apache, site):
+def test_100mb_post_streamed_and_child_rss_bounded(server, site):
     """The Apache child that serves a 100 MB POST must not grow by more than 16 MiB."""
-    conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=120)
-    host = {"Host": f"{ALICE}:{apache.port}"}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    host = {"Host": f"{ALICE}:{server.port}"}
     try:
         conn.request("GET", "/app/warmup", headers=host)  # pool up, same child, same connection
         warm = conn.getresponse()
         warm.read()
         assert warm.status == 200
         child = harness.wait_for(lambda: harness.pid_holding_connection(
-            apache.child_pids(), apache.port, conn.sock.getsockname()[1]), 10,
+            server.child_pids(), server.port, conn.sock.getsockname()[1]), 10,
             "the Apache child holding our connection")
         harness.reset_peak_rss(child)
         before = harness.rss_kib(child)
@@ -175,7 +176,7 @@ def test_100mb_post_streamed_and_child_rss_bounded(apache, site):
         peak = harness.rss_kib(child, "VmHWM")
     finally:
         conn.close()
-    assert resp.status == 200, f"100 MB POST: got {resp.status} {body[:300]!r}\n{apache.log_tail(10)}"
+    assert resp.status == 200, f"100 MB POST: got {resp.status} {body[:300]!r}\n{server.log_tail(10)}"
     j = __import__("json").loads(body)
     assert j["length"] == BIG_POST
     assert j["sha256"] == harness.pattern_sha256(BIG_POST), "body corrupted on the way to the app"
@@ -186,11 +187,11 @@ def test_100mb_post_streamed_and_child_rss_bounded(apache, site):
 
 # ---------------------------------------------------------------- identities
 
-def test_two_owners_are_isolated(apache, site):
+def test_two_owners_are_isolated(server, site):
     a_pids, b_pids = set(), set()
     for _ in range(3):
-        a = get_json(apache, "/app/", ALICE)
-        b = get_json(apache, "/app/", BOB)
+        a = get_json(server, "/app/", ALICE)
+        b = get_json(server, "/app/", BOB)
         assert_runs_as(a, site.alice)
         assert_runs_as(b, site.bob)
         a_pids.add(a["pid"])
@@ -200,12 +201,13 @@ def test_two_owners_are_isolated(apache, site):
         assert harness.proc_uid(pid) in (site.alice.uid, None)
 
 
-def test_SuFcgiOwner_sets_identity_for_root_owned_docroot(apache, site):
-    assert_runs_as(get_json(apache, "/app/", OWNED), site.bob)
+def test_SuFcgiOwner_sets_identity_for_root_owned_docroot(server, site):
+    assert_runs_as(get_json(server, "/app/", OWNED), site.bob)
 
 
-def test_userdir_request_runs_as_the_url_user(apache, site):
-    j = get_json(apache, "/~sufcgi-alice/app/u/v", MAIN)
+def test_userdir_request_runs_as_the_url_user(server, site):
+    harness.only_apache(server, "mod_userdir's /~user mapping (lighttpd needs sufcgi.owner per host)")
+    j = get_json(server, "/~sufcgi-alice/app/u/v", MAIN)
     assert_runs_as(j, site.alice)
     assert j["env"]["SCRIPT_NAME"] == "/~sufcgi-alice/app"
     assert j["env"]["PATH_INFO"] == "/u/v"
@@ -213,9 +215,9 @@ def test_userdir_request_runs_as_the_url_user(apache, site):
 
 # ---------------------------------------------------------------- refusals
 
-def _new_log_line(apache, mark, keywords, what) -> str:
+def _new_log_line(server, mark, keywords, what) -> str:
     pat = re.compile("|".join(re.escape(k) for k in keywords), re.I)
-    text = apache.wait_log(mark, lambda t: any(pat.search(l) for l in t.splitlines()),
+    text = server.wait_log(mark, lambda t: any(pat.search(l) for l in t.splitlines()),
                            f"an error-log line about {what} (one of {keywords})")
     return next(l for l in text.splitlines() if pat.search(l))
 
@@ -228,14 +230,14 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
-def test_unsafe_identity_or_file_is_refused_with_403_and_logged(apache, site, case):
+def test_unsafe_identity_or_file_is_refused_with_403_and_logged(server, site, case):
     host, path, keywords = REFUSALS[case]
-    mark = apache.log_mark()
-    r = apache.get(path, host=host)
+    mark = server.log_mark()
+    r = server.get(path, host=host)
     assert r.status == 403, (f"{case}: GET {path} (Host {host}) expected 403, got {r.status} "
-                             f"{r.body[:200]!r}\n--- log ---\n{apache.log_since(mark)}")
+                             f"{r.body[:200]!r}\n--- log ---\n{server.log_since(mark)}")
     assert b'"uid"' not in r.body
-    _new_log_line(apache, mark, keywords, case)
+    _new_log_line(server, mark, keywords, case)
 
 
 BAD_DIRECTIVES = {
@@ -248,14 +250,14 @@ BAD_DIRECTIVES = {
 
 
 @pytest.mark.parametrize("d", sorted(BAD_DIRECTIVES))
-def test_bad_directive_value_gives_500_and_log_names_file_and_line(apache, site, d):
+def test_bad_directive_value_gives_500_and_log_names_file_and_line(server, site, d):
     line_no, reasons = BAD_DIRECTIVES[d]
     htaccess = str(site.alice.www / d / ".htaccess")
-    mark = apache.log_mark()
-    r = apache.get(f"/{d}/", host=ALICE)
+    mark = server.log_mark()
+    r = server.get(f"/{d}/", host=ALICE)
     assert r.status == 500, f"{d}: expected 500, got {r.status} {r.body[:200]!r}"
-    line = _new_log_line(apache, mark, (htaccess,), f"{htaccess}")
-    text = apache.log_since(mark)
+    line = _new_log_line(server, mark, (htaccess,), f"{htaccess}")
+    text = server.log_since(mark)
     assert any(htaccess in l and re.search(rf"\bline {line_no}\b", l) and
                any(k in l for k in reasons) for l in text.splitlines()), \
         (f"no log line naming {htaccess}, 'line {line_no}' and one of {reasons}; got:\n{text}"
@@ -265,28 +267,28 @@ def test_bad_directive_value_gives_500_and_log_names_file_and_line(apache, site,
 @pytest.mark.parametrize("d, directive", [("host_owner", "SuFcgiOwner"),
                                           ("host_minuid", "SuFcgiMinUid"),
                                           ("host_socketdir", "SuFcgiSocketDir")])
-def test_host_only_directive_in_htaccess_gives_500(apache, site, d, directive):
-    mark = apache.log_mark()
-    r = apache.get(f"/{d}/", host=ALICE)
+def test_host_only_directive_in_htaccess_gives_500(server, site, d, directive):
+    mark = server.log_mark()
+    r = server.get(f"/{d}/", host=ALICE)
     assert r.status == 500, f"{directive} in .htaccess: expected 500, got {r.status}"
-    _new_log_line(apache, mark, (f"{directive} not allowed here",), f"{directive} not allowed")
+    _new_log_line(server, mark, (f"{directive} not allowed here",), f"{directive} not allowed")
 
 
-def test_backend_that_exits_without_answering_gives_502(apache, site):
-    mark = apache.log_mark()
-    r = apache.get("/dies/", host=ALICE)
-    assert r.status == 502, f"expected 502, got {r.status} {r.body[:200]!r}\n{apache.log_since(mark)}"
+def test_backend_that_exits_without_answering_gives_502(server, site):
+    mark = server.log_mark()
+    r = server.get("/dies/", host=ALICE)
+    assert r.status == 502, f"expected 502, got {r.status} {r.body[:200]!r}\n{server.log_since(mark)}"
 
 
-def test_server_still_serves_after_refusals_and_errors(apache, site):
-    assert_runs_as(get_json(apache, "/app/after", ALICE), site.alice)
+def test_server_still_serves_after_refusals_and_errors(server, site):
+    assert_runs_as(get_json(server, "/app/after", ALICE), site.alice)
 
 
 # ---------------------------------------------------------------- restart (keep last: reloads config)
 
-def test_graceful_restart_keeps_serving(apache, site):
-    get_json(apache, "/app/", ALICE)
-    apache.graceful()
-    j = get_json(apache, "/app/after-graceful", ALICE)
+def test_graceful_restart_keeps_serving(server, site):
+    get_json(server, "/app/", ALICE)
+    server.graceful()
+    j = get_json(server, "/app/after-graceful", ALICE)
     assert_runs_as(j, site.alice)
-    assert_runs_as(get_json(apache, "/app/", BOB), site.bob)
+    assert_runs_as(get_json(server, "/app/", BOB), site.bob)

@@ -30,7 +30,7 @@
 
 use super::apr::{bytes, table_entries, table_get, table_set};
 use super::config::dir_conf;
-use super::guard::guard;
+use crate::core::guard::guard;
 use super::handler::userdir_user;
 use super::pool_request::{self, NotRun};
 use super::relay::{self, Captured, Role};

@@ -6,7 +6,7 @@
 
 use super::apr::{bytes, pool_box};
 use super::ffi;
-use super::guard::guard;
+use crate::core::guard::guard;
 use super::log;
 use crate::core::directives::{self, DirConfig, Directive};
 use crate::core::hostconfig::HostConfig;
@@ -315,23 +315,6 @@ unsafe extern "C" fn php_directive(
     })
 }
 
-/// `SuFcgiCeiling NAME VALUE`: NAME is a customer directive without its prefix.
-fn set_ceiling(c: &mut Limits, name: &[u8], v: &[u8]) -> Result<(), String> {
-    let secs = || directives::parse_count(v, 0, directives::MAX_SECONDS);
-    match name.to_ascii_lowercase().as_slice() {
-        b"maxworkers" => c.max_workers = directives::parse_count(v, 1, directives::MAX_WORKERS_LIMIT)?,
-        b"minworkers" => c.min_workers = directives::parse_count(v, 0, directives::MAX_WORKERS_LIMIT)?,
-        b"idletimeout" => c.idle_timeout = directives::parse_count(v, 1, directives::MAX_SECONDS)?,
-        b"maxrequests" => c.max_requests = directives::parse_count(v, 0, u32::MAX - 1)?,
-        b"queuelimit" => c.queue_limit = directives::parse_count(v, 0, 100_000)?,
-        b"queuetimeout" => c.queue_timeout = secs()?,
-        b"requesttimeout" => c.request_timeout = secs()?,
-        b"memorylimit" => c.memory_limit = crate::core::limits::parse_size(v)?,
-        _ => return Err(format!("unknown limit '{}'", String::from_utf8_lossy(name))),
-    }
-    Ok(())
-}
-
 fn env_allowed(host: Option<&ServerConf>, name: &[u8]) -> bool {
     let mut probe = HostConfig::new(PathBuf::new(), 0, 0);
     if let Some(h) = host {
@@ -386,7 +369,7 @@ unsafe extern "C" fn host_directive(
                 HostDirective::MinUid => count(1, u32::MAX - 1).map(|n| conf.min_uid = Some(n)),
                 HostDirective::MinGid => count(1, u32::MAX - 1).map(|n| conf.min_gid = Some(n)),
                 HostDirective::Ceiling => match a.as_slice() {
-                    [n, v] => set_ceiling(&mut conf.ceilings, n, v).map_err(|e| format!("{name}: {e}")),
+                    [n, v] => directives::set_ceiling(&mut conf.ceilings, n, v).map_err(|e| format!("{name}: {e}")),
                     _ => Err(format!("{name} takes NAME VALUE, e.g. SuFcgiCeiling MaxWorkers 8")),
                 },
                 HostDirective::MaxWorkersPerOwner => count(1, 100_000).map(|n| conf.max_workers_per_owner = Some(n)),

@@ -3,7 +3,7 @@
 
 use super::apr::{self, bytes, table_entries, table_set};
 use super::config::dir_conf;
-use super::guard::guard;
+use crate::core::guard::guard;
 use super::hooks::{HANDLER_APP, HANDLER_SCRIPT, HANDLER_STATUS, HANDLER_WRAPPER};
 use super::pool_request::{self, NotRun};
 use super::{ffi, log, relay, runtime};

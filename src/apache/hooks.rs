@@ -4,7 +4,7 @@
 
 use super::apr::bytes;
 use super::config::{self, server_conf};
-use super::guard::guard;
+use crate::core::guard::guard;
 use super::{authorizer, ffi, handler, log, runtime, watchdog};
 use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
 use crate::core::scoreboard::Scoreboard;

@@ -7,7 +7,6 @@ mod config;
 mod dispatch;
 mod ffi;
 mod pool_request;
-mod guard;
 mod handler;
 mod hooks;
 mod link;

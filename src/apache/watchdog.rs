@@ -2,7 +2,7 @@
 //! (as mod_cgid does with its daemon): if the supervisor dies, the MPM's
 //! maintenance loop tells us and we start a new one, so requests keep working.
 
-use super::guard::guard;
+use crate::core::guard::guard;
 use super::{ffi, hooks, log, runtime};
 use std::os::raw::{c_int, c_void};
 use std::ptr;

@@ -429,6 +429,23 @@ fn one_relative(name: &str, args: &[&[u8]]) -> Result<PathBuf, String> {
 }
 
 /// Parse a decimal count in `min..=max`.
+/// `SuFcgiCeiling NAME VALUE`: NAME is a customer directive without its prefix.
+pub fn set_ceiling(c: &mut Limits, name: &[u8], v: &[u8]) -> Result<(), String> {
+    let secs = || parse_count(v, 0, MAX_SECONDS);
+    match name.to_ascii_lowercase().as_slice() {
+        b"maxworkers" => c.max_workers = parse_count(v, 1, MAX_WORKERS_LIMIT)?,
+        b"minworkers" => c.min_workers = parse_count(v, 0, MAX_WORKERS_LIMIT)?,
+        b"idletimeout" => c.idle_timeout = parse_count(v, 1, MAX_SECONDS)?,
+        b"maxrequests" => c.max_requests = parse_count(v, 0, u32::MAX - 1)?,
+        b"queuelimit" => c.queue_limit = parse_count(v, 0, 100_000)?,
+        b"queuetimeout" => c.queue_timeout = secs()?,
+        b"requesttimeout" => c.request_timeout = secs()?,
+        b"memorylimit" => c.memory_limit = parse_size(v)?,
+        _ => return Err(format!("unknown limit '{}'", String::from_utf8_lossy(name))),
+    }
+    Ok(())
+}
+
 pub fn parse_count(v: &[u8], min: u32, max: u32) -> Result<u32, String> {
     let s = std::str::from_utf8(v).map_err(|_| format!("'{}' is not a number", lossy(v)))?;
     match s.parse::<u32>() {

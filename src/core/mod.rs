@@ -3,12 +3,15 @@
 pub mod authorizer;
 pub mod directives;
 pub mod fastcgi;
+pub mod guard;
 pub mod hostconfig;
 pub mod htaccess;
+pub mod htaccess_file;
 pub mod identity;
 pub mod limits;
 pub mod mapping;
 pub mod php_ini;
+pub mod pool_link;
 pub mod request;
 pub mod scoreboard;
 pub mod supervisor;

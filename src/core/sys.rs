@@ -485,6 +485,27 @@ pub fn write_all_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     write_loop(buf, |b| unsafe { libc::write(fd, b.as_ptr() as *const libc::c_void, b.len()) })
 }
 
+/// Fills `buf` from `fd`; an early EOF is `UnexpectedEof`.
+pub fn read_exact_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: the destination is the unfilled tail of `buf`.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr() as *mut libc::c_void, buf.len() - got) };
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed early"));
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        got += n as usize;
+    }
+    Ok(())
+}
+
 /// `send(2)` of all of `buf` with `MSG_NOSIGNAL`: a closed peer is an `EPIPE`
 /// error, never a SIGPIPE in a host process that did not ignore it.
 pub fn send_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
@@ -613,6 +634,30 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32);
     }
+}
+
+/// A non-blocking, close-on-exec connect to a Unix stream socket (a worker's
+/// listening socket). ENOENT/ECONNREFUSED mean the worker is gone; EAGAIN that
+/// its backlog is full.
+pub fn connect_unix_nonblocking(path: &Path) -> io::Result<OwnedFd> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) })?;
+    // SAFETY: fd is a fresh socket we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    // SAFETY: addr is initialised and len covers the family plus the path and its NUL.
+    cvt(unsafe { libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) })?;
+    Ok(owned)
 }
 
 /// A close-on-exec pipe: (read end, write end).

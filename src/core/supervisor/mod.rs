@@ -95,8 +95,21 @@ fn remove_stale_sockets(dir: &Path) -> io::Result<()> {
 }
 
 /// Fork the supervisor from the privileged (root) parent. Must not be called
-/// from a multi-threaded process.
+/// from a multi-threaded process. It dies with the parent (Apache: the
+/// parent's restarts keep it; its exit stops it).
 pub fn start(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<SupervisorHandle> {
+    start_as(cfg, scoreboard, false)
+}
+
+/// As `start`, but the supervisor is a grandchild, not a child: lighttpd
+/// waits for every child of its own before a graceful restart, so a child
+/// supervisor would hold that restart up forever. It stops when the control
+/// channel closes (the server process exited).
+pub fn start_detached(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<SupervisorHandle> {
+    start_as(cfg, scoreboard, true)
+}
+
+fn start_as(cfg: &HostConfig, scoreboard: &Scoreboard, detach: bool) -> io::Result<SupervisorHandle> {
     prepare_socket_dir(&cfg.socket_dir, cfg.server_gid)?;
     remove_stale_sockets(&cfg.socket_dir)?;
     let path = supervisor_socket_path(&cfg.socket_dir);
@@ -107,6 +120,8 @@ pub fn start(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<Supervisor
     let (sb_ptr, nslots) = scoreboard.as_raw();
     let cfg = cfg.clone();
     let parent_pid = sys::getpid();
+    // Detached: the intermediate child reports the supervisor's pid here.
+    let pid_pipe = if detach { Some(sys::pipe()?) } else { None };
 
     // SAFETY: the caller guarantees a single-threaded process; the child only
     // runs our own code and leaves through `_exit`.
@@ -118,18 +133,40 @@ pub fn start(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<Supervisor
     }
     if pid == 0 {
         drop(parent_end);
-        become_supervisor(parent_pid, &child_end, &listener);
+        if let Some((rd, wr)) = pid_pipe {
+            drop(rd);
+            // SAFETY: still single-threaded (a fresh fork of such a process).
+            let grandchild = unsafe { libc::fork() };
+            if grandchild != 0 {
+                let _ = sys::write_all_fd(wr.as_raw_fd(), &grandchild.to_ne_bytes());
+                // SAFETY: leaving the intermediate child without running the server's atexit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            drop(wr);
+        }
+        become_supervisor(if detach { None } else { Some(parent_pid) }, &child_end, &listener);
         // SAFETY: the mapping was created before fork and is inherited (MAP_SHARED).
         let sb = unsafe { Scoreboard::from_raw(sb_ptr, nslots) };
         server::run(cfg, sb, child_end, listener, path);
     }
     drop(child_end);
     drop(listener);
-    Ok(SupervisorHandle { pid, control: Some(parent_end) })
+    let Some((rd, wr)) = pid_pipe else {
+        return Ok(SupervisorHandle { pid, control: Some(parent_end), detached: false });
+    };
+    drop(wr);
+    let mut st = 0;
+    // SAFETY: reaping the intermediate child we just forked; `st` is a valid out-int.
+    let _ = sys::cvt_retry(|| unsafe { libc::waitpid(pid, &mut st, 0) });
+    let mut buf = [0u8; std::mem::size_of::<libc::pid_t>()];
+    sys::read_exact_fd(rd.as_raw_fd(), &mut buf)
+        .map_err(|e| io::Error::new(e.kind(), format!("the supervisor did not start: {e}")))?;
+    Ok(SupervisorHandle { pid: libc::pid_t::from_ne_bytes(buf), control: Some(parent_end), detached: true })
 }
 
 /// Process hygiene for the freshly forked supervisor (runs in the child).
-fn become_supervisor(parent_pid: libc::pid_t, control: &OwnedFd, listener: &OwnedFd) {
+/// `parent_pid` is None for a detached supervisor, whose parent is gone by design.
+fn become_supervisor(parent_pid: Option<libc::pid_t>, control: &OwnedFd, listener: &OwnedFd) {
     // Inherited server signal handlers must not run here.
     sys::reset_signals();
     // The server signals its whole process group on restart (HUP, USR1, WINCH):
@@ -142,12 +179,14 @@ fn become_supervisor(parent_pid: libc::pid_t, control: &OwnedFd, listener: &Owne
         // SAFETY: leaving the forked child.
         unsafe { libc::_exit(1) }
     };
-    if sys::set_parent_death_signal(libc::SIGTERM).is_err() {
-        fail("prctl(PR_SET_PDEATHSIG)");
-    }
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } != parent_pid {
-        fail("server exited during start-up");
+    if let Some(parent_pid) = parent_pid {
+        if sys::set_parent_death_signal(libc::SIGTERM).is_err() {
+            fail("prctl(PR_SET_PDEATHSIG)");
+        }
+        // SAFETY: getppid cannot fail.
+        if unsafe { libc::getppid() } != parent_pid {
+            fail("server exited during start-up");
+        }
     }
     // Never let the server's listening sockets (or anything else) reach a worker.
     sys::close_fds_except(3, &[control.as_raw_fd(), listener.as_raw_fd()]);
@@ -173,6 +212,8 @@ fn become_supervisor(parent_pid: libc::pid_t, control: &OwnedFd, listener: &Owne
 pub struct SupervisorHandle {
     pid: libc::pid_t,
     control: Option<OwnedFd>,
+    /// Not our child (`start_detached`): it cannot be waited for.
+    detached: bool,
 }
 
 impl SupervisorHandle {
@@ -180,7 +221,12 @@ impl SupervisorHandle {
         // SAFETY: the glue hands back exactly what `into_raw` gave it; the fd is
         // open and owned by nobody else.
         let control = if control_fd >= 0 { Some(unsafe { OwnedFd::from_raw_fd(control_fd) }) } else { None };
-        SupervisorHandle { pid, control }
+        SupervisorHandle { pid, control, detached: false }
+    }
+
+    /// A detached supervisor known by pid only (to ask whether it still runs).
+    pub fn from_detached(pid: libc::pid_t) -> SupervisorHandle {
+        SupervisorHandle { pid, control: None, detached: true }
     }
 
     pub fn into_raw(mut self) -> (libc::pid_t, RawFd) {
@@ -195,6 +241,13 @@ impl SupervisorHandle {
     /// Whether the supervisor process still runs. Reaps it if it exited; a pid
     /// already reaped by someone else (e.g. the server's own reaper) counts as gone.
     pub fn is_alive(&self) -> bool {
+        if self.detached {
+            // EPERM: it exists but runs as root and we no longer do.
+            return match sys::kill(self.pid, 0) {
+                Ok(()) => true,
+                Err(e) => e.raw_os_error() == Some(libc::EPERM),
+            };
+        }
         let mut st = 0;
         // SAFETY: `st` is a valid out-int; WNOHANG never blocks.
         let rc = sys::cvt_retry(|| unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) });

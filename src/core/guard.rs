@@ -1,5 +1,5 @@
 //! The one guard every `extern "C"` entry point goes through: a panic in Rust
-//! must never unwind into httpd. It is caught, logged, and turned into an
+//! must never unwind into the server. It is caught, logged, and turned into an
 //! error status.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

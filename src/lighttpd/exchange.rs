@@ -1,0 +1,820 @@
+//! One request on lighttpd's event loop: collect the start of the body, find
+//! a worker (claim, or wait in the pool's queue without blocking the loop),
+//! connect, and relay FastCGI both ways as the sockets allow. lighttpd is
+//! single-threaded: nothing here may block, except the supervisor round-trip
+//! on a pool-cache miss (a local socket, answered without waiting for spawns).
+//!
+//! Stages: `Body` (read the body up to `PREFETCH` before holding a worker, so
+//! a slow client never holds one), `Queue` (claim; else wait — see
+//! waiters.rs), `Relay`. lighttpd calls `subrequest` again whenever the
+//! request is scheduled (our fd's events, a waiter's turn, the timeout check).
+
+use super::ffi;
+use super::log;
+use super::runtime::Runtime;
+use super::waiters;
+use crate::core::fastcgi::cgi_headers::CgiHeaders;
+use crate::core::fastcgi::params::{self, param_value_is_safe};
+use crate::core::fastcgi::record::{self, FCGI_RESPONDER, STDIN};
+use crate::core::fastcgi::response::{Event, ResponseDecoder};
+use crate::core::hostconfig::param_blocked;
+use crate::core::pool_link::{self, Pool, PoolError, Site};
+use crate::core::request::{worker_socket_path, AppKind, PoolInfo, PoolSpec};
+use crate::core::scoreboard::{pool_state, Claim, PoolSlot};
+use crate::core::sys;
+use std::cell::RefCell;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::raw::{c_char, c_int, c_void};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REQUEST_ID: u16 = 1;
+const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
+/// Body bytes collected before a worker is claimed (as under Apache).
+const PREFETCH: i64 = 64 * 1024;
+/// Reads per scheduling of one request: others get their turn in between.
+const READS_PER_TURN: usize = 16;
+const READ_CHUNK: usize = 65536;
+/// Silence from the app that ends the exchange (lighttpd has no `Timeout`).
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection", b"content-length"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Body,
+    Queue,
+    Relay,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fate {
+    Clean,
+    Broken,
+    TimedOut,
+}
+
+/// What a request needs to run, decided when it was routed.
+pub struct Job {
+    pub kind: AppKind,
+    pub spec: PoolSpec,
+    pub watch: Vec<PathBuf>,
+    /// The wrapped script (must be the pool owner's).
+    pub script: PathBuf,
+    pub busy_page: Option<PathBuf>,
+    /// CGI variables this request's mapping decides (SuFcgiApp mounts).
+    pub overrides: Vec<(&'static [u8], Vec<u8>)>,
+}
+
+struct Conn {
+    claim: Claim<'static>,
+    slot: &'static PoolSlot,
+    pool: Arc<Pool>,
+    fd: c_int,
+    fdn: *mut ffi::fdnode,
+    out: Vec<u8>,
+    out_pos: usize,
+    stdin_done: bool,
+    /// The app stopped reading its input (it may still answer).
+    input_closed: bool,
+    dec: ResponseDecoder,
+    got_bytes: bool,
+    headers_done: bool,
+    stderr_line: Vec<u8>,
+    last_io: Instant,
+    deadline: Option<Instant>,
+}
+
+pub struct Ctx {
+    r: *mut ffi::request_st,
+    con: *mut ffi::connection,
+    rt: Arc<Runtime>,
+    job: Job,
+    stage: Stage,
+    params: Vec<u8>,
+    pool: Option<Arc<Pool>>,
+    fresh: bool,
+    checked: bool,
+    attempts: u32,
+    /// Counted in the slot's `waiting` (the queue limit).
+    queued: Option<&'static PoolSlot>,
+    queue_deadline: Option<Instant>,
+    nudged: bool,
+    conn: Option<Conn>,
+    timed_out: bool,
+}
+
+thread_local! {
+    /// Live exchanges of this process, for the once-a-second timeout check.
+    static LIVE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Schedule the request's connection for processing (lighttpd's static
+/// inline `joblist_append`, which the binary does not export).
+///
+/// # Safety
+/// `con` is a live connection; lighttpd's loop runs on this thread.
+pub unsafe fn schedule(con: *mut ffi::connection) {
+    // SAFETY: the caller's contract; log_con_jqueue is lighttpd's job list
+    // head (a sentinel-terminated list), only touched on this thread.
+    unsafe {
+        if (*con).jqnext.is_null() {
+            (*con).jqnext = ffi::log_con_jqueue;
+            ffi::log_con_jqueue = con;
+        }
+    }
+}
+
+impl Ctx {
+    pub fn new(r: *mut ffi::request_st, rt: Arc<Runtime>, job: Job) -> Box<Ctx> {
+        // SAFETY: r is the live request being routed.
+        let con = unsafe { (*r).con };
+        let ctx = Box::new(Ctx {
+            r,
+            con,
+            rt,
+            job,
+            stage: Stage::Body,
+            params: Vec::new(),
+            pool: None,
+            fresh: false,
+            checked: false,
+            attempts: 0,
+            queued: None,
+            queue_deadline: None,
+            nudged: false,
+            conn: None,
+            timed_out: false,
+        });
+        LIVE.with(|l| l.borrow_mut().push(&*ctx as *const Ctx as usize));
+        ctx
+    }
+
+    fn site(&self) -> Site<'_> {
+        Site { socket_dir: &self.rt.socket_dir, scoreboard: self.rt.scoreboard }
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let me = self as *const Ctx as usize;
+        LIVE.with(|l| l.borrow_mut().retain(|&p| p != me));
+        waiters::remove(me);
+        if let Some(slot) = self.queued.take() {
+            slot.leave_queue();
+        }
+        if let Some(conn) = self.conn.take() {
+            // The request was cut short (client gone, server stopping): the
+            // worker may be mid-answer, so it is not given to anyone else.
+            let done = conn.dec.is_done();
+            let (claim, pool) = close_conn(self.con, conn);
+            if done {
+                if claim.release() {
+                    pool_link::nudge(&self.rt.socket_dir, &pool.info);
+                }
+            } else {
+                claim.retire();
+                pool_link::nudge(&self.rt.socket_dir, &pool.info);
+            }
+        }
+    }
+}
+
+/// Unregister and close the backend socket; hand back what must be settled.
+fn close_conn(con: *mut ffi::connection, conn: Conn) -> (Claim<'static>, Arc<Pool>) {
+    // SAFETY: con is live while its request is; fdn was registered on its
+    // server's event handler, which closes the fd once unregistered.
+    unsafe {
+        let ev = (*(*con).srv).ev;
+        if !conn.fdn.is_null() {
+            ffi::fdevent_fdnode_event_del(ev, conn.fdn);
+            ffi::fdevent_sched_close(ev, conn.fdn);
+        } else {
+            libc::close(conn.fd);
+        }
+    }
+    conn.slot.inflight.fetch_sub(1, Ordering::AcqRel);
+    (conn.claim, conn.pool)
+}
+
+/// The fd handler: let lighttpd schedule the request, whose turn reads and
+/// writes what the socket allows (non-blocking either way).
+unsafe extern "C" fn on_backend_event(ctx: *mut c_void, _revents: c_int) -> ffi::handler_t {
+    // SAFETY: ctx is the Ctx registered with this fd; it unregisters the fd
+    // before it is dropped.
+    unsafe { schedule((*(ctx as *mut Ctx)).con) };
+    ffi::handler_t_HANDLER_FINISHED
+}
+
+/// Once a second: flag exchanges whose app went silent or ran out of time,
+/// and queued requests past their queue timeout.
+pub fn check_timeouts() {
+    let now = Instant::now();
+    let live: Vec<usize> = LIVE.with(|l| l.borrow().clone());
+    for p in live {
+        // SAFETY: LIVE holds only Ctx values not yet dropped (Drop removes them).
+        let c = unsafe { &mut *(p as *mut Ctx) };
+        let due = match (&c.conn, c.queue_deadline) {
+            (Some(conn), _) => now.duration_since(conn.last_io) >= IO_TIMEOUT || conn.deadline.is_some_and(|d| now >= d),
+            (None, Some(d)) => now >= d,
+            _ => false,
+        };
+        if due {
+            c.timed_out = c.conn.is_some();
+            // SAFETY: the request's connection is live while its Ctx is.
+            unsafe { schedule(c.con) };
+        }
+    }
+}
+
+/// Answer an error (or busy) status without a response from the app.
+fn refuse(c: &mut Ctx, status: c_int, retry_after: Option<u32>, why: &str) -> ffi::handler_t {
+    log::request(c.r, format!("sufcgi: {why}").as_bytes());
+    // SAFETY: c.r is the live request; header names and values are copied.
+    unsafe {
+        let r = &mut *c.r;
+        if let Some(s) = retry_after {
+            let v = s.max(1).to_string();
+            let k = b"Retry-After";
+            ffi::http_header_response_set(c.r, ffi::http_header_e_HTTP_HEADER_OTHER, k.as_ptr() as *const c_char, k.len() as u32, v.as_ptr() as *const c_char, v.len() as u32);
+        }
+        if status == 503 {
+            if let Some(page) = c.job.busy_page.as_deref().and_then(read_busy_page) {
+                r.http_status = 503;
+                let ct = b"text/html; charset=utf-8";
+                ffi::http_header_response_set(c.r, ffi::http_header_e_HTTP_HEADER_CONTENT_TYPE, c"Content-Type".as_ptr(), 12, ct.as_ptr() as *const c_char, ct.len() as u32);
+                ffi::http_chunk_append_mem(c.r, page.as_ptr() as *const c_char, page.len());
+                r.resp_body_finished = 1;
+                return ffi::handler_t_HANDLER_FINISHED;
+            }
+        }
+        r.http_status = status;
+        r.handler_module = std::ptr::null();
+    }
+    ffi::handler_t_HANDLER_FINISHED
+}
+
+fn read_busy_page(p: &std::path::Path) -> Option<Vec<u8>> {
+    let md = std::fs::symlink_metadata(p).ok()?;
+    if !md.file_type().is_file() || md.len() > 64 * 1024 {
+        return None;
+    }
+    std::fs::read(p).ok()
+}
+
+/// lighttpd's handle_subrequest for our requests.
+///
+/// # Safety
+/// `c.r` is the live request this Ctx belongs to.
+pub unsafe fn subrequest(c: &mut Ctx) -> ffi::handler_t {
+    loop {
+        match c.stage {
+            Stage::Body => {
+                // SAFETY: the caller's contract.
+                match unsafe { collect_body(c) } {
+                    Ok(true) => {}
+                    Ok(false) => return ffi::handler_t_HANDLER_WAIT_FOR_EVENT,
+                    Err(rc) => return rc,
+                }
+                // SAFETY: as above.
+                if let Err(rc) = unsafe { build_params(c) } {
+                    return rc;
+                }
+                c.stage = Stage::Queue;
+            }
+            Stage::Queue => match find_worker(c) {
+                Found::Wait => return ffi::handler_t_HANDLER_WAIT_FOR_EVENT,
+                Found::Done(rc) => return rc,
+                Found::Worker => c.stage = Stage::Relay,
+            },
+            // SAFETY: as above.
+            Stage::Relay => return unsafe { relay(c) },
+        }
+    }
+}
+
+/// Ok(true) once enough of the body is in to claim a worker.
+unsafe fn collect_body(c: &mut Ctx) -> Result<bool, ffi::handler_t> {
+    // SAFETY: c.r and its connection are live.
+    unsafe {
+        let r = &mut *c.r;
+        if r.reqbody_queue.bytes_in != r.reqbody_length {
+            let read = (*c.con).reqbody_read.ok_or(ffi::handler_t_HANDLER_ERROR)?;
+            let rc = read(c.r);
+            if rc != ffi::handler_t_HANDLER_GO_ON {
+                return if rc == ffi::handler_t_HANDLER_WAIT_FOR_EVENT { Ok(false) } else { Err(rc) };
+            }
+        }
+        if r.reqbody_length < 0 {
+            // Streaming a chunked body: FastCGI needs CONTENT_LENGTH up front.
+            return Err(ffi::http_response_reqbody_read_error(c.r, 411));
+        }
+        let have = r.reqbody_queue.bytes_in;
+        Ok(have >= r.reqbody_length || have >= PREFETCH)
+    }
+}
+
+unsafe extern "C" fn collect_param(vdata: *mut c_void, k: *const c_char, klen: usize, v: *const c_char, vlen: usize) -> c_int {
+    // SAFETY: vdata is the Vec passed to http_cgi_headers below; k and v are
+    // valid for klen/vlen bytes for the duration of the call.
+    unsafe {
+        let out = &mut *(vdata as *mut Vec<(Vec<u8>, Vec<u8>)>);
+        let key = std::slice::from_raw_parts(k as *const u8, klen).to_vec();
+        let val = if vlen == 0 { Vec::new() } else { std::slice::from_raw_parts(v as *const u8, vlen).to_vec() };
+        out.push((key, val));
+    }
+    0
+}
+
+/// The CGI environment lighttpd builds for mod_fastcgi, with our mapping's
+/// overrides, minus blocked names; encoded once as BEGIN_REQUEST + PARAMS.
+unsafe fn build_params(c: &mut Ctx) -> Result<(), ffi::handler_t> {
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(40);
+    let mut opts = ffi::http_cgi_opts { authorizer: 0, break_scriptfilename_for_php: 0, docroot: std::ptr::null(), strip_request_uri: std::ptr::null() };
+    // SAFETY: c.r is live; the callback only appends to `pairs`.
+    unsafe { ffi::http_cgi_headers(c.r, &mut opts, Some(collect_param), &mut pairs as *mut _ as *mut c_void) };
+    for (k, v) in &c.job.overrides {
+        match pairs.iter_mut().find(|(pk, _)| pk.as_slice() == *k) {
+            Some(p) => p.1 = v.clone(),
+            None => pairs.push((k.to_vec(), v.clone())),
+        }
+    }
+    if c.job.overrides.iter().any(|(k, _)| *k == b"PATH_INFO") {
+        pairs.retain(|(k, v)| !(k.as_slice() == b"PATH_INFO" || k.as_slice() == b"PATH_TRANSLATED") || !v.is_empty());
+    }
+    pairs.retain(|(k, _)| !param_blocked(k, &c.rt.host.blocked_env));
+    if let Some((k, _)) = pairs.iter().find(|(k, v)| !param_value_is_safe(k) || !param_value_is_safe(v)) {
+        let why = format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(k));
+        return Err(refuse(c, 400, None, &why));
+    }
+    let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    let mut out = Vec::with_capacity(4096);
+    record::write_begin_request(&mut out, REQUEST_ID, FCGI_RESPONDER, 0);
+    params::write_params(&mut out, REQUEST_ID, &refs);
+    c.params = out;
+    Ok(())
+}
+
+enum Found {
+    Worker,
+    Wait,
+    Done(ffi::handler_t),
+}
+
+/// A script served through a wrapper runs with the pool owner's rights: it
+/// must be the owner's own file that nobody else can change.
+fn check_wrapped_script(file: &std::path::Path, pool: &PoolInfo) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(file).map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
+    if !md.file_type().is_file() {
+        return Err(format!("{} is not a regular file", file.display()));
+    }
+    if md.uid() != pool.uid {
+        return Err(format!("{} is owned by uid {}, not by the site owner (uid {})", file.display(), md.uid(), pool.uid));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!("{} is writable by group or others", file.display()));
+    }
+    if md.mode() & 0o6000 != 0 {
+        return Err(format!("{} is setuid or setgid", file.display()));
+    }
+    Ok(())
+}
+
+fn find_worker(c: &mut Ctx) -> Found {
+    if let Some(why) = c.rt.unavailable.clone() {
+        return Found::Done(refuse(c, 503, Some(5), &why));
+    }
+    let me = c as *const Ctx as usize;
+    while c.attempts < 8 {
+        let pool = match c.pool.clone().filter(|_| !c.fresh) {
+            Some(p) => p,
+            None => match pool_link::pool_for(&c.site(), &c.job.spec, &c.job.watch, c.fresh) {
+                Ok(p) => {
+                    c.fresh = false;
+                    c.pool = Some(p.clone());
+                    p
+                }
+                Err(PoolError::Refused { status, reason }) => {
+                    return Found::Done(refuse(c, status as c_int, (status == 503).then_some(5), &reason))
+                }
+                Err(PoolError::Unavailable(why)) => return Found::Done(refuse(c, 503, Some(5), &why)),
+            },
+        };
+        if !c.checked {
+            if c.job.kind == AppKind::Wrapper {
+                if let Err(why) = check_wrapped_script(&c.job.script, &pool.info) {
+                    return Found::Done(refuse(c, 403, None, &format!("refusing to run a script: {why}")));
+                }
+            }
+            c.checked = true;
+        }
+        let Some(slot) = pool.slot(c.rt.scoreboard) else {
+            c.attempts += 1;
+            c.fresh = true;
+            continue;
+        };
+        if waiters::may_claim(pool.info.slot, me) {
+            if let Some(claim) = slot.claim() {
+                waiters::remove(me);
+                if let Some(q) = c.queued.take() {
+                    q.leave_queue();
+                }
+                c.queue_deadline = None;
+                // The next in line may find a worker too (several became free).
+                waiters::wake_front(pool.info.slot);
+                match connect(c, claim, slot, pool) {
+                    Ok(()) => return Found::Worker,
+                    Err(()) => {
+                        c.attempts += 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        let limits = &pool.info.limits;
+        match slot.state.load(Ordering::Acquire) {
+            pool_state::BACKOFF => {
+                let left = slot.backoff_until.load(Ordering::Acquire).saturating_sub(sys::monotonic_secs()).max(1);
+                slot.rejected.fetch_add(1, Ordering::Relaxed);
+                return Found::Done(busy(c, left, &format!("the app keeps crashing at start; next try in {left} s")));
+            }
+            pool_state::ACTIVE => {}
+            _ => {
+                waiters::remove(me);
+                c.attempts += 1;
+                c.fresh = true;
+                continue;
+            }
+        }
+        if c.queued.is_none() {
+            if !slot.enter_queue() {
+                slot.rejected.fetch_add(1, Ordering::Relaxed);
+                let why = format!("all {} workers busy and {} requests already waiting (SuFcgiQueueLimit)", limits.max_workers, limits.queue_limit);
+                return Found::Done(busy(c, 5, &why));
+            }
+            c.queued = Some(slot);
+            c.queue_deadline = Some(Instant::now() + Duration::from_secs(limits.queue_timeout as u64));
+        }
+        if !c.nudged && slot.live_workers() < limits.max_workers {
+            pool_link::nudge(&c.rt.socket_dir, &pool.info);
+            c.nudged = true;
+        }
+        if c.queue_deadline.is_some_and(|d| Instant::now() >= d) {
+            slot.rejected.fetch_add(1, Ordering::Relaxed);
+            let why = format!("no worker became free within {} s (SuFcgiQueueTimeout)", limits.queue_timeout);
+            return Found::Done(busy(c, 5, &why));
+        }
+        waiters::add(pool.info.slot, me, c.con);
+        return Found::Wait;
+    }
+    Found::Done(refuse(c, 502, None, "no worker of the app could take the request"))
+}
+
+fn busy(c: &mut Ctx, retry_after: u32, why: &str) -> ffi::handler_t {
+    refuse(c, 503, Some(retry_after), &format!("503: {why}"))
+}
+
+/// Connect to the claimed worker and register the socket with lighttpd.
+fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Arc<Pool>) -> Result<(), ()> {
+    let path = worker_socket_path(&pool.info.socket_prefix, claim.index);
+    let sock: OwnedFd = match sys::connect_unix_nonblocking(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            // The worker went away between claim and connect: take another.
+            if claim.retire() {
+                pool_link::nudge(&c.rt.socket_dir, &pool.info);
+            }
+            log::request(c.r, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
+            return Err(());
+        }
+    };
+    slot.requests.fetch_add(1, Ordering::Relaxed);
+    slot.inflight.fetch_add(1, Ordering::AcqRel);
+    let allowed = pool.info.limits.request_timeout as u64;
+    let fd = sock.into_raw_fd();
+    // SAFETY: the connection and its server are live; the handler's ctx is
+    // this Ctx, which unregisters the fd before it is dropped.
+    let fdn = unsafe {
+        let ev = (*(*c.con).srv).ev;
+        let fdn = ffi::fdevent_register(ev, fd, Some(on_backend_event), c as *mut Ctx as *mut c_void);
+        if !fdn.is_null() {
+            ffi::fdevent_fdnode_event_set(ev, fdn, (ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP) as c_int);
+        }
+        fdn
+    };
+    let out = std::mem::take(&mut c.params);
+    c.conn = Some(Conn {
+        claim,
+        slot,
+        pool,
+        fd,
+        fdn,
+        out,
+        out_pos: 0,
+        stdin_done: false,
+        input_closed: false,
+        dec: ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS),
+        got_bytes: false,
+        headers_done: false,
+        stderr_line: Vec::new(),
+        last_io: Instant::now(),
+        deadline: (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed)),
+    });
+    if fdn.is_null() {
+        return Err(());
+    }
+    Ok(())
+}
+
+/// Move body bytes from lighttpd's request-body queue into STDIN records
+/// (once the previous ones are sent). True when it added any.
+unsafe fn fill_stdin(c: &mut Ctx) -> Result<bool, String> {
+    // SAFETY: c.r is live; chunkqueue calls operate on its own body queue.
+    unsafe {
+        let r = &mut *c.r;
+        let Some(conn) = c.conn.as_mut() else { return Ok(false) };
+        if conn.stdin_done || conn.input_closed || conn.out_pos < conn.out.len() {
+            return Ok(false);
+        }
+        conn.out.clear();
+        conn.out_pos = 0;
+        let cq = &mut r.reqbody_queue as *mut ffi::chunkqueue;
+        let mut budget = 4 * 65535usize;
+        // peek_data copies file chunks (bodies lighttpd spooled to disk) into
+        // this buffer; memory chunks it hands out by reference.
+        let mut scratch = [0u8; 65535];
+        while budget > 0 {
+            let pending = (*cq).bytes_in - (*cq).bytes_out;
+            if pending <= 0 {
+                break;
+            }
+            let mut want = (pending as usize).min(scratch.len()).min(budget) as u32;
+            let mut data: *mut c_char = scratch.as_mut_ptr() as *mut c_char;
+            if ffi::chunkqueue_peek_data(cq, &mut data, &mut want, r.conf.errh as *mut _) != 0 || data.is_null() {
+                return Err("reading the request body (buffered by lighttpd) failed".into());
+            }
+            if want == 0 {
+                break;
+            }
+            let bytes = std::slice::from_raw_parts(data as *const u8, want as usize);
+            record::write_stream(&mut conn.out, STDIN, REQUEST_ID, bytes);
+            ffi::chunkqueue_mark_written(cq, want as i64);
+            budget -= want as usize;
+        }
+        if (*cq).bytes_out == r.reqbody_length {
+            record::write_stream_end(&mut conn.out, STDIN, REQUEST_ID);
+            conn.stdin_done = true;
+        }
+        Ok(!conn.out.is_empty())
+    }
+}
+
+/// Send what the socket takes now.
+fn send_pending(conn: &mut Conn) {
+    while conn.out_pos < conn.out.len() && !conn.input_closed {
+        let buf = &conn.out[conn.out_pos..];
+        // SAFETY: writing from a live buffer to our own socket.
+        let n = unsafe { libc::send(conn.fd, buf.as_ptr() as *const c_void, buf.len(), libc::MSG_NOSIGNAL) };
+        if n > 0 {
+            conn.out_pos += n as usize;
+            conn.last_io = Instant::now();
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => break,
+            // The app stopped reading (it may already have answered): keep
+            // reading its response, send nothing more.
+            _ => {
+                conn.input_closed = true;
+                conn.out.clear();
+                conn.out_pos = 0;
+            }
+        }
+    }
+}
+
+/// Put the app's CGI headers on lighttpd's response.
+unsafe fn apply_headers(r: *mut ffi::request_st, h: &CgiHeaders) {
+    // SAFETY: r is live and no response bytes were produced yet; lighttpd
+    // copies names and values.
+    unsafe {
+        let insert = |id: ffi::http_header_e, k: &[u8], v: &[u8]| {
+            ffi::http_header_response_insert(r, id, k.as_ptr() as *const c_char, k.len() as u32, v.as_ptr() as *const c_char, v.len() as u32)
+        };
+        if let Some(ct) = &h.content_type {
+            insert(ffi::http_header_e_HTTP_HEADER_CONTENT_TYPE, b"Content-Type", ct);
+        }
+        if let Some(loc) = &h.location {
+            insert(ffi::http_header_e_HTTP_HEADER_LOCATION, b"Location", loc);
+        }
+        for (k, v) in &h.headers {
+            // Content-Length too: lighttpd frames the body itself.
+            if HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_slice()) {
+                continue;
+            }
+            insert(ffi::http_header_hkey_get(k.as_ptr() as *const c_char, k.len()), k, v);
+        }
+        (*r).http_status = h.status as c_int;
+        (*r).resp_body_started = 1;
+    }
+}
+
+struct Sink {
+    r: *mut ffi::request_st,
+    headers_done: bool,
+    append_failed: bool,
+    stderr_line: Vec<u8>,
+    end_status: Option<u8>,
+}
+
+impl Sink {
+    fn flush_stderr(&mut self) {
+        if !self.stderr_line.is_empty() {
+            let mut msg = b"sufcgi: app stderr: ".to_vec();
+            msg.extend_from_slice(&self.stderr_line);
+            log::request(self.r, &msg);
+            self.stderr_line.clear();
+        }
+    }
+
+    fn on_event(&mut self, ev: Event<'_>) {
+        match ev {
+            Event::Headers(h) => {
+                // SAFETY: the request is live and headers come first.
+                unsafe { apply_headers(self.r, &h) };
+                self.headers_done = true;
+            }
+            Event::Body(b) => {
+                if !b.is_empty() && !self.append_failed {
+                    // SAFETY: lighttpd copies the bytes into the response queue.
+                    self.append_failed = unsafe { ffi::http_chunk_append_mem(self.r, b.as_ptr() as *const c_char, b.len()) } != 0;
+                }
+            }
+            Event::Stderr(b) => {
+                for &ch in b {
+                    if ch == b'\n' {
+                        self.flush_stderr();
+                    } else if self.stderr_line.len() < 8192 {
+                        self.stderr_line.push(ch);
+                    }
+                }
+            }
+            Event::End { protocol_status, .. } => self.end_status = Some(protocol_status),
+        }
+    }
+}
+
+/// Pump the exchange: body out, response in; finish when the app is done.
+unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
+    if c.timed_out {
+        let why = match c.conn.as_ref().and_then(|k| k.deadline) {
+            Some(d) if Instant::now() >= d => format!("the app did not answer within {} s (SuFcgiRequestTimeout)", c.pool.as_ref().map_or(0, |p| p.info.limits.request_timeout)),
+            _ => format!("the app sent nothing for {} s", IO_TIMEOUT.as_secs()),
+        };
+        return finish(c, Fate::TimedOut, 504, Some(why));
+    }
+    // More of a streamed body may have arrived.
+    // SAFETY: c.r and its connection are live.
+    unsafe {
+        let r = &mut *c.r;
+        if r.reqbody_queue.bytes_in != r.reqbody_length {
+            if let Some(read) = (*c.con).reqbody_read {
+                let rc = read(c.r);
+                if rc != ffi::handler_t_HANDLER_GO_ON && rc != ffi::handler_t_HANDLER_WAIT_FOR_EVENT {
+                    return finish(c, Fate::Broken, 400, Some("reading the request body from the client failed".into()));
+                }
+            }
+        }
+    }
+    // Body out: refill and send until the socket is full or nothing is left for now.
+    loop {
+        let Some(conn) = c.conn.as_mut() else { return ffi::handler_t_HANDLER_ERROR };
+        send_pending(conn);
+        if conn.out_pos < conn.out.len() {
+            break;
+        }
+        // SAFETY: as above.
+        match unsafe { fill_stdin(c) } {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(why) => return finish(c, Fate::Broken, 500, Some(why)),
+        }
+    }
+    let Some(conn) = c.conn.as_mut() else { return ffi::handler_t_HANDLER_ERROR };
+
+    let mut sink = Sink { r: c.r, headers_done: conn.headers_done, append_failed: false, stderr_line: std::mem::take(&mut conn.stderr_line), end_status: None };
+    let mut failure: Option<(c_int, Fate, String)> = None;
+    let mut eof = false;
+    let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.resize(READ_CHUNK, 0);
+    for _ in 0..READS_PER_TURN {
+        // SAFETY: reading into our own buffer from our own socket.
+        let n = unsafe { libc::recv(conn.fd, buf.as_mut_ptr() as *mut c_void, buf.len(), 0) };
+        if n == 0 {
+            eof = true;
+            break;
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock => break,
+                std::io::ErrorKind::Interrupted => continue,
+                _ => {
+                    failure = Some((502, Fate::Broken, format!("reading from the app failed: {e}")));
+                    break;
+                }
+            }
+        }
+        conn.got_bytes = true;
+        conn.last_io = Instant::now();
+        if let Err(e) = conn.dec.feed(&buf[..n as usize], &mut |ev| sink.on_event(ev)) {
+            failure = Some((502, Fate::Broken, format!("the app sent malformed FastCGI: {e}")));
+            break;
+        }
+        if conn.dec.is_done() || (n as usize) < buf.len() {
+            break;
+        }
+    }
+    READ_BUF.with(|b| *b.borrow_mut() = buf);
+    sink.flush_stderr();
+    conn.headers_done = sink.headers_done;
+    if sink.append_failed && failure.is_none() {
+        failure = Some((500, Fate::Broken, "storing the response failed (lighttpd temp files?)".into()));
+    }
+    if let Some(ps) = sink.end_status {
+        if ps != record::REQUEST_COMPLETE && !conn.headers_done {
+            failure = Some((503, Fate::Clean, format!("the app refused the request (FastCGI protocol status {ps})")));
+        }
+    }
+    if let Some((status, fate, why)) = failure {
+        return finish(c, fate, status, Some(why));
+    }
+    if conn.dec.is_done() {
+        return finish(c, Fate::Clean, 200, None);
+    }
+    if eof {
+        let why = match conn.dec.finish() {
+            Err(e) if conn.got_bytes => format!("the app's response ended early: {e}"),
+            _ => "the app closed the connection without answering".to_string(),
+        };
+        return finish(c, Fate::Broken, 502, Some(why));
+    }
+    // Wait for the socket: readable always, writable while input is pending.
+    let want = ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP | if conn.out_pos < conn.out.len() && !conn.input_closed { ffi::FDEVENT_OUT } else { 0 };
+    // SAFETY: fdn is registered on this connection's server.
+    unsafe { ffi::fdevent_fdnode_event_set((*(*c.con).srv).ev, conn.fdn, want as c_int) };
+    ffi::handler_t_HANDLER_WAIT_FOR_EVENT
+}
+
+/// Settle the worker by how the exchange ended and complete the response.
+fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::handler_t {
+    let Some(conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
+    let headers_done = conn.headers_done;
+    let answered = conn.got_bytes;
+    let (claim, pool) = close_conn(c.con, conn);
+    let (index, epoch) = (claim.index, claim.epoch);
+    let never_accepted = fate == Fate::Broken && !answered && claim.worker().unaccepted_epoch.load(Ordering::Acquire) == epoch;
+    match fate {
+        Fate::Clean => {
+            if claim.release() {
+                pool_link::nudge(&c.rt.socket_dir, &pool.info);
+            }
+        }
+        Fate::Broken => {
+            claim.retire();
+            pool_link::nudge(&c.rt.socket_dir, &pool.info);
+        }
+        Fate::TimedOut => {
+            claim.retire();
+            pool_link::kill(&c.rt.socket_dir, &pool.info, index, epoch);
+        }
+    }
+    // A worker of this pool may be free now: the next waiter's turn.
+    waiters::wake_front(pool.info.slot);
+    if never_accepted {
+        return busy(c, 1, "the worker exited before taking the request (is the app failing at start?)");
+    }
+    // SAFETY: c.r is live.
+    unsafe {
+        match why {
+            None => ffi::http_response_backend_done(c.r),
+            Some(why) if headers_done => {
+                log::request(c.r, format!("sufcgi: {why}").as_bytes());
+                // Too late for an error page: cut the response so the client
+                // sees it truncated rather than complete-looking.
+                ffi::http_response_backend_error(c.r);
+            }
+            Some(why) => {
+                let retry = (status == 503).then_some(5);
+                return refuse(c, status, retry, &why);
+            }
+        }
+    }
+    ffi::handler_t_HANDLER_FINISHED
+}

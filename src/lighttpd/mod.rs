@@ -1,0 +1,13 @@
+//! lighttpd 1.4 glue: the plugin record, the `.htaccess` reader lighttpd
+//! lacks, request routing, and a non-blocking relay on lighttpd's event loop.
+//! Only this directory sees the raw bindings (`ffi`).
+
+mod dirconf;
+mod exchange;
+mod ffi;
+mod log;
+mod plugin;
+mod route;
+mod runtime;
+mod settings;
+mod waiters;

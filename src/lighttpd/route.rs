@@ -1,0 +1,208 @@
+//! Which requests are ours, decided from the customer's `.htaccess` files:
+//! an app (`SuFcgiApp`) owns its whole directory tree, existing or not, so it
+//! is claimed when lighttpd has composed the physical path (before lighttpd
+//! would answer 404 for a path that is not a file); a wrapped extension
+//! (`SuFcgiWrapper`) or `AddHandler sufcgi-script` applies to existing files,
+//! claimed after lighttpd split off PATH_INFO.
+
+use super::dirconf::{self, DirError};
+use super::exchange::{Ctx, Job};
+use super::runtime::{self, Runtime};
+use super::{ffi, log, settings};
+use crate::core::directives::DEFAULT_RESTART_FILE;
+use crate::core::htaccess_file::{Layer, Policy};
+use crate::core::mapping::split_mount;
+use crate::core::php_ini;
+use crate::core::request::{AppKind, PoolSpec};
+use std::ffi::OsStr;
+use std::os::raw::c_int;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn buf(b: &ffi::buffer) -> &[u8] {
+    if b.ptr.is_null() || b.used == 0 {
+        return &[];
+    }
+    // SAFETY: a lighttpd buffer holds `used` bytes including the final NUL.
+    unsafe { std::slice::from_raw_parts(b.ptr as *const u8, b.used as usize - 1) }
+}
+
+fn path(b: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(b))
+}
+
+/// End the request with `status` (lighttpd writes the error page).
+unsafe fn answer(r: *mut ffi::request_st, status: c_int, why: &str) -> ffi::handler_t {
+    log::request(r, format!("sufcgi: {why}").as_bytes());
+    // SAFETY: r is live (the caller's contract).
+    unsafe {
+        (*r).http_status = status;
+        (*r).handler_module = std::ptr::null();
+    }
+    ffi::handler_t_HANDLER_FINISHED
+}
+
+/// The merged `.htaccess` configuration for `dirs`, or the answer to give.
+unsafe fn layer(r: *mut ffi::request_st, rt: &Runtime, dirs: &[PathBuf]) -> Result<Layer, ffi::handler_t> {
+    let env_allowed = |n: &[u8]| rt.host.env_allowed(n);
+    let php_forbidden = |n: &[u8]| php_ini::is_forbidden(n, &rt.php_forbid);
+    let policy = Policy { env_allowed: &env_allowed, php_forbidden: &php_forbidden };
+    match dirconf::layer_for(dirs, &policy) {
+        Ok(l) => Ok(l),
+        // As Apache reports a bad .htaccess line: file, line, reason; 500.
+        // SAFETY: r is live.
+        Err(DirError::Line { file, line }) => Err(unsafe {
+            answer(r, 500, &format!("{}: line {}: {}", file.display(), line.line, line.reason))
+        }),
+        Err(DirError::Unreadable { file, why }) => Err(unsafe {
+            answer(r, 403, &format!("{}: unable to check htaccess file, ensure it is readable: {why}", file.display()))
+        }),
+    }
+}
+
+/// `handle_physical`: refuse `.ht*` files; claim app trees.
+///
+/// # Safety
+/// `r` is the live request; `self_` our plugin record.
+pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: usize) -> ffi::handler_t {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let rr = &mut *r;
+        if !rr.handler_module.is_null() {
+            return ffi::handler_t_HANDLER_GO_ON;
+        }
+        let Some(rt) = runtime::get() else { return ffi::handler_t_HANDLER_GO_ON };
+        let full = buf(&rr.physical.path).to_vec();
+        let base = buf(&rr.physical.basedir).to_vec();
+        let name = full.rsplit(|&c| c == b'/').next().unwrap_or(&[]);
+        // The files this plugin reads as configuration are never content (as
+        // Apache's default `<Files ".ht*">` rule).
+        if name.starts_with(b".ht") {
+            return answer(r, 403, &format!("{} is configuration, not content", String::from_utf8_lossy(&full)));
+        }
+        if base.is_empty() {
+            return ffi::handler_t_HANDLER_GO_ON;
+        }
+        let Some((dirs, _)) = dirconf::dirs_to(&path(&base), &path(&full)) else { return ffi::handler_t_HANDLER_GO_ON };
+        let layer = match layer(r, &rt, &dirs) {
+            Ok(l) => l,
+            Err(rc) => return rc,
+        };
+        if layer.cfg.authorizer().is_some() {
+            // Not implemented under lighttpd: never serve what it guards.
+            return answer(r, 500, "SuFcgiAuthorizer is not supported under lighttpd; refusing to serve what it guards");
+        }
+        let Some(def) = layer.cfg.app() else { return ffi::handler_t_HANDLER_GO_ON };
+        let uri = buf(&rr.uri.path).to_vec();
+        let mut overrides: Vec<(&'static [u8], Vec<u8>)> = vec![(b"SCRIPT_FILENAME", def.program.as_os_str().as_bytes().to_vec())];
+        if let Some((script_name, info)) = split_mount(&uri, &full, def.dir.as_os_str().as_bytes()) {
+            let mut translated = Vec::new();
+            if !info.is_empty() {
+                translated = base.clone();
+                translated.extend_from_slice(&info);
+            }
+            overrides.push((b"SCRIPT_NAME", script_name));
+            overrides.push((b"PATH_INFO", info));
+            overrides.push((b"PATH_TRANSLATED", translated));
+        }
+        let (program, args, workdir) = (def.program.clone(), def.args.clone(), def.dir.clone());
+        claim(r, self_, id, rt, &layer, AppKind::App, program, args, workdir, PathBuf::new(), overrides)
+    }
+}
+
+/// `handle_subrequest_start`: wrapped extensions and `AddHandler sufcgi-script`.
+///
+/// # Safety
+/// As `physical`.
+pub unsafe fn subrequest_start(r: *mut ffi::request_st, self_: *const ffi::plugin, id: usize) -> ffi::handler_t {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let rr = &mut *r;
+        if !rr.handler_module.is_null() {
+            return ffi::handler_t_HANDLER_GO_ON;
+        }
+        let Some(rt) = runtime::get() else { return ffi::handler_t_HANDLER_GO_ON };
+        let file = path(buf(&rr.physical.path));
+        let base = path(buf(&rr.physical.basedir));
+        if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+            return ffi::handler_t_HANDLER_GO_ON;
+        }
+        let Some(parent) = file.parent() else { return ffi::handler_t_HANDLER_GO_ON };
+        let Some((dirs, true)) = dirconf::dirs_to(&base, parent) else { return ffi::handler_t_HANDLER_GO_ON };
+        let layer = match layer(r, &rt, &dirs) {
+            Ok(l) => l,
+            Err(rc) => return rc,
+        };
+        let fname = file.as_os_str().as_bytes();
+        if let Some(w) = layer.cfg.wrapper_for(fname) {
+            // A wrapper the host set for a wildcard directory runs in the script's own directory.
+            let wildcard = w.dir.as_os_str().as_bytes().iter().any(|c| matches!(c, b'*' | b'?' | b'['));
+            let dir = if wildcard { parent.to_path_buf() } else { w.dir.clone() };
+            let (cmd, args) = (w.command.clone(), layer.cfg.wrapper_args(w));
+            return claim(r, self_, id, rt, &layer, AppKind::Wrapper, cmd, args, dir, file.clone(), Vec::new());
+        }
+        if layer.is_script(fname) {
+            return claim(r, self_, id, rt, &layer, AppKind::Script, file.clone(), Vec::new(), parent.to_path_buf(), PathBuf::new(), Vec::new());
+        }
+        ffi::handler_t_HANDLER_GO_ON
+    }
+}
+
+/// Take the request: build the pool spec and hang a Ctx on it.
+#[allow(clippy::too_many_arguments)]
+unsafe fn claim(
+    r: *mut ffi::request_st,
+    self_: *const ffi::plugin,
+    id: usize,
+    rt: Arc<Runtime>,
+    layer: &Layer,
+    kind: AppKind,
+    program: PathBuf,
+    args: Vec<Vec<u8>>,
+    workdir: PathBuf,
+    script: PathBuf,
+    overrides: Vec<(&'static [u8], Vec<u8>)>,
+) -> ffi::handler_t {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let vhost = settings::identity_context(r, &rt.identity_contexts);
+        let basedir = path(buf(&(*r).physical.basedir));
+        let configured = rt.docroots.get(vhost as usize).cloned().unwrap_or_default();
+        if !rt.has_owner.get(vhost as usize).copied().unwrap_or(false) && basedir != configured {
+            // The owner comes from the configured document root; a root set
+            // at run time (mod_simple_vhost, mod_userdir) needs sufcgi.owner.
+            return answer(r, 500, &format!(
+                "the request's document root {} is not the configured one ({}); set sufcgi.owner for this host",
+                basedir.display(),
+                configured.display()
+            ));
+        }
+        let cfg = &layer.cfg;
+        let spec = PoolSpec {
+            generation: rt.host.generation,
+            vhost,
+            kind,
+            program,
+            args,
+            workdir: workdir.clone(),
+            config_files: cfg.sources.clone(),
+            env: cfg.env.clone(),
+            limits: cfg.limits.resolve(),
+            restart_file: Some(workdir.join(cfg.restart_file.as_deref().unwrap_or(Path::new(DEFAULT_RESTART_FILE)))),
+            log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
+            userdir_user: None,
+        };
+        // Edits to these mean fresh workers (wrapped scripts are re-read by their interpreter).
+        let mut watch = spec.config_files.clone();
+        if kind != AppKind::Wrapper {
+            watch.push(spec.program.clone());
+        }
+        watch.extend(spec.restart_file.iter().cloned());
+        let job = Job { kind, spec, watch, script, busy_page: cfg.busy_page.clone(), overrides };
+        let ctx = Ctx::new(r, rt, job);
+        *(*r).plugin_ctx.add(id) = Box::into_raw(ctx) as *mut std::ffi::c_void;
+        (*r).handler_module = self_;
+        ffi::handler_t_HANDLER_GO_ON
+    }
+}

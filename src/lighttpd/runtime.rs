@@ -1,0 +1,135 @@
+//! The supervisor's life under lighttpd, and what the request path reads.
+//!
+//! lighttpd runs `priv_defaults` as root at start, then drops privileges; on
+//! a graceful restart (SIGUSR1) it frees and reloads every plugin and runs
+//! all hooks again, unprivileged, in the same process. The plugin is linked
+//! with `-z nodelete`, so these statics survive that reload: the supervisor
+//! started at the first start keeps serving. It is detached (not lighttpd's
+//! child: lighttpd waits for its children before a graceful restart) and
+//! stops when lighttpd exits, which closes the control channel.
+//!
+//! The supervisor takes host settings only from root, so an unprivileged
+//! reload cannot change identities. A reload whose identity table differs
+//! from the running one is refused for sufcgi requests (503, logged) until
+//! lighttpd is restarted: the table is indexed by context number, and a
+//! shifted table would map a request to another vhost's owner.
+
+use super::{ffi, log, settings};
+use crate::core::hostconfig::HostConfig;
+use crate::core::scoreboard::Scoreboard;
+use crate::core::supervisor::{self, SupervisorHandle};
+use once_cell::sync::OnceCell;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Pools that can be live at once (lighttpd allows at most 4096 config
+/// contexts, so more would not be reachable through distinct vhosts anyway).
+const SCOREBOARD_SLOTS: u32 = 4096;
+
+/// Process-lifetime: created once, shared with the supervisor and any
+/// `server.max-worker` children.
+static SCOREBOARD: OnceCell<Scoreboard> = OnceCell::new();
+
+struct Running {
+    pid: libc::pid_t,
+    control_fd: libc::c_int,
+    host: HostConfig,
+}
+
+/// The supervisor started at the first start (kept across reloads).
+static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
+
+/// What one configuration generation's requests read.
+pub struct Runtime {
+    pub socket_dir: PathBuf,
+    pub scoreboard: &'static Scoreboard,
+    pub identity_contexts: Vec<u32>,
+    /// Document root of each context, as the supervisor knows it.
+    pub docroots: Vec<PathBuf>,
+    /// Whether each context has a configured owner.
+    pub has_owner: Vec<bool>,
+    pub host: HostConfig,
+    pub php_forbid: Vec<Vec<u8>>,
+    /// Why sufcgi requests cannot be served, if so (answered 503).
+    pub unavailable: Option<String>,
+}
+
+static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+
+pub fn get() -> Option<Arc<Runtime>> {
+    RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Identity-relevant parts only: everything else may change on reload.
+fn same_identities(a: &HostConfig, b: &HostConfig) -> bool {
+    a.vhosts == b.vhosts && a.min_uid == b.min_uid && a.min_gid == b.min_gid && a.socket_dir == b.socket_dir
+}
+
+/// Start the supervisor (first start, as root) or adopt the running one
+/// (reload), and publish this generation's runtime.
+///
+/// # Safety
+/// Called from `priv_defaults` with the live server and our plugin data.
+pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Result<(), String> {
+    // SAFETY: the caller's contract.
+    let st = unsafe { settings::read(srv, p_d)? };
+    // SAFETY: srv is live.
+    let preflight = unsafe { (*srv).srvconf.preflight_check } != 0;
+    let mut unavailable = None;
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    if preflight {
+        // `lighttpd -tt` checks the configuration only: fork nothing.
+        return Ok(());
+    }
+    let alive = running.as_ref().is_some_and(|r| SupervisorHandle::from_detached(r.pid).is_alive());
+    if let Some(r) = running.as_ref().filter(|_| alive) {
+        if !same_identities(&r.host, &st.host) {
+            let why = "the sufcgi identity settings (sufcgi.owner, server.document-root blocks, sufcgi.min-uid/gid, \
+                       sufcgi.socket-dir) changed on reload; restart lighttpd to apply them"
+                .to_string();
+            log::server(srv, &format!("sufcgi: {why}; sufcgi requests are answered 503 until then"));
+            unavailable = Some(why);
+        }
+    } else {
+        // SAFETY: plain syscall.
+        if unsafe { libc::geteuid() } != 0 {
+            let why = if running.is_some() {
+                "the supervisor exited and lighttpd no longer runs as root to restart it; restart lighttpd"
+            } else {
+                "lighttpd was not started as root, so workers cannot run as their owners"
+            };
+            log::server(srv, &format!("sufcgi: {why}; sufcgi requests will be answered 503"));
+            unavailable = Some(why.to_string());
+        } else {
+            let sb = SCOREBOARD.get_or_try_init(|| Scoreboard::create(SCOREBOARD_SLOTS)).map_err(|e| format!("cannot create the scoreboard: {e}"))?;
+            let h = supervisor::start_detached(&st.host, sb).map_err(|e| format!("cannot start the supervisor: {e}"))?;
+            let (pid, fd) = h.into_raw();
+            if let Some(old) = running.take() {
+                if old.control_fd >= 0 {
+                    // SAFETY: our own descriptor from an earlier start.
+                    unsafe { libc::close(old.control_fd) };
+                }
+            }
+            log::server(srv, &format!("sufcgi: supervisor started, pid {pid}"));
+            *running = Some(Running { pid, control_fd: fd, host: st.host.clone() });
+        }
+    }
+    let host = running.as_ref().map(|r| r.host.clone()).unwrap_or_else(|| st.host.clone());
+    drop(running);
+    let Some(scoreboard) = SCOREBOARD.get() else {
+        *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        return Ok(());
+    };
+    let rt = Runtime {
+        socket_dir: host.socket_dir.clone(),
+        scoreboard,
+        identity_contexts: st.identity_contexts,
+        docroots: host.vhosts.iter().map(|v| v.document_root.clone()).collect(),
+        has_owner: host.vhosts.iter().map(|v| v.owner.is_some()).collect(),
+        host,
+        php_forbid: st.php_forbid,
+        unavailable,
+    };
+    *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(rt));
+    Ok(())
+}
