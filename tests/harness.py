@@ -665,6 +665,42 @@ def _apache_extra_to_lighttpd(extra: str) -> str:
     return "\n".join(out)
 
 
+def apache_host_config_to_lighttpd(extra: str) -> str:
+    """Server-level Apache lines of the suites, as lighttpd settings (a shared
+    test writes its host settings once, in Apache's form)."""
+    out, ceilings, per_key = [], [], {}
+    for line in extra.splitlines():
+        w = line.split()
+        if not w:
+            continue
+        name = w[0].lower()
+        if name == "sufcgiceiling":
+            ceilings.append(f'"{w[1]}" => "{w[2]}"')
+        elif name in ("sufcgimaxworkersperowner", "sufcgimaxworkerstotal", "sufcgiminuid", "sufcgimingid",
+                      "timeout"):
+            key = {"sufcgimaxworkersperowner": "max-workers-per-owner", "sufcgimaxworkerstotal":
+                   "max-workers-total", "sufcgiminuid": "min-uid", "sufcgimingid": "min-gid",
+                   "timeout": "timeout"}[name]
+            out.append(f"sufcgi.{key} = {int(w[1])}")
+        elif name in ("sufcgiblockenv", "sufcgiphpforbid"):
+            key = "block-env" if name == "sufcgiblockenv" else "php-forbid"
+            per_key.setdefault(key, []).extend(w[1:])
+        elif name.startswith("sufcgi"):
+            raise ValueError(f"no lighttpd translation for {line!r}")
+    if ceilings:
+        out.append(f"sufcgi.ceilings = ( {', '.join(ceilings)} )")
+    for key, vals in per_key.items():
+        out.append(f"sufcgi.{key} = ( {', '.join(chr(34) + v + chr(34) for v in vals)} )")
+    return "\n".join(out)
+
+
+def make_server(kind: str, vhosts: list, extra: str = ""):
+    """An Apache under MPM `kind`, or lighttpd, with `extra` written in Apache's form."""
+    if kind == "lighttpd":
+        return Lighttpd(vhosts=vhosts, extra=apache_host_config_to_lighttpd(extra))
+    return Apache(mpm=kind, vhosts=vhosts, extra=extra)
+
+
 @dataclass
 class Lighttpd:
     """A private lighttpd with mod_sufcgi: temp root, generated lighttpd.conf,
@@ -766,19 +802,20 @@ class Lighttpd:
         self._remember()
         return self
 
-    def supervisor_pid(self) -> int | None:
-        """The detached supervisor (not lighttpd's child): found by its log line."""
+    def _keeper_and_supervisor_pids(self) -> list[int]:
+        """The plugin's root processes: the keeper (detached, not lighttpd's
+        child) and the supervisors it started, from their log lines."""
         import re
-        m = re.findall(r"supervisor started, pid (\d+)", self.log_since(0))
-        return int(m[-1]) if m else None
+        text = self.log_since(0)
+        return [int(p) for p in re.findall(r"(?:keeper started|supervisor started), pid (\d+)", text)]
 
     def _remember(self):
         if self.master:
             self._known.update(descendants(self.master))
-        sp = self.supervisor_pid()
-        if sp:
-            self._known.add(sp)
-            self._known.update(descendants(sp))
+        for p in self._keeper_and_supervisor_pids():
+            if pid_alive(p):
+                self._known.add(p)
+                self._known.update(descendants(p))
 
     def graceful(self):
         """lighttpd's graceful restart (SIGUSR1): reloads config and plugins in place."""
@@ -1137,4 +1174,8 @@ def request_stop(apache: "Apache") -> None:
     """`apache2 -k stop` only: no waiting and no clean-up (Apache.stop() does both), so a
     test can watch what goes away by itself."""
     apache._remember()
+    if isinstance(apache, Lighttpd):
+        if apache.proc and apache.proc.poll() is None:
+            apache.proc.terminate()
+        return
     apache._apachectl("-k", "stop")

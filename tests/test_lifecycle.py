@@ -1,8 +1,9 @@
 """Worker lifecycle: idle/minimum workers, recycling, queueing and overload, timeouts,
 memory limits, crashes, reloads, graceful restarts, isolation, per-app logs — and
-stopping Apache must not leave customer workers behind.
+stopping the server must not leave customer workers behind.
 
-Each test starts its own Apache (event MPM, only the lifecycle vhosts) and uses its
+Each test runs twice, on Apache (event MPM) and on lighttpd, with the same
+.htaccess files. Each starts its own server (only the lifecycle vhosts) and uses its
 own test user (site_layout.LIFECYCLE_USERS), so worker counts per uid are exact and
 a test that breaks its server breaks nothing else. Apps: tests/apps/lc_*.
 Numbers worth reporting (503 latency, spawns during a crash loop, failures during
@@ -55,9 +56,9 @@ def _report_measurements(request):
             print("\n" + "\n".join(lines))
 
 
-@pytest.fixture
+@pytest.fixture(params=("event", "lighttpd"))
 def server(request, lc, sufcgi_module):
-    """Factory: server(extra="") starts an Apache with the lifecycle vhosts.
+    """Factory: server(extra="") starts an Apache (or lighttpd) with the lifecycle vhosts.
     Teardown stops it, fails on crashed Apache processes (a test may allow pids it
     killed on purpose via a.allowed_crash_pids), and keeps the server root of a
     failed test."""
@@ -65,7 +66,7 @@ def server(request, lc, sufcgi_module):
     failed_before = request.session.testsfailed
 
     def start(extra: str = "") -> harness.Apache:
-        a = harness.Apache(mpm="event", vhosts=lc.vhosts(), extra=extra)
+        a = harness.make_server(request.param, lc.vhosts(), extra)
         a.allowed_crash_pids = set()
         started.append(a)
         a.start()
@@ -159,9 +160,9 @@ def brief(items, n: int = 8) -> str:
 
 # ---------------------------------------------------------------- 0. stop (existing)
 
-@pytest.mark.parametrize("mpm", harness.MPMS)
+@pytest.mark.parametrize("mpm", harness.SERVERS)
 def test_stop_leaves_no_workers_or_supervisor(site, sufcgi_module, mpm):
-    a = harness.Apache(mpm=mpm, vhosts=site.vhosts())
+    a = harness.make_server(mpm, site.vhosts())
     lifecycle = site.alice.www / "lifecycle"
     try:
         a.start()

@@ -37,8 +37,6 @@ const PREFETCH: i64 = 64 * 1024;
 /// Reads per scheduling of one request: others get their turn in between.
 const READS_PER_TURN: usize = 16;
 const READ_CHUNK: usize = 65536;
-/// Silence from the app that ends the exchange (lighttpd has no `Timeout`).
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection", b"content-length"];
 
@@ -218,7 +216,7 @@ pub fn check_timeouts() {
         // SAFETY: LIVE holds only Ctx values not yet dropped (Drop removes them).
         let c = unsafe { &mut *(p as *mut Ctx) };
         let due = match (&c.conn, c.queue_deadline) {
-            (Some(conn), _) => now.duration_since(conn.last_io) >= IO_TIMEOUT || conn.deadline.is_some_and(|d| now >= d),
+            (Some(conn), _) => now.duration_since(conn.last_io) >= c.rt.io_timeout || conn.deadline.is_some_and(|d| now >= d),
             (None, Some(d)) => now >= d,
             _ => false,
         };
@@ -242,19 +240,29 @@ fn refuse(c: &mut Ctx, status: c_int, retry_after: Option<u32>, why: &str) -> ff
             ffi::http_header_response_set(c.r, ffi::http_header_e_HTTP_HEADER_OTHER, k.as_ptr() as *const c_char, k.len() as u32, v.as_ptr() as *const c_char, v.len() as u32);
         }
         if status == 503 {
-            if let Some(page) = c.job.busy_page.as_deref().and_then(read_busy_page) {
-                r.http_status = 503;
-                let ct = b"text/html; charset=utf-8";
-                ffi::http_header_response_set(c.r, ffi::http_header_e_HTTP_HEADER_CONTENT_TYPE, c"Content-Type".as_ptr(), 12, ct.as_ptr() as *const c_char, ct.len() as u32);
-                ffi::http_chunk_append_mem(c.r, page.as_ptr() as *const c_char, page.len());
-                r.resp_body_finished = 1;
-                return ffi::handler_t_HANDLER_FINISHED;
-            }
+            // Our own body (the customer's SuFcgiBusyPage, else a short
+            // page): lighttpd's generated error page would drop Retry-After.
+            let page = c.job.busy_page.as_deref().and_then(read_busy_page).unwrap_or_else(|| default_busy_page(retry_after));
+            r.http_status = 503;
+            let ct = b"text/html; charset=utf-8";
+            ffi::http_header_response_set(c.r, ffi::http_header_e_HTTP_HEADER_CONTENT_TYPE, c"Content-Type".as_ptr(), 12, ct.as_ptr() as *const c_char, ct.len() as u32);
+            ffi::http_chunk_append_mem(c.r, page.as_ptr() as *const c_char, page.len());
+            r.resp_body_finished = 1;
+            return ffi::handler_t_HANDLER_FINISHED;
         }
         r.http_status = status;
         r.handler_module = std::ptr::null();
     }
     ffi::handler_t_HANDLER_FINISHED
+}
+
+fn default_busy_page(retry_after: Option<u32>) -> Vec<u8> {
+    let when = retry_after.map_or_else(|| "later".to_string(), |s| format!("in {} s", s.max(1)));
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>\n\
+         <body><h1>Service Unavailable</h1><p>The site is busy. Please try again {when}.</p></body></html>\n"
+    )
+    .into_bytes()
 }
 
 fn read_busy_page(p: &std::path::Path) -> Option<Vec<u8>> {
@@ -675,7 +683,7 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
     if c.timed_out {
         let why = match c.conn.as_ref().and_then(|k| k.deadline) {
             Some(d) if Instant::now() >= d => format!("the app did not answer within {} s (SuFcgiRequestTimeout)", c.pool.as_ref().map_or(0, |p| p.info.limits.request_timeout)),
-            _ => format!("the app sent nothing for {} s", IO_TIMEOUT.as_secs()),
+            _ => format!("the app sent nothing for {} s (sufcgi.timeout)", c.rt.io_timeout.as_secs()),
         };
         return finish(c, Fate::TimedOut, 504, Some(why));
     }

@@ -4,9 +4,9 @@
 //! a graceful restart (SIGUSR1) it frees and reloads every plugin and runs
 //! all hooks again, unprivileged, in the same process. The plugin is linked
 //! with `-z nodelete`, so these statics survive that reload: the supervisor
-//! started at the first start keeps serving. It is detached (not lighttpd's
-//! child: lighttpd waits for its children before a graceful restart) and
-//! stops when lighttpd exits, which closes the control channel.
+//! started at the first start keeps serving. It runs under a keeper
+//! (core::supervisor::keeper): a root process, not lighttpd's child, that
+//! restarts a supervisor that died and stops it when lighttpd exits.
 //!
 //! The supervisor takes host settings only from root, so an unprivileged
 //! reload cannot change identities. A reload whose identity table differs
@@ -19,6 +19,7 @@ use crate::core::hostconfig::HostConfig;
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
 use once_cell::sync::OnceCell;
+use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +32,7 @@ const SCOREBOARD_SLOTS: u32 = 4096;
 static SCOREBOARD: OnceCell<Scoreboard> = OnceCell::new();
 
 struct Running {
+    /// The keeper's pid, and our end of its lifeline.
     pid: libc::pid_t,
     control_fd: libc::c_int,
     host: HostConfig,
@@ -50,6 +52,8 @@ pub struct Runtime {
     pub has_owner: Vec<bool>,
     pub host: HostConfig,
     pub php_forbid: Vec<Vec<u8>>,
+    /// Longest silence from an app (`sufcgi.timeout`).
+    pub io_timeout: std::time::Duration,
     /// Why sufcgi requests cannot be served, if so (answered 503).
     pub unavailable: Option<String>,
 }
@@ -94,7 +98,7 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
         // SAFETY: plain syscall.
         if unsafe { libc::geteuid() } != 0 {
             let why = if running.is_some() {
-                "the supervisor exited and lighttpd no longer runs as root to restart it; restart lighttpd"
+                "the supervisor keeper exited and lighttpd no longer runs as root to restart it; restart lighttpd"
             } else {
                 "lighttpd was not started as root, so workers cannot run as their owners"
             };
@@ -102,15 +106,15 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
             unavailable = Some(why.to_string());
         } else {
             let sb = SCOREBOARD.get_or_try_init(|| Scoreboard::create(SCOREBOARD_SLOTS)).map_err(|e| format!("cannot create the scoreboard: {e}"))?;
-            let h = supervisor::start_detached(&st.host, sb).map_err(|e| format!("cannot start the supervisor: {e}"))?;
-            let (pid, fd) = h.into_raw();
+            let k = supervisor::start_keeper(&st.host, sb).map_err(|e| format!("cannot start the supervisor: {e}"))?;
+            let (pid, fd) = (k.pid, k.lifeline.into_raw_fd());
             if let Some(old) = running.take() {
                 if old.control_fd >= 0 {
                     // SAFETY: our own descriptor from an earlier start.
                     unsafe { libc::close(old.control_fd) };
                 }
             }
-            log::server(srv, &format!("sufcgi: supervisor started, pid {pid}"));
+            log::server(srv, &format!("sufcgi: supervisor keeper started, pid {pid}"));
             *running = Some(Running { pid, control_fd: fd, host: st.host.clone() });
         }
     }
@@ -128,6 +132,7 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
         has_owner: host.vhosts.iter().map(|v| v.owner.is_some()).collect(),
         host,
         php_forbid: st.php_forbid,
+        io_timeout: std::time::Duration::from_secs(st.timeout_secs as u64),
         unavailable,
     };
     *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(rt));

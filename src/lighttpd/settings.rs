@@ -32,10 +32,24 @@ enum Key {
     Ceiling,
     BlockEnv,
     PhpForbid,
+    Timeout,
 }
 
-const KEY_ORDER: [Key; 9] =
-    [Key::Owner, Key::MinUid, Key::MinGid, Key::SocketDir, Key::MaxWorkersPerOwner, Key::MaxWorkersTotal, Key::Ceiling, Key::BlockEnv, Key::PhpForbid];
+const KEY_ORDER: [Key; 10] = [
+    Key::Owner,
+    Key::MinUid,
+    Key::MinGid,
+    Key::SocketDir,
+    Key::MaxWorkersPerOwner,
+    Key::MaxWorkersTotal,
+    Key::Ceiling,
+    Key::BlockEnv,
+    Key::PhpForbid,
+    Key::Timeout,
+];
+
+/// Longest silence from an app before the exchange is cut (Apache's `Timeout`).
+pub const DEFAULT_TIMEOUT_SECS: u32 = 60;
 
 struct KeyDef(&'static CStr, u32, u32);
 
@@ -52,6 +66,7 @@ fn key_def(k: Key) -> KeyDef {
         Key::Ceiling => KeyDef(c"sufcgi.ceilings", ffi::config_values_type_t_T_CONFIG_ARRAY_KVSTRING, SRV),
         Key::BlockEnv => KeyDef(c"sufcgi.block-env", ffi::config_values_type_t_T_CONFIG_ARRAY_VLIST, SRV),
         Key::PhpForbid => KeyDef(c"sufcgi.php-forbid", ffi::config_values_type_t_T_CONFIG_ARRAY_VLIST, SRV),
+        Key::Timeout => KeyDef(c"sufcgi.timeout", ffi::config_values_type_t_T_CONFIG_INT, SRV),
     }
 }
 
@@ -59,6 +74,8 @@ fn key_def(k: Key) -> KeyDef {
 pub struct Settings {
     pub host: HostConfig,
     pub php_forbid: Vec<Vec<u8>>,
+    /// `sufcgi.timeout`: seconds of app silence that end an exchange.
+    pub timeout_secs: u32,
     /// Identity contexts, ascending (see the module comment).
     pub identity_contexts: Vec<u32>,
 }
@@ -132,7 +149,7 @@ fn lookup_server_user(srv: &ffi::server) -> (u32, u32) {
 }
 
 fn count(k: Key, v: u32) -> Result<u32, String> {
-    if v == 0 && matches!(k, Key::MaxWorkersPerOwner | Key::MaxWorkersTotal) {
+    if v == 0 && matches!(k, Key::MaxWorkersPerOwner | Key::MaxWorkersTotal | Key::Timeout) {
         return Err(format!("{} must be at least 1", key_def(k).0.to_string_lossy()));
     }
     Ok(v)
@@ -163,6 +180,7 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
     let mut host = HostConfig::new(PathBuf::from(DEFAULT_SOCKET_DIR), server_uid, server_gid);
     host.generation = 1;
     let mut php_forbid = Vec::new();
+    let mut timeout_secs = DEFAULT_TIMEOUT_SECS;
     let mut ceilings: Limits = host.ceilings;
     // SAFETY: config_plugin_values_init filled p_d's cvlist as documented in
     // lighttpd's plugin_config.h: nconfig heads, each pointing at its values,
@@ -203,6 +221,7 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
                         host.blocked_env = array_strings(v.v.a).into_iter().map(|(_, v)| String::from_utf8_lossy(&v).into_owned()).collect()
                     }
                     Key::PhpForbid => php_forbid = array_strings(v.v.a).into_iter().map(|(_, v)| v).collect(),
+                    Key::Timeout => timeout_secs = count(key, v.v.u)?,
                 }
                 cpv = cpv.add(1);
             }
@@ -253,7 +272,7 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
         let docroot = inherit(&|c| docroot_of[c].is_some()).and_then(|c| docroot_of[c].clone()).unwrap_or_default();
         host.vhosts.push(VhostConfig { name: name.clone(), owner, document_root: PathBuf::from(OsStr::from_bytes(&docroot)) });
     }
-    Ok(Settings { host, php_forbid, identity_contexts })
+    Ok(Settings { host, php_forbid, timeout_secs, identity_contexts })
 }
 
 /// The identity context (supervisor vhost index) a request falls under.

@@ -7,6 +7,7 @@
 //! closing its control fd (dropping the handle) stops the supervisor.
 
 pub mod client;
+mod keeper;
 pub mod log;
 mod justify;
 mod php;
@@ -28,6 +29,7 @@ use crate::core::scoreboard::Scoreboard;
 use crate::core::sys;
 
 pub use client::Client;
+pub use keeper::{start_keeper, Keeper};
 
 /// The supervisor's listening socket inside the socket directory.
 pub fn supervisor_socket_path(socket_dir: &Path) -> PathBuf {
@@ -95,21 +97,9 @@ fn remove_stale_sockets(dir: &Path) -> io::Result<()> {
 }
 
 /// Fork the supervisor from the privileged (root) parent. Must not be called
-/// from a multi-threaded process. It dies with the parent (Apache: the
-/// parent's restarts keep it; its exit stops it).
+/// from a multi-threaded process. It dies with the parent (Apache's root
+/// parent, or the keeper under lighttpd).
 pub fn start(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<SupervisorHandle> {
-    start_as(cfg, scoreboard, false)
-}
-
-/// As `start`, but the supervisor is a grandchild, not a child: lighttpd
-/// waits for every child of its own before a graceful restart, so a child
-/// supervisor would hold that restart up forever. It stops when the control
-/// channel closes (the server process exited).
-pub fn start_detached(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<SupervisorHandle> {
-    start_as(cfg, scoreboard, true)
-}
-
-fn start_as(cfg: &HostConfig, scoreboard: &Scoreboard, detach: bool) -> io::Result<SupervisorHandle> {
     prepare_socket_dir(&cfg.socket_dir, cfg.server_gid)?;
     remove_stale_sockets(&cfg.socket_dir)?;
     let path = supervisor_socket_path(&cfg.socket_dir);
@@ -120,8 +110,6 @@ fn start_as(cfg: &HostConfig, scoreboard: &Scoreboard, detach: bool) -> io::Resu
     let (sb_ptr, nslots) = scoreboard.as_raw();
     let cfg = cfg.clone();
     let parent_pid = sys::getpid();
-    // Detached: the intermediate child reports the supervisor's pid here.
-    let pid_pipe = if detach { Some(sys::pipe()?) } else { None };
 
     // SAFETY: the caller guarantees a single-threaded process; the child only
     // runs our own code and leaves through `_exit`.
@@ -133,40 +121,18 @@ fn start_as(cfg: &HostConfig, scoreboard: &Scoreboard, detach: bool) -> io::Resu
     }
     if pid == 0 {
         drop(parent_end);
-        if let Some((rd, wr)) = pid_pipe {
-            drop(rd);
-            // SAFETY: still single-threaded (a fresh fork of such a process).
-            let grandchild = unsafe { libc::fork() };
-            if grandchild != 0 {
-                let _ = sys::write_all_fd(wr.as_raw_fd(), &grandchild.to_ne_bytes());
-                // SAFETY: leaving the intermediate child without running the server's atexit handlers.
-                unsafe { libc::_exit(0) };
-            }
-            drop(wr);
-        }
-        become_supervisor(if detach { None } else { Some(parent_pid) }, &child_end, &listener);
+        become_supervisor(parent_pid, &child_end, &listener);
         // SAFETY: the mapping was created before fork and is inherited (MAP_SHARED).
         let sb = unsafe { Scoreboard::from_raw(sb_ptr, nslots) };
         server::run(cfg, sb, child_end, listener, path);
     }
     drop(child_end);
     drop(listener);
-    let Some((rd, wr)) = pid_pipe else {
-        return Ok(SupervisorHandle { pid, control: Some(parent_end), detached: false });
-    };
-    drop(wr);
-    let mut st = 0;
-    // SAFETY: reaping the intermediate child we just forked; `st` is a valid out-int.
-    let _ = sys::cvt_retry(|| unsafe { libc::waitpid(pid, &mut st, 0) });
-    let mut buf = [0u8; std::mem::size_of::<libc::pid_t>()];
-    sys::read_exact_fd(rd.as_raw_fd(), &mut buf)
-        .map_err(|e| io::Error::new(e.kind(), format!("the supervisor did not start: {e}")))?;
-    Ok(SupervisorHandle { pid: libc::pid_t::from_ne_bytes(buf), control: Some(parent_end), detached: true })
+    Ok(SupervisorHandle { pid, control: Some(parent_end), detached: false })
 }
 
 /// Process hygiene for the freshly forked supervisor (runs in the child).
-/// `parent_pid` is None for a detached supervisor, whose parent is gone by design.
-fn become_supervisor(parent_pid: Option<libc::pid_t>, control: &OwnedFd, listener: &OwnedFd) {
+fn become_supervisor(parent_pid: libc::pid_t, control: &OwnedFd, listener: &OwnedFd) {
     // Inherited server signal handlers must not run here.
     sys::reset_signals();
     // The server signals its whole process group on restart (HUP, USR1, WINCH):
@@ -179,14 +145,12 @@ fn become_supervisor(parent_pid: Option<libc::pid_t>, control: &OwnedFd, listene
         // SAFETY: leaving the forked child.
         unsafe { libc::_exit(1) }
     };
-    if let Some(parent_pid) = parent_pid {
-        if sys::set_parent_death_signal(libc::SIGTERM).is_err() {
-            fail("prctl(PR_SET_PDEATHSIG)");
-        }
-        // SAFETY: getppid cannot fail.
-        if unsafe { libc::getppid() } != parent_pid {
-            fail("server exited during start-up");
-        }
+    if sys::set_parent_death_signal(libc::SIGTERM).is_err() {
+        fail("prctl(PR_SET_PDEATHSIG)");
+    }
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != parent_pid {
+        fail("server exited during start-up");
     }
     // Never let the server's listening sockets (or anything else) reach a worker.
     sys::close_fds_except(3, &[control.as_raw_fd(), listener.as_raw_fd()]);
@@ -212,7 +176,7 @@ fn become_supervisor(parent_pid: Option<libc::pid_t>, control: &OwnedFd, listene
 pub struct SupervisorHandle {
     pid: libc::pid_t,
     control: Option<OwnedFd>,
-    /// Not our child (`start_detached`): it cannot be waited for.
+    /// Not our child (a keeper, see keeper.rs): it cannot be waited for.
     detached: bool,
 }
 
@@ -224,7 +188,7 @@ impl SupervisorHandle {
         SupervisorHandle { pid, control, detached: false }
     }
 
-    /// A detached supervisor known by pid only (to ask whether it still runs).
+    /// A process that is not our child (a keeper), known by pid only, to ask whether it still runs.
     pub fn from_detached(pid: libc::pid_t) -> SupervisorHandle {
         SupervisorHandle { pid, control: None, detached: true }
     }
