@@ -682,6 +682,8 @@ def apache_host_config_to_lighttpd(extra: str) -> str:
                    "max-workers-total", "sufcgiminuid": "min-uid", "sufcgimingid": "min-gid",
                    "timeout": "timeout"}[name]
             out.append(f"sufcgi.{key} = {int(w[1])}")
+        elif name == "sufcgisocketdir":
+            out.append(f'sufcgi.socket-dir = "{w[1]}"')
         elif name in ("sufcgiblockenv", "sufcgiphpforbid"):
             key = "block-env" if name == "sufcgiblockenv" else "php-forbid"
             per_key.setdefault(key, []).extend(w[1:])
@@ -749,7 +751,8 @@ class Lighttpd:
             'server.tag = "lighttpd"',
             'index-file.names = ( "index.html" )',
             'mimetype.assign = ( ".html" => "text/html", ".txt" => "text/plain", ".json" => "application/json", "" => "application/octet-stream" )',
-            f'sufcgi.socket-dir = "{self.run_dir}/sufcgi"' if self.sufcgi else "",
+            f'sufcgi.socket-dir = "{self.run_dir}/sufcgi"'
+            if self.sufcgi and "sufcgi.socket-dir" not in self.extra else "",
             self.extra,
         ]
         for v in self.vhosts:

@@ -337,13 +337,45 @@ unsafe extern "C" fn collect_param(vdata: *mut c_void, k: *const c_char, klen: u
     0
 }
 
+/// Blank (for the moment) the value of every request header whose name has a
+/// byte other than a letter, digit or '-'; returns what to restore.
+unsafe fn hide_odd_headers(r: *mut ffi::request_st) -> Vec<(*mut ffi::buffer, u32)> {
+    let mut hidden = Vec::new();
+    // SAFETY: the caller's contract; rqst_headers holds `used` data_string pointers.
+    unsafe {
+        let a = &(*r).rqst_headers;
+        for i in 0..a.used as usize {
+            let ds = *a.data.add(i) as *mut ffi::data_string;
+            let Some(d) = ds.as_mut() else { continue };
+            let key = if d.key.ptr.is_null() || d.key.used < 1 { &[][..] } else { std::slice::from_raw_parts(d.key.ptr as *const u8, d.key.used as usize - 1) };
+            if key.iter().any(|&ch| !(ch.is_ascii_alphanumeric() || ch == b'-')) {
+                hidden.push((&mut d.value as *mut ffi::buffer, d.value.used));
+                d.value.used = 0;
+            }
+        }
+    }
+    hidden
+}
+
 /// The CGI environment lighttpd builds for mod_fastcgi, with our mapping's
 /// overrides, minus blocked names; encoded once as BEGIN_REQUEST + PARAMS.
 unsafe fn build_params(c: &mut Ctx) -> Result<(), ffi::handler_t> {
     let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(40);
     let mut opts = ffi::http_cgi_opts { authorizer: 0, break_scriptfilename_for_php: 0, docroot: std::ptr::null(), strip_request_uri: std::ptr::null() };
+    // lighttpd maps both `X-Foo` and `X_Foo` to HTTP_X_FOO, so a client could
+    // shadow a header a proxy set (or forge CONTENT_TYPE with `Content_Type`).
+    // As Apache does, headers whose names are not letters, digits and '-' are
+    // left out: hidden from http_cgi_headers (it skips blank values) for the
+    // duration of the call.
+    // SAFETY: c.r is live and single-threaded lighttpd does not look at the
+    // headers meanwhile; every hidden value is restored before returning.
+    let hidden = unsafe { hide_odd_headers(c.r) };
     // SAFETY: c.r is live; the callback only appends to `pairs`.
     unsafe { ffi::http_cgi_headers(c.r, &mut opts, Some(collect_param), &mut pairs as *mut _ as *mut c_void) };
+    for (b, used) in hidden {
+        // SAFETY: restoring the lengths saved above on the same live buffers.
+        unsafe { (*b).used = used };
+    }
     for (k, v) in &c.job.overrides {
         match pairs.iter_mut().find(|(pk, _)| pk.as_slice() == *k) {
             Some(p) => p.1 = v.clone(),

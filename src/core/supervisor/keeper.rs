@@ -7,7 +7,7 @@
 //! write end of the keeper's lifeline pipe, which reads EOF then.
 
 use super::log::{log_error, log_notice};
-use super::{start, SupervisorHandle};
+use super::{bind, start, start_on, Listener, SupervisorHandle};
 use crate::core::hostconfig::HostConfig;
 use crate::core::scoreboard::Scoreboard;
 use crate::core::sys;
@@ -29,8 +29,9 @@ pub struct Keeper {
 
 /// Fork the keeper from the privileged, single-threaded server process.
 pub fn start_keeper(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<Keeper> {
-    // Checked here so that a bad socket directory fails the server's start.
-    super::prepare_socket_dir(&cfg.socket_dir, cfg.server_gid)?;
+    // Bound here so that a bad socket directory (or a planted file at the
+    // socket path) fails the server's start, as under Apache.
+    let first = bind(cfg)?;
     let (life_rd, life_wr) = sys::pipe()?;
     let (pid_rd, pid_wr) = sys::pipe()?;
     let (sb_ptr, nslots) = scoreboard.as_raw();
@@ -54,8 +55,9 @@ pub fn start_keeper(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<Kee
         drop(pid_wr);
         // SAFETY: the mapping was created before fork and is inherited (MAP_SHARED).
         let sb = unsafe { Scoreboard::from_raw(sb_ptr, nslots) };
-        keep(cfg, sb, life_rd);
+        keep(cfg, sb, life_rd, first);
     }
+    drop(first);
     drop(life_rd);
     drop(pid_wr);
     let mut st = 0;
@@ -74,16 +76,21 @@ fn server_gone(lifeline: &OwnedFd, ms: i32) -> bool {
     rc > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
 }
 
-fn keep(cfg: HostConfig, sb: Scoreboard, lifeline: OwnedFd) -> ! {
+fn keep(cfg: HostConfig, sb: Scoreboard, lifeline: OwnedFd, first: Listener) -> ! {
     sys::reset_signals();
     // The server's own restart signals are not for us.
     for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGPIPE, libc::SIGINT] {
         sys::ignore_signal(sig);
     }
-    sys::close_fds_except(3, &[lifeline.as_raw_fd()]);
+    sys::close_fds_except(3, &[lifeline.as_raw_fd(), first.fd.as_raw_fd()]);
+    let mut first = Some(first);
     let mut failures: u32 = 0;
     loop {
-        let h: SupervisorHandle = match start(&cfg, &sb) {
+        let started = match first.take() {
+            Some(l) => start_on(&cfg, &sb, l),
+            None => start(&cfg, &sb),
+        };
+        let h: SupervisorHandle = match started {
             Ok(h) => h,
             Err(e) => {
                 log_error!("keeper: cannot start the supervisor: {e}; trying again");

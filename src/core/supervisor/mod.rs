@@ -100,10 +100,27 @@ fn remove_stale_sockets(dir: &Path) -> io::Result<()> {
 /// from a multi-threaded process. It dies with the parent (Apache's root
 /// parent, or the keeper under lighttpd).
 pub fn start(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<SupervisorHandle> {
+    start_on(cfg, scoreboard, bind(cfg)?)
+}
+
+/// The supervisor's listening socket, bound (with its directory checked)
+/// before the supervisor is forked, so that errors reach the server's start.
+pub struct Listener {
+    pub(super) fd: OwnedFd,
+    path: PathBuf,
+}
+
+pub fn bind(cfg: &HostConfig) -> io::Result<Listener> {
     prepare_socket_dir(&cfg.socket_dir, cfg.server_gid)?;
     remove_stale_sockets(&cfg.socket_dir)?;
     let path = supervisor_socket_path(&cfg.socket_dir);
-    let listener = sys::unix_listen(&path, 1024, 0o666)?;
+    let fd = sys::unix_listen(&path, 1024, 0o666)?;
+    Ok(Listener { fd, path })
+}
+
+/// `start` on an already bound listener.
+pub fn start_on(cfg: &HostConfig, scoreboard: &Scoreboard, bound: Listener) -> io::Result<SupervisorHandle> {
+    let Listener { fd: listener, path } = bound;
     let (parent_end, child_end) = sys::socketpair()?;
     // Before fork, so even the first frame carries the sender's credentials.
     sys::set_passcred(child_end.as_raw_fd())?;
