@@ -7,7 +7,7 @@ use super::link::{self, PoolError};
 use super::relay::{self, Body, Outcome, Role};
 use super::runtime::Runtime;
 use super::{dispatch, ffi, log};
-use crate::core::request::{worker_socket_path, PoolInfo, PoolSpec};
+use crate::core::request::{PoolInfo, PoolSpec};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -73,7 +73,7 @@ pub unsafe fn run(
             }
         };
         let _seat = dispatch::QueueSeat::new(slot, &claim);
-        let sock = match relay::connect(&worker_socket_path(&pool.info.socket_prefix, claim.index)) {
+        let sock = match relay::connect_worker(&pool.info.socket_prefix, claim.index) {
             Ok(s) => s,
             Err(e) => {
                 // The worker went away between claim and connect: take another.
