@@ -156,16 +156,25 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
         for (k, v) in &overrides {
             table_set(rr.subprocess_env, k, v);
         }
+        // One pass: blocked names are dropped first (they are never sent, so
+        // they are not checked), then every name and value sent is checked.
         let mut pairs = table_entries(rr.subprocess_env);
-        pairs.retain(|(k, _)| !param_blocked(k, &rt.blocked_env));
-        // `ServerSignature On` (Debian's default) makes httpd end SERVER_SIGNATURE
-        // with "\n": server-made text, not request data, so trim it before the check.
-        for (k, v) in pairs.iter_mut() {
+        let mut unsafe_name: Option<&[u8]> = None;
+        pairs.retain_mut(|(k, v)| {
+            if unsafe_name.is_some() || param_blocked(k, &rt.blocked_env) {
+                return false;
+            }
+            // `ServerSignature On` (Debian's default) makes httpd end SERVER_SIGNATURE
+            // with "\n": server-made text, not request data, so trim it before the check.
             if *k == b"SERVER_SIGNATURE" {
                 *v = v.trim_ascii_end();
             }
-        }
-        if let Some((k, _)) = pairs.iter().find(|(k, v)| !param_value_is_safe(k) || !param_value_is_safe(v)) {
+            if !param_value_is_safe(k) || !param_value_is_safe(v) {
+                unsafe_name = Some(*k);
+            }
+            true
+        });
+        if let Some(k) = unsafe_name {
             return refuse(r, ffi::HTTP_BAD_REQUEST, &format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(k)));
         }
         // A body that is too large is refused before any worker is started.
