@@ -142,13 +142,6 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
             userdir_user: userdir_user(&uri),
         };
-        // Edits to these files mean fresh workers (wrapped scripts are re-read
-        // by their interpreter anyway).
-        let mut watch: Vec<PathBuf> = spec.config_files.clone();
-        if kind != AppKind::Wrapper {
-            watch.push(spec.program.clone());
-        }
-        watch.extend(spec.restart_file.iter().cloned());
 
         // The CGI environment httpd builds for mod_cgi, mod_proxy_fcgi and mod_fcgid.
         ffi::ap_add_common_vars(r);
@@ -198,7 +191,7 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             }
             check_wrapped_script(&script, info).map_err(|why| (ffi::HTTP_FORBIDDEN, format!("refusing to run a script: {why}")))
         };
-        match pool_request::run(r, &rt, &spec, &watch, &pairs, &body, relay::Role::Responder, &check) {
+        match pool_request::run(r, &rt, &spec, &pairs, &body, relay::Role::Responder, &check) {
             Ok(outcome) => {
                 if let Some(why) = &outcome.why {
                     log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
