@@ -56,13 +56,13 @@ pub unsafe fn pstr(p: *mut ffi::apr_pool_t, v: &[u8]) -> *const c_char {
 /// # Safety
 /// `t` must be a live table not modified while the returned vector is used.
 pub unsafe fn table_entries<'a>(t: *const ffi::apr_table_t) -> Vec<(&'a [u8], &'a [u8])> {
-    let mut out = Vec::new();
     if t.is_null() {
-        return out;
+        return Vec::new();
     }
     // SAFETY: apr_table_elts is a cast in APR: a table begins with its
     // apr_array_header_t of apr_table_entry_t.
     let arr = unsafe { &*(t as *const ffi::apr_array_header_t) };
+    let mut out = Vec::with_capacity(arr.nelts.max(0) as usize);
     let elts = arr.elts as *const ffi::apr_table_entry_t;
     for i in 0..arr.nelts.max(0) as usize {
         // SAFETY: i < nelts, and elts holds nelts entries.

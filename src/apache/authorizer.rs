@@ -41,7 +41,7 @@ use crate::core::fastcgi::params::param_value_is_safe;
 use crate::core::hostconfig::param_blocked;
 use crate::core::request::{AppKind, PoolSpec};
 use std::os::raw::{c_char, c_int};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The access_checker hook.
 pub unsafe extern "C" fn access_checker(r: *mut ffi::request_rec) -> c_int {
@@ -136,9 +136,6 @@ unsafe fn check(r: *mut ffi::request_rec) -> c_int {
         };
         let uri = bytes(rr.uri).unwrap_or(b"").to_vec();
         let spec = pool_spec(rt.generation, vhost, cfg, def, &uri);
-        let mut watch: Vec<PathBuf> = spec.config_files.clone();
-        watch.push(spec.program.clone());
-        watch.extend(spec.restart_file.iter().cloned());
 
         let mut owned = params(r);
         owned.retain(|(k, _)| !param_blocked(k, &rt.blocked_env));
@@ -148,7 +145,7 @@ unsafe fn check(r: *mut ffi::request_rec) -> c_int {
         let pairs: Vec<(&[u8], &[u8])> = owned.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
 
         let body = relay::Body::empty();
-        match pool_request::run(r, &rt, &spec, &watch, &pairs, &body, Role::Authorizer, &|_| Ok(())) {
+        match pool_request::run(r, &rt, &spec, &pairs, &body, Role::Authorizer, &|_| Ok(())) {
             Ok(outcome) => match &outcome.why {
                 Some(why) => refuse(r, outcome.status as u32, why),
                 None => judge(r, outcome.captured.unwrap_or_default(), &rt.blocked_env),

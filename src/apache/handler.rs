@@ -142,13 +142,6 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
             userdir_user: userdir_user(&uri),
         };
-        // Edits to these files mean fresh workers (wrapped scripts are re-read
-        // by their interpreter anyway).
-        let mut watch: Vec<PathBuf> = spec.config_files.clone();
-        if kind != AppKind::Wrapper {
-            watch.push(spec.program.clone());
-        }
-        watch.extend(spec.restart_file.iter().cloned());
 
         // The CGI environment httpd builds for mod_cgi, mod_proxy_fcgi and mod_fcgid.
         ffi::ap_add_common_vars(r);
@@ -156,16 +149,25 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
         for (k, v) in &overrides {
             table_set(rr.subprocess_env, k, v);
         }
+        // One pass: blocked names are dropped first (they are never sent, so
+        // they are not checked), then every name and value sent is checked.
         let mut pairs = table_entries(rr.subprocess_env);
-        pairs.retain(|(k, _)| !param_blocked(k, &rt.blocked_env));
-        // `ServerSignature On` (Debian's default) makes httpd end SERVER_SIGNATURE
-        // with "\n": server-made text, not request data, so trim it before the check.
-        for (k, v) in pairs.iter_mut() {
+        let mut unsafe_name: Option<&[u8]> = None;
+        pairs.retain_mut(|(k, v)| {
+            if unsafe_name.is_some() || param_blocked(k, &rt.blocked_env) {
+                return false;
+            }
+            // `ServerSignature On` (Debian's default) makes httpd end SERVER_SIGNATURE
+            // with "\n": server-made text, not request data, so trim it before the check.
             if *k == b"SERVER_SIGNATURE" {
                 *v = v.trim_ascii_end();
             }
-        }
-        if let Some((k, _)) = pairs.iter().find(|(k, v)| !param_value_is_safe(k) || !param_value_is_safe(v)) {
+            if !param_value_is_safe(k) || !param_value_is_safe(v) {
+                unsafe_name = Some(*k);
+            }
+            true
+        });
+        if let Some(k) = unsafe_name {
             return refuse(r, ffi::HTTP_BAD_REQUEST, &format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(k)));
         }
         // A body that is too large is refused before any worker is started.
@@ -189,7 +191,7 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             }
             check_wrapped_script(&script, info).map_err(|why| (ffi::HTTP_FORBIDDEN, format!("refusing to run a script: {why}")))
         };
-        match pool_request::run(r, &rt, &spec, &watch, &pairs, &body, relay::Role::Responder, &check) {
+        match pool_request::run(r, &rt, &spec, &pairs, &body, relay::Role::Responder, &check) {
             Ok(outcome) => {
                 if let Some(why) = &outcome.why {
                     log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());

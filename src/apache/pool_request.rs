@@ -7,8 +7,7 @@ use super::link::{self, PoolError};
 use super::relay::{self, Body, Outcome, Role};
 use super::runtime::Runtime;
 use super::{dispatch, ffi, log};
-use crate::core::request::{worker_socket_path, PoolInfo, PoolSpec};
-use std::path::PathBuf;
+use crate::core::request::{PoolInfo, PoolSpec};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,6 @@ pub unsafe fn run(
     r: *mut ffi::request_rec,
     rt: &Runtime,
     spec: &PoolSpec,
-    watch: &[PathBuf],
     pairs: &[(&[u8], &[u8])],
     body: &Body,
     role: Role,
@@ -43,7 +41,7 @@ pub unsafe fn run(
     let mut fresh = false;
     let mut checked = false;
     for _attempt in 0..4 {
-        let pool = match link::pool_for(rt, spec, watch, fresh) {
+        let pool = match link::pool_for(rt, spec, fresh) {
             Ok(p) => p,
             Err(PoolError::Refused { status, reason }) => {
                 return Err(NotRun::Refused { status: status as u32, retry_after: (status == 503).then_some(5), why: reason })
@@ -73,7 +71,7 @@ pub unsafe fn run(
             }
         };
         let _seat = dispatch::QueueSeat::new(slot, &claim);
-        let sock = match relay::connect(&worker_socket_path(&pool.info.socket_prefix, claim.index)) {
+        let sock = match relay::connect_worker(&pool.info.socket_prefix, claim.index) {
             Ok(s) => s,
             Err(e) => {
                 // The worker went away between claim and connect: take another.

@@ -24,19 +24,42 @@ const CHUNK: usize = 65535;
 /// Hop-by-hop headers a CGI response must not pass to the client.
 const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection"];
 
-/// Non-blocking connect to a pool socket. ENOENT/ECONNREFUSED mean the pool is
+/// Non-blocking connect to worker `index`'s socket of the pool whose sockets
+/// start with `prefix` (the path `request::worker_socket_path` names, built
+/// in place: no allocation per request). ENOENT/ECONNREFUSED mean the pool is
 /// gone (ask the supervisor again); EAGAIN means its backlog is full.
-pub fn connect(path: &Path) -> io::Result<OwnedFd> {
-    let bytes = path.as_os_str().as_bytes();
+pub fn connect_worker(prefix: &Path, index: u32) -> io::Result<OwnedFd> {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = index;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    connect_parts(&[prefix.as_os_str().as_bytes(), b".", &digits[at..], b".sock"])
+}
+
+/// Connect to the path made of `parts`, concatenated.
+fn connect_parts(parts: &[&[u8]]) -> io::Result<OwnedFd> {
     // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total >= addr.sun_path.len() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
     }
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as c_char;
+    let mut at = 0;
+    for p in parts {
+        for (d, s) in addr.sun_path[at..at + p.len()].iter_mut().zip(p.iter()) {
+            *d = *s as c_char;
+        }
+        at += p.len();
     }
+    let bytes_len = total;
     // SAFETY: plain socket(2) call; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
     if fd < 0 {
@@ -44,7 +67,7 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh socket we own.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes_len + 1) as libc::socklen_t;
     // SAFETY: addr is initialised and len covers the family plus the path and its NUL.
     let rc = unsafe { libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) };
     if rc < 0 {
@@ -335,10 +358,16 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u
     let role_code = if role == Role::Authorizer { FCGI_AUTHORIZER } else { FCGI_RESPONDER };
     record::write_begin_request(&mut out, REQUEST_ID, role_code, 0);
     params::write_params(&mut out, REQUEST_ID, pairs);
-    // What arrived before a worker was claimed goes out with the params.
+    // What arrived before a worker was claimed goes out with the params, and
+    // so does the end of STDIN when that was the whole body (nearly every
+    // request): one send for the whole request.
     record::write_stream(&mut out, STDIN, REQUEST_ID, &body.head);
     let mut body_done = body.done;
     let mut stdin_closed = false;
+    if body_done {
+        record::write_stream_end(&mut out, STDIN, REQUEST_ID);
+        stdin_closed = true;
+    }
     let mut out_pos = 0usize;
     let mut backend_closed_input = false;
     let mut got_bytes = false;

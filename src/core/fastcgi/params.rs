@@ -62,8 +62,25 @@ pub fn write_params(out: &mut Vec<u8>, request_id: u16, pairs: &[(&[u8], &[u8])]
 /// environment table, without collecting first).
 pub fn write_params_iter<'p, I>(out: &mut Vec<u8>, request_id: u16, pairs: I)
 where
-    I: IntoIterator<Item = (&'p [u8], &'p [u8])>,
+    I: IntoIterator<Item = (&'p [u8], &'p [u8])> + Clone,
 {
+    // Fast path (the request path, every request): the pairs fit one record,
+    // so they are written straight behind one header, with no per-piece
+    // record bookkeeping. Anything larger goes through the StreamWriter.
+    let body: usize = pairs.clone().into_iter().map(|(n, v)| encoded_len(n, v)).sum();
+    if body <= record::MAX_CONTENT_LEN {
+        let (hdr, pad) = record::stream_record_header(record::PARAMS, request_id, body);
+        out.reserve(2 * record::HEADER_LEN + body + pad);
+        if body > 0 {
+            out.extend_from_slice(&hdr);
+            for (name, value) in pairs {
+                write_name_value(out, name, value);
+            }
+            out.extend_from_slice(&record::PADDING[..pad]);
+        }
+        record::write_stream_end(out, record::PARAMS, request_id);
+        return;
+    }
     let mut w = StreamWriter::new(out, record::PARAMS, request_id);
     for (name, value) in pairs {
         push_name_value(&mut w, name, value);
@@ -130,7 +147,19 @@ pub fn parse_name_values(data: &[u8]) -> Result<Vec<NameValue<'_>>, ParamsError>
 /// Whether a CGI variable value can be passed on: no CR, LF or NUL, which an
 /// application might otherwise turn into header injection or truncation.
 pub fn param_value_is_safe(v: &[u8]) -> bool {
-    !v.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+    // Eight bytes at a time (every param of every request passes here): a
+    // word has a byte equal to `c` iff `has_zero(w ^ c·0x0101…)`.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        if has_zero(w) || has_zero(w ^ (ONES * b'\r' as u64)) || has_zero(w ^ (ONES * b'\n' as u64)) {
+            return false;
+        }
+    }
+    !chunks.remainder().iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 #[cfg(test)]
@@ -230,6 +259,57 @@ mod tests {
         assert_eq!(pairs.len(), 1);
         assert_eq!(pairs[0].0, b"N");
         assert_eq!(pairs[0].1, &value[..]);
+    }
+
+    /// The general (record-spanning) encoding, as write_params_iter did
+    /// before its one-record fast path.
+    fn general(request_id: u16, pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = StreamWriter::new(&mut out, record::PARAMS, request_id);
+        for (n, v) in pairs {
+            push_name_value(&mut w, n, v);
+        }
+        w.finish();
+        record::write_stream_end(&mut out, record::PARAMS, request_id);
+        out
+    }
+
+    #[test]
+    fn one_record_fast_path_matches_the_general_encoding() {
+        let long = vec![b'v'; 300];
+        // 65535 bytes of pair data exactly: 1 + 4 + 2 + 65528.
+        let edge = vec![b'e'; 65528];
+        let cases: Vec<Vec<(&[u8], &[u8])>> = vec![
+            vec![],
+            vec![(b"", b"")],
+            vec![(b"A", b"1")],
+            vec![(b"GATEWAY_INTERFACE", b"CGI/1.1"), (b"LONG", &long[..]), (&long[..127], b"")],
+            vec![(b"AB", &edge[..])],
+            vec![(b"AB", &edge[..edge.len() - 1]), (b"", b"")],
+        ];
+        for pairs in &cases {
+            let mut out = Vec::new();
+            write_params(&mut out, 7, pairs);
+            assert_eq!(out, general(7, pairs), "{:?}", pairs.iter().map(|(n, v)| (n.len(), v.len())).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn safe_check_matches_the_bytewise_rule() {
+        let naive = |v: &[u8]| !v.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0));
+        let mut v = Vec::new();
+        for len in 0..40 {
+            v.resize(len, b'a');
+            assert_eq!(param_value_is_safe(&v), naive(&v));
+            for at in 0..len {
+                for bad in [b'\r', b'\n', 0, 0x8d, 0x8a, 0x80, 0x0c, 0x0e, 0xff, 0x0b, 0x01] {
+                    let keep = v[at];
+                    v[at] = bad;
+                    assert_eq!(param_value_is_safe(&v), naive(&v), "len {len} at {at} byte {bad:#x}");
+                    v[at] = keep;
+                }
+            }
+        }
     }
 
     #[test]
