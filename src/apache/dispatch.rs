@@ -10,7 +10,7 @@
 //! worker finds it ready when it finishes. It still counts as waiting (the
 //! queue limit holds) until its exchange ends: see `QueueSeat`.
 
-use super::link::{self, Pool};
+use crate::core::pool_link::{self as link, Pool};
 use super::runtime::Runtime;
 use crate::core::scoreboard::{pool_state, Claim, PoolSlot};
 use crate::core::sys;
@@ -87,7 +87,7 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
         } else if !nudged {
             // Someone is waiting and the pool may grow: the supervisor decides
             // whether to start a worker. At its maximum there is nothing to ask.
-            link::nudge(rt, &pool.info);
+            link::nudge(&rt.site(), &pool.info);
             nudged = true;
         }
         let now = Instant::now();

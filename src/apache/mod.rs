@@ -9,7 +9,6 @@ mod ffi;
 mod pool_request;
 mod handler;
 mod hooks;
-mod link;
 mod log;
 mod module;
 mod relay;

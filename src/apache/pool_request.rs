@@ -3,7 +3,7 @@
 //! worker by how the exchange ended. Shared by the content handler and the
 //! authorizer; what to answer when it cannot run is left to the caller.
 
-use super::link::{self, PoolError};
+use crate::core::pool_link::{self as link, PoolError};
 use super::relay::{self, Body, Outcome, Role};
 use super::runtime::Runtime;
 use super::{dispatch, ffi, log};
@@ -41,7 +41,7 @@ pub unsafe fn run(
     let mut fresh = false;
     let mut checked = false;
     for _attempt in 0..4 {
-        let pool = match link::pool_for(rt, spec, fresh) {
+        let pool = match link::pool_for(&rt.site(), spec, fresh) {
             Ok(p) => p,
             Err(PoolError::Refused { status, reason }) => {
                 return Err(NotRun::Refused { status: status as u32, retry_after: (status == 503).then_some(5), why: reason })
@@ -54,7 +54,7 @@ pub unsafe fn run(
             check(&pool.info).map_err(|(status, why)| NotRun::Refused { status, retry_after: None, why })?;
             checked = true;
         }
-        let Some(slot) = pool.slot(rt) else {
+        let Some(slot) = pool.slot(&rt.scoreboard) else {
             // Replaced or forgotten since we cached it: ask again.
             fresh = true;
             continue;
@@ -76,7 +76,7 @@ pub unsafe fn run(
             Err(e) => {
                 // The worker went away between claim and connect: take another.
                 if claim.retire() {
-                    link::nudge(rt, &pool.info);
+                    link::nudge(&rt.site(), &pool.info);
                 }
                 log::request(r, log::INFO, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
                 continue;
@@ -102,16 +102,16 @@ pub unsafe fn run(
         match outcome.fate {
             relay::Fate::Clean => {
                 if claim.release() {
-                    link::nudge(rt, &pool.info);
+                    link::nudge(&rt.site(), &pool.info);
                 }
             }
             relay::Fate::Broken => {
                 claim.retire();
-                link::nudge(rt, &pool.info);
+                link::nudge(&rt.site(), &pool.info);
             }
             relay::Fate::TimedOut => {
                 claim.retire();
-                link::kill(rt, &pool.info, index, epoch);
+                link::kill(&rt.site(), &pool.info, index, epoch);
             }
         }
         if never_accepted {

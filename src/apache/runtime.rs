@@ -66,6 +66,13 @@ pub struct Runtime {
     pub blocked_env: Vec<String>,
 }
 
+impl Runtime {
+    /// Where the shared pool link finds this server's supervisor and scoreboard.
+    pub fn site(&self) -> crate::core::pool_link::Site<'_> {
+        crate::core::pool_link::Site { socket_dir: &self.socket_dir, scoreboard: &self.scoreboard }
+    }
+}
+
 static RUNTIME: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
 
 pub fn set(rt: Option<Runtime>) {

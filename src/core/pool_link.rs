@@ -6,13 +6,15 @@
 //! server glues; `Site` says where this server's supervisor and scoreboard are.
 
 use crate::core::scoreboard::Scoreboard;
-use crate::core::request::{PoolInfo, PoolReply, PoolSpec};
+use crate::core::request::{AppKind, PoolInfo, PoolReply, PoolSpec};
 use crate::core::scoreboard::{pool_state, PoolSlot};
 use crate::core::supervisor::protocol::KillReason;
 use crate::core::supervisor::{supervisor_socket_path, Client};
 use crate::core::sys;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -30,7 +32,7 @@ static LINK: Mutex<Option<Link>> = Mutex::new(None);
 
 /// Where this server's supervisor listens and the scoreboard it shares.
 pub struct Site<'a> {
-    pub socket_dir: &'a std::path::Path,
+    pub socket_dir: &'a Path,
     pub scoreboard: &'a Scoreboard,
 }
 
@@ -84,7 +86,124 @@ enum Cached {
     Refused { status: u16, reason: String, at: Instant },
 }
 
-static CACHE: once_cell::sync::Lazy<RwLock<HashMap<PoolSpec, Cached>>> = once_cell::sync::Lazy::new(|| RwLock::new(HashMap::new()));
+/// Specs by `spec_hash`; a bucket holds more than one spec only on a hash
+/// collision (entries are told apart by `PoolSpec`'s own equality).
+type Cache = HashMap<u64, Vec<(PoolSpec, Cached)>, BuildHasherDefault<Prehashed>>;
+
+static CACHE: once_cell::sync::Lazy<RwLock<Cache>> = once_cell::sync::Lazy::new(|| RwLock::new(HashMap::default()));
+
+/// A fast non-cryptographic hash (FxHash's multiply-rotate, 8 bytes a step)
+/// for the cache, which is looked up on every request. `PoolSpec`'s derived
+/// `Hash` with the default SipHash cost ~4,800 instructions a request in the
+/// profile, most of it in `Path::hash`, which walks path components; this
+/// hashes the paths' bytes. Keys come from the server's own configuration
+/// and files, not from request data an attacker could shape into collisions
+/// (and a collision only costs a comparison).
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        }
+        for &b in chunks.remainder() {
+            self.add(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Fx {
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.write_usize(b.len());
+        self.write(b);
+    }
+    fn path(&mut self, p: &Path) {
+        self.bytes(p.as_os_str().as_bytes());
+    }
+}
+
+/// The cache's hash of a spec: every field, paths as bytes. The pattern
+/// names every field (no `..`), so a field added to `PoolSpec` fails to
+/// compile here until it is hashed too.
+fn spec_hash(spec: &PoolSpec) -> u64 {
+    let PoolSpec { generation, vhost, kind, program, args, workdir, config_files, env, limits, restart_file, log_file, userdir_user } = spec;
+    let mut h = Fx::default();
+    h.write_u64(*generation);
+    h.write_u64(*vhost as u64);
+    kind.hash(&mut h);
+    h.path(program);
+    h.write_usize(args.len());
+    for a in args {
+        h.bytes(a);
+    }
+    h.path(workdir);
+    h.write_usize(config_files.len());
+    for f in config_files {
+        h.path(f);
+    }
+    h.write_usize(env.len());
+    for (k, v) in env {
+        h.bytes(k);
+        h.bytes(v);
+    }
+    limits.hash(&mut h);
+    for p in [restart_file, log_file] {
+        match p {
+            Some(p) => h.path(p),
+            None => h.write_usize(usize::MAX),
+        }
+    }
+    match userdir_user {
+        Some(u) => h.bytes(u),
+        None => h.write_usize(usize::MAX),
+    }
+    h.finish()
+}
+
+/// The map's hasher for keys that are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Files whose modification means a new version of the pool (fresh
+/// workers): the configuring `.htaccess` files, the program (not for a
+/// wrapper: wrapped scripts are re-read by their interpreter anyway) and
+/// the restart file. Only needed when a pool is (re)cached.
+fn watch_files(spec: &PoolSpec) -> Vec<PathBuf> {
+    let mut watch: Vec<PathBuf> = spec.config_files.clone();
+    if spec.kind != AppKind::Wrapper {
+        watch.push(spec.program.clone());
+    }
+    watch.extend(spec.restart_file.iter().cloned());
+    watch
+}
 
 pub enum PoolError {
     /// The supervisor refused: answer `status`, log `reason`.
@@ -94,11 +213,13 @@ pub enum PoolError {
 }
 
 /// A ready pool for `spec`. `fresh` skips the cache (the cached pool turned
-/// out to be gone). `watch` lists the files whose edits mean fresh workers.
-pub fn pool_for(site: &Site<'_>, spec: &PoolSpec, watch: &[PathBuf], fresh: bool) -> Result<Arc<Pool>, PoolError> {
+/// out to be gone).
+pub fn pool_for(site: &Site<'_>, spec: &PoolSpec, fresh: bool) -> Result<Arc<Pool>, PoolError> {
+    let key = spec_hash(spec);
     if !fresh {
         let cache = CACHE.read().unwrap_or_else(|e| e.into_inner());
-        match cache.get(spec) {
+        let found = cache.get(&key).and_then(|bucket| bucket.iter().find(|(s, _)| s == spec)).map(|(_, c)| c);
+        match found {
             Some(Cached::Ready(p)) if p.slot(site.scoreboard).is_some() && !p.outdated() => return Ok(p.clone()),
             Some(Cached::Refused { status, reason, at }) if at.elapsed() < REFUSAL_TTL => {
                 return Err(PoolError::Refused { status: *status, reason: reason.clone() })
@@ -108,35 +229,40 @@ pub fn pool_for(site: &Site<'_>, spec: &PoolSpec, watch: &[PathBuf], fresh: bool
     }
     // Stamp before asking, so an edit racing with the supervisor's own check
     // is seen again on the next look.
-    let st = stamp(watch);
+    let watch = watch_files(spec);
+    let st = stamp(&watch);
     let reply = ask(site.socket_dir, |c| c.ensure(spec)).map_err(|e| PoolError::Unavailable(format!("supervisor unreachable: {e}")))?;
-    let mut cache = CACHE.write().unwrap_or_else(|e| e.into_inner());
-    match reply {
+    let (entry, result) = match reply {
         PoolReply::Ready(info) => {
-            let p = Arc::new(Pool { info, watch: watch.to_vec(), stamp: st, checked_at: AtomicU32::new(sys::monotonic_secs()) });
-            cache.insert(spec.clone(), Cached::Ready(p.clone()));
-            Ok(p)
+            let p = Arc::new(Pool { info, watch, stamp: st, checked_at: AtomicU32::new(sys::monotonic_secs()) });
+            (Cached::Ready(p.clone()), Ok(p))
         }
         PoolReply::Refused { status, reason } => {
-            cache.insert(spec.clone(), Cached::Refused { status, reason: reason.clone(), at: Instant::now() });
-            Err(PoolError::Refused { status, reason })
+            (Cached::Refused { status, reason: reason.clone(), at: Instant::now() }, Err(PoolError::Refused { status, reason }))
         }
+    };
+    let mut cache = CACHE.write().unwrap_or_else(|e| e.into_inner());
+    let bucket = cache.entry(key).or_default();
+    match bucket.iter_mut().find(|(s, _)| s == spec) {
+        Some((_, c)) => *c = entry,
+        None => bucket.push((spec.clone(), entry)),
     }
+    result
 }
 
 /// Ask the supervisor to look at a pool (best effort, no reply).
-pub fn nudge(socket_dir: &std::path::Path, info: &PoolInfo) {
-    let _ = ask(socket_dir, |c| c.nudge(info.slot, info.slot_generation));
+pub fn nudge(site: &Site<'_>, info: &PoolInfo) {
+    let _ = ask(site.socket_dir, |c| c.nudge(info.slot, info.slot_generation));
 }
 
 /// Ask the supervisor to stop the worker a timed-out request was using.
-pub fn kill(socket_dir: &std::path::Path, info: &PoolInfo, worker: u32, epoch: u32) {
-    let _ = ask(socket_dir, |c| c.kill(info.slot, info.slot_generation, worker, epoch, KillReason::Timeout));
+pub fn kill(site: &Site<'_>, info: &PoolInfo, worker: u32, epoch: u32) {
+    let _ = ask(site.socket_dir, |c| c.kill(info.slot, info.slot_generation, worker, epoch, KillReason::Timeout));
 }
 
 /// Run `f` on this process' connection, reconnecting once if it broke (the
 /// supervisor was restarted, or this process was forked from one that had a link).
-fn ask<T>(socket_dir: &std::path::Path, f: impl Fn(&mut Client) -> std::io::Result<T>) -> std::io::Result<T> {
+fn ask<T>(socket_dir: &Path, f: impl Fn(&mut Client) -> std::io::Result<T>) -> std::io::Result<T> {
     let mut guard = LINK.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
     let mut last_err = None;

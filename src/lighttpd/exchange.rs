@@ -58,7 +58,6 @@ enum Fate {
 pub struct Job {
     pub kind: AppKind,
     pub spec: PoolSpec,
-    pub watch: Vec<PathBuf>,
     /// The wrapped script (must be the pool owner's).
     pub script: PathBuf,
     pub busy_page: Option<PathBuf>,
@@ -171,11 +170,11 @@ impl Drop for Ctx {
             let (claim, pool) = close_conn(self.con, conn);
             if done {
                 if claim.release() {
-                    pool_link::nudge(&self.rt.socket_dir, &pool.info);
+                    pool_link::nudge(&self.site(), &pool.info);
                 }
             } else {
                 claim.retire();
-                pool_link::nudge(&self.rt.socket_dir, &pool.info);
+                pool_link::nudge(&self.site(), &pool.info);
             }
         }
     }
@@ -432,7 +431,7 @@ fn find_worker(c: &mut Ctx) -> Found {
     while c.attempts < 8 {
         let pool = match c.pool.clone().filter(|_| !c.fresh) {
             Some(p) => p,
-            None => match pool_link::pool_for(&c.site(), &c.job.spec, &c.job.watch, c.fresh) {
+            None => match pool_link::pool_for(&c.site(), &c.job.spec, c.fresh) {
                 Ok(p) => {
                     c.fresh = false;
                     c.pool = Some(p.clone());
@@ -500,7 +499,7 @@ fn find_worker(c: &mut Ctx) -> Found {
             c.queue_deadline = Some(Instant::now() + Duration::from_secs(limits.queue_timeout as u64));
         }
         if !c.nudged && slot.live_workers() < limits.max_workers {
-            pool_link::nudge(&c.rt.socket_dir, &pool.info);
+            pool_link::nudge(&c.site(), &pool.info);
             c.nudged = true;
         }
         if c.queue_deadline.is_some_and(|d| Instant::now() >= d) {
@@ -526,7 +525,7 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         Err(e) => {
             // The worker went away between claim and connect: take another.
             if claim.retire() {
-                pool_link::nudge(&c.rt.socket_dir, &pool.info);
+                pool_link::nudge(&c.site(), &pool.info);
             }
             log::request(c.r, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
             return Err(());
@@ -823,16 +822,16 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     match fate {
         Fate::Clean => {
             if claim.release() {
-                pool_link::nudge(&c.rt.socket_dir, &pool.info);
+                pool_link::nudge(&c.site(), &pool.info);
             }
         }
         Fate::Broken => {
             claim.retire();
-            pool_link::nudge(&c.rt.socket_dir, &pool.info);
+            pool_link::nudge(&c.site(), &pool.info);
         }
         Fate::TimedOut => {
             claim.retire();
-            pool_link::kill(&c.rt.socket_dir, &pool.info, index, epoch);
+            pool_link::kill(&c.site(), &pool.info, index, epoch);
         }
     }
     // A worker of this pool may be free now: the next waiter's turn.

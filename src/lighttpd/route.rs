@@ -193,13 +193,7 @@ unsafe fn claim(
             log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
             userdir_user: None,
         };
-        // Edits to these mean fresh workers (wrapped scripts are re-read by their interpreter).
-        let mut watch = spec.config_files.clone();
-        if kind != AppKind::Wrapper {
-            watch.push(spec.program.clone());
-        }
-        watch.extend(spec.restart_file.iter().cloned());
-        let job = Job { kind, spec, watch, script, busy_page: cfg.busy_page.clone(), overrides };
+        let job = Job { kind, spec, script, busy_page: cfg.busy_page.clone(), overrides };
         let ctx = Ctx::new(r, rt, job);
         *(*r).plugin_ctx.add(id) = Box::into_raw(ctx) as *mut std::ffi::c_void;
         (*r).handler_module = self_;
