@@ -140,8 +140,15 @@ bench: build
 # Depends on the apache2-api-<MMN> the module was built against. Install with
 # `apt install ./build/sufcgi_*.deb && a2enmod sufcgi && apache2ctl graceful`.
 # Packaging files: packaging/debian/ (see build-deb.sh); test: tests/test_deb.py.
+# And build/lighttpd-mod-sufcgi_<version>_<arch>.deb — the lighttpd plugin in
+# /usr/lib/lighttpd, conf-available/20-sufcgi.conf (conffile), docs and
+# examples; Depends on the lighttpd release it was built against (lighttpd
+# loads only plugins of its own version). Install with `apt install
+# ./build/lighttpd-mod-sufcgi_*.deb && lighty-enable-mod sufcgi && service
+# lighttpd restart`. Packaging files: packaging/lighttpd/.
 .PHONY: deb
 deb: build
 	@dpkg -s dpkg-dev >/dev/null 2>&1 || { echo "installing: dpkg-dev"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev >/dev/null; }
 	@bash packaging/debian/build-deb.sh $(MODULE) $(BUILD)
+	@LIGHTTPD_SRC=$(CURDIR)/$(LIGHTTPD_SRC) bash packaging/lighttpd/build-deb.sh $(LIGHTTPD_MODULE) $(BUILD)

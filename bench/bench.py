@@ -180,11 +180,28 @@ class Site:
 def app_exe(kind: str, site: Site) -> Path | None:
     """The executable whose processes serve `kind` (None for the static file)."""
     return {"proxy": site.app, "proxy_reuse": site.app, "fcgid": site.www / "fcgid" / "hello.fcgi",
-            "sufcgi": site.www / "su" / "hello.fcgi"}.get(kind)
+            "sufcgi": site.www / "su" / "hello.fcgi", "lighttpd_fastcgi": site.app,
+            "lighttpd_sufcgi": site.www / "su" / "hello.fcgi"}.get(kind)
+
+
+def make_lighttpd(kind: str, site: Site, port: int):
+    """lighttpd for one variant: mod_fastcgi to the shared app socket (its own
+    process manager off, like the proxy variant), or the sufcgi plugin."""
+    vhost = harness.Vhost("bench.test", site.www)
+    if kind == "lighttpd_fastcgi":
+        sock = site.tmp / f"{kind}.sock"
+        app = AppProcs(site.app, sock, site.ids)
+        extra = ('server.modules += ( "mod_fastcgi" )\n'
+                 f'fastcgi.server = ( "/proxy/" => (( "socket" => "{sock}", "check-local" => "disable" )) )')
+        return harness.Lighttpd(vhosts=[vhost], port=port, sufcgi=False, extra=extra), "/proxy/hello.fcgi", app
+    extra = "sufcgi.max-workers-per-owner = 64"
+    return harness.Lighttpd(vhosts=[vhost], port=port, extra=extra), "/su/hello.fcgi", None
 
 
 def make_server(kind: str, site: Site, port: int) -> tuple[BenchApache, str, AppProcs | None]:
     """Apache for one variant: (server, URL path to load, external app processes)."""
+    if kind.startswith("lighttpd"):
+        return make_lighttpd(kind, site, port)
     www = site.www
     vhost = harness.Vhost("bench.test", www)
     extra, sufcgi, app, path = "", False, None, "/proxy/hello.fcgi"
@@ -484,6 +501,8 @@ SERVERS = [
     ("proxy_reuse", "mod_proxy_fcgi enablereuse=on"),
     ("fcgid", "mod_fcgid"),
     ("sufcgi", "sufcgi"),
+    ("lighttpd_fastcgi", "lighttpd + mod_fastcgi"),
+    ("lighttpd_sufcgi", "lighttpd + sufcgi"),
 ]
 LABEL = dict(SERVERS)
 
@@ -558,6 +577,11 @@ def ratios(load: dict, conns: list[int]) -> dict:
             s, o = rps("sufcgi", c), rps(other, c)
             row[str(c)] = round(s / o, 3) if s and o else None
         out[f"sufcgi / {LABEL[other]}"] = row
+    row = {}
+    for c in conns:
+        s, o = rps("lighttpd_sufcgi", c), rps("lighttpd_fastcgi", c)
+        row[str(c)] = round(s / o, 3) if s and o else None
+    out["lighttpd + sufcgi / lighttpd + mod_fastcgi"] = row
     return out
 
 

@@ -26,6 +26,8 @@ from harness import APPS, mkdir, put, wait_for
 from site_layout import build_lifecycle_site
 
 MEASURED: dict[str, object] = {}
+# The server kind the current test runs on (measurements are reported per kind).
+KIND = ["event"]
 MEASURED_FILE = Path("/tmp/sufcgi-lifecycle-measured.json")
 LOCK_FILE = Path("/tmp/sufcgi-lifecycle-tests.lock")
 
@@ -64,6 +66,7 @@ def server(request, lc, sufcgi_module):
     failed test."""
     started: list[harness.Apache] = []
     failed_before = request.session.testsfailed
+    KIND[0] = request.param
 
     def start(extra: str = "") -> harness.Apache:
         a = harness.make_server(request.param, lc.vhosts(), extra)
@@ -193,7 +196,7 @@ def test_idle_workers_are_stopped_after_idle_timeout(server, lc):
     if wait_gone(workers(u), 10) or workers(u):
         pytest.fail(f"SuFcgiIdleTimeout 2: {u.name} still has workers {workers(u)} "
                     f"{time.monotonic() - done:.1f}s after the request{log_of(a)}", pytrace=False)
-    MEASURED["idle: seconds until 0 workers (IdleTimeout 2)"] = round(time.monotonic() - done, 2)
+    MEASURED[KIND[0] + ": idle: seconds until 0 workers (IdleTimeout 2)"] = round(time.monotonic() - done, 2)
 
 
 def test_min_workers_stay_when_idle(server, lc):
@@ -205,7 +208,7 @@ def test_min_workers_stay_when_idle(server, lc):
     res = harness.concurrent_requests(a.port, ["/minw/sleep?s=1"] * 4, host=host, timeout=20)
     assert all(t.status == 200 for t in res), f"4 concurrent requests:\n{summary(res)}{log_of(a)}"
     peak = len(workers(u))
-    MEASURED["min workers: workers after 4 concurrent requests"] = peak
+    MEASURED[KIND[0] + ": min workers: workers after 4 concurrent requests"] = peak
     if not poll(lambda: len(workers(u)) == 2, 12):
         pytest.fail(f"MinWorkers 2, IdleTimeout 2: expected 2 workers within 12 s, have "
                     f"{workers(u)} (peak {peak}){log_of(a)}", pytrace=False)
@@ -243,7 +246,7 @@ def test_php_cgi_exiting_by_itself_after_max_requests_loses_no_request(server, l
     put(d / "pid.php", (APPS / "lc_pid.php").read_bytes(), u.ids, 0o644)
     seq = [harness.timed_request(a.port, "/php/pid.php", host=host, timeout=20) for _ in range(40)]
     bad = [(i, t) for i, t in enumerate(seq) if t.status != 200]
-    MEASURED["php PHP_FCGI_MAX_REQUESTS 5: sequential failures of 40"] = len(bad)
+    MEASURED[KIND[0] + ": php PHP_FCGI_MAX_REQUESTS 5: sequential failures of 40"] = len(bad)
     assert not bad, f"{len(bad)} of 40 sequential requests failed: {brief(bad)}{log_of(a)}"
     pids = [int(t.response.body.strip()) for t in seq]
     assert len(set(pids)) >= 8, (f"php-cgi did not recycle itself every 5 requests "
@@ -264,7 +267,7 @@ def test_php_cgi_exiting_by_itself_after_max_requests_loses_no_request(server, l
     for t in threads:
         t.join(120)
     bad = [t for t in par if t.status != 200]
-    MEASURED["php PHP_FCGI_MAX_REQUESTS 5: failures of 40 from 4 threads"] = len(bad)
+    MEASURED[KIND[0] + ": php PHP_FCGI_MAX_REQUESTS 5: failures of 40 from 4 threads"] = len(bad)
     assert len(par) == 40 and not bad, f"{len(bad)} of {len(par)} requests from 4 threads failed: {brief(bad)}{log_of(a)}"
 
 
@@ -284,7 +287,7 @@ def test_full_queue_gets_immediate_503_with_retry_after(server, lc):
     ok = [t for t in res if t.status == 200]
     busy = [t for t in res if t.status == 503]
     if busy:
-        MEASURED["queue full: slowest 503 (s)"] = round(max(t.elapsed for t in busy), 3)
+        MEASURED[KIND[0] + ": queue full: slowest 503 (s)"] = round(max(t.elapsed for t in busy), 3)
     assert (len(ok), len(busy)) == (3, 3), \
         (f"MaxWorkers 1 + QueueLimit 2, 6 concurrent 3 s requests: expected 3x200 and 3x503, "
          f"got:\n{summary(res)}{log_of(a)}")
@@ -318,7 +321,7 @@ def test_queued_request_gets_503_after_queue_timeout(server, lc):
     read_pid_file(d / "last_sleep_pid", box=box, a=a)  # the only worker is now busy
     t = harness.timed_request(a.port, "/qt/fast", host=host, timeout=20)
     holder.join(25)
-    MEASURED["queue timeout 1: queued request answered after (s)"] = round(t.elapsed, 3)
+    MEASURED[KIND[0] + ": queue timeout 1: queued request answered after (s)"] = round(t.elapsed, 3)
     assert t.status == 503, f"queued request: expected 503, got {t!r}{log_of(a)}"
     assert retry_after_ok(t.response), f"no numeric Retry-After: {t.response.headers}"
     assert 0.5 <= t.elapsed <= 2.9, f"QueueTimeout 1: 503 after {t.elapsed:.2f}s (expected 0.5-2.9)"
@@ -343,7 +346,7 @@ def test_requests_arriving_while_a_worker_starts_queue_behind_it(server, lc):
             stamps.append(int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]))
     assert stamps, f"no spawn logged{log_of(a, mark)}"
     during_start = [t for t in stamps if t - stamps[0] < 1.5]
-    MEASURED["slow start: workers spawned while the first was starting"] = len(during_start)
+    MEASURED[KIND[0] + ": slow start: workers spawned while the first was starting"] = len(during_start)
     assert len(during_start) == 1, \
         f"{len(during_start)} workers spawned within 1.5 s of the first (start takes 2 s){log_of(a, mark)}"
 
@@ -357,7 +360,7 @@ def test_max_workers_per_owner_caps_the_owners_processes(server, lc):
     ok_json(a, "/cap/fast", host)
     res, seen = concurrent_counting(a, host, user, "/cap/sleep?s=1", 6)
     assert all(r.status == 200 for r in res), f"6 requests on a capped owner:\n{summary(res)}{log_of(a)}"
-    MEASURED["per-owner ceiling 2: most processes seen"] = max(seen)
+    MEASURED[KIND[0] + ": per-owner ceiling 2: most processes seen"] = max(seen)
     assert max(seen) <= 2, f"owner had {max(seen)} processes with SuFcgiMaxWorkersPerOwner 2{log_of(a)}"
 
 
@@ -408,7 +411,7 @@ def test_request_timeout_gives_504_and_replaces_the_worker(server, lc):
         time.sleep(0.2)
     holder.join(20)
     slow = box[0]
-    MEASURED["request timeout 2: /sleep answered after (s)"] = round(slow.elapsed, 3)
+    MEASURED[KIND[0] + ": request timeout 2: /sleep answered after (s)"] = round(slow.elapsed, 3)
     assert slow.status == 504, f"/sleep with RequestTimeout 2: expected 504, got {slow!r}{log_of(a)}"
     assert 1.5 <= slow.elapsed <= 6, f"504 after {slow.elapsed:.2f}s (expected ~2-5 s)"
     left = wait_gone([sleeper], 5)
@@ -425,7 +428,7 @@ def test_stalled_response_is_cut_after_server_timeout_and_worker_stopped(server,
     d = lc.app_dir("iotimeout", "io", "SuFcgiApp lc_app.py\n")
     ok_json(a, "/io/fast", host)
     res = harness.raw_get(a.port, host, "/io/stall", timeout=15)
-    MEASURED["I/O Timeout 3: stalled response closed after (s)"] = round(res.elapsed, 3)
+    MEASURED[KIND[0] + ": I/O Timeout 3: stalled response closed after (s)"] = round(res.elapsed, 3)
     pid_file = d / "last_stall_pid"
     staller = int(pid_file.read_text()) if pid_file.exists() else None
     detail = (f"status {res.status}, headers {res.headers}, {len(res.body)} body bytes, "
@@ -446,7 +449,7 @@ def test_worker_above_memory_limit_is_stopped(server, lc):
     ok_json(a, "/mem/fast", host)
     mark = a.log_mark()
     t = harness.timed_request(a.port, "/mem/alloc", host=host, timeout=30)
-    MEASURED["memory limit 64M: /alloc answered after (s)"] = round(t.elapsed, 3)
+    MEASURED[KIND[0] + ": memory limit 64M: /alloc answered after (s)"] = round(t.elapsed, 3)
     assert t.status in (502, 503), f"/alloc with MemoryLimit 64M: expected 502/503, got {t!r}{log_of(a, mark)}"
     hog = read_pid_file(d / "last_alloc_pid", timeout=1)
     a.wait_log(mark, lambda s: "memory" in s.lower(), "an error-log line saying 'memory'")
@@ -488,9 +491,9 @@ def test_app_dying_at_start_backs_off_with_503s(server, lc):
     log = a.log_since(0)
     spawned = len([l for l in log.splitlines() if "spawned worker" in l])
     starts = log.count("exiting at start on purpose")  # the app's stderr, when it lands in this log
-    MEASURED["crash loop: 'spawned worker' lines during 10 requests over ~6 s"] = spawned
-    MEASURED["crash loop: app starts seen in the error log (its stderr)"] = starts
-    MEASURED["crash loop: statuses"] = [t.status for t in res]
+    MEASURED[KIND[0] + ": crash loop: 'spawned worker' lines during 10 requests over ~6 s"] = spawned
+    MEASURED[KIND[0] + ": crash loop: app starts seen in the error log (its stderr)"] = starts
+    MEASURED[KIND[0] + ": crash loop: statuses"] = [t.status for t in res]
     bad = [(i, t) for i, t in enumerate(res) if t.status != 503 or not retry_after_ok(t.response)]
     assert not bad, f"expected 10x 503 with Retry-After, bad ones: {brief(bad)}{log_of(a)}"
     assert 1 <= spawned <= 5, f"{spawned} 'spawned worker' lines (expected 1..5){log_of(a)}"
@@ -524,9 +527,9 @@ def test_supervisor_killed_is_replaced_and_old_workers_go(server, lc):
     timeline = "\n".join(f"  +{t.started - t0:.2f}s: {t!r}" for t in tries)
     hung = [t for t in tries if t.error is not None or t.elapsed > 10]
     recovered = tries[-1].status == 200 and tries[-1].response.json().get("pid") != old
-    MEASURED["supervisor kill -9: first 200 after (s)"] = \
+    MEASURED[KIND[0] + ": supervisor kill -9: first 200 after (s)"] = \
         round(tries[-1].started + tries[-1].elapsed - t0, 2) if recovered else None
-    MEASURED["supervisor kill -9: requests before it / of which hung > 10 s"] = (len(tries) - recovered, len(hung))
+    MEASURED[KIND[0] + ": supervisor kill -9: requests before it / of which hung > 10 s"] = (len(tries) - recovered, len(hung))
     assert not hung, f"a request sent after the supervisor died hung for > 10 s:\n{timeline}{log_of(a)}"
     assert recovered, f"no 200 from a new worker within 12 s of killing the supervisor:\n{timeline}{log_of(a)}"
     after = [harness.timed_request(a.port, "/sv/fast", host=host, timeout=15) for _ in range(5)]
@@ -585,8 +588,8 @@ def test_restart_file_app_change_and_htaccess_change_reach_new_workers(server, l
     finally:
         load.stop()
     failures = load.failures()
-    MEASURED["reload: delay until a new worker answered (s)"] = delays
-    MEASURED["reload: requests / failures under load"] = (len(load.results), len(failures))
+    MEASURED[KIND[0] + ": reload: delay until a new worker answered (s)"] = delays
+    MEASURED[KIND[0] + ": reload: requests / failures under load"] = (len(load.results), len(failures))
     assert not failures, f"{len(failures)} failed requests during the reloads: {brief(failures)}{log_of(a)}"
     slow = {k: v for k, v in delays.items() if v > 3.5}
     assert not slow, f"changes seen later than ~3 s: {slow}"
@@ -611,7 +614,7 @@ def test_graceful_under_load_keeps_supervisor_and_stop_ends_all_workers(server, 
     finally:
         load.stop()
     failures = load.failures()
-    MEASURED["graceful: requests / failures under 4-thread load"] = (len(load.results), len(failures))
+    MEASURED[KIND[0] + ": graceful: requests / failures under 4-thread load"] = (len(load.results), len(failures))
     assert not failures, f"{len(failures)} failed requests across the graceful restart: {brief(failures)}{log_of(a)}"
     now = harness.supervisor_pids_from_log(a)
     assert harness.pid_alive(sups[-1]) and now[-1] == sups[-1], \
@@ -625,7 +628,7 @@ def test_graceful_under_load_keeps_supervisor_and_stop_ends_all_workers(server, 
         left = harness.processes_of_uids(uids)
         pytest.fail(f"5 s after stop, {len(left)} worker processes of test users remain: {left}"
                     f"{log_of(a)}", pytrace=False)
-    MEASURED["stop: seconds until 0 worker processes"] = round(time.monotonic() - t0, 2)
+    MEASURED[KIND[0] + ": stop: seconds until 0 worker processes"] = round(time.monotonic() - t0, 2)
 
 
 # ---------------------------------------------------------------- 9. isolation
@@ -656,8 +659,8 @@ def test_one_owner_overloaded_does_not_slow_another(server, lc):
     counts = q.get(timeout=60)
     proc.join(10)
     med1 = harness.median([t.elapsed for t in loaded]) if loaded else float("inf")
-    MEASURED["isolation: B median unloaded / loaded (ms)"] = (round(med0 * 1000, 2), round(med1 * 1000, 2))
-    MEASURED["isolation: A statuses under 20 clients"] = counts
+    MEASURED[KIND[0] + ": isolation: B median unloaded / loaded (ms)"] = (round(med0 * 1000, 2), round(med1 * 1000, 2))
+    MEASURED[KIND[0] + ": isolation: A statuses under 20 clients"] = counts
     bad = [t for t in loaded if t.status != 200]
     assert not bad, f"owner B's requests failed while A was overloaded: {brief(bad)}{log_of(a)}"
     assert med1 <= 2 * med0 + 0.005, \

@@ -7,16 +7,15 @@ use crate::core::guard::guard;
 use super::hooks::{HANDLER_APP, HANDLER_SCRIPT, HANDLER_STATUS, HANDLER_WRAPPER};
 use super::pool_request::{self, NotRun};
 use super::{ffi, log, relay, runtime};
-use crate::core::directives::DirConfig;
+use crate::core::directives::{read_busy_page, DirConfig};
 use crate::core::fastcgi::params::param_value_is_safe;
 use crate::core::hostconfig::param_blocked;
 use crate::core::mapping::split_mount;
-use crate::core::directives::DEFAULT_RESTART_FILE;
+use crate::core::identity::check_wrapped_script;
 use crate::core::request::{AppKind, PoolInfo, PoolSpec};
 use std::ffi::OsStr;
 use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub unsafe extern "C" fn handler(r: *mut ffi::request_rec) -> c_int {
@@ -40,26 +39,6 @@ pub(super) fn userdir_user(uri: &[u8]) -> Option<Vec<u8>> {
 fn refuse(r: *mut ffi::request_rec, status: u32, why: &str) -> c_int {
     log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
     status as c_int
-}
-
-/// A script served through a wrapper runs with the pool owner's rights, so it
-/// must be the owner's own file that nobody else can change.
-fn check_wrapped_script(file: &Path, pool: &PoolInfo) -> Result<(), String> {
-    let md = std::fs::symlink_metadata(file).map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
-    let mode = md.mode();
-    if !md.file_type().is_file() {
-        return Err(format!("{} is not a regular file", file.display()));
-    }
-    if md.uid() != pool.uid {
-        return Err(format!("{} is owned by uid {}, not by the site owner (uid {})", file.display(), md.uid(), pool.uid));
-    }
-    if mode & 0o022 != 0 {
-        return Err(format!("{} is writable by group or others", file.display()));
-    }
-    if mode & 0o6000 != 0 {
-        return Err(format!("{} is setuid or setgid", file.display()));
-    }
-    Ok(())
 }
 
 /// # Safety
@@ -128,20 +107,7 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
         let Some(&vhost) = rt.vhosts.get(&(rr.server as usize)) else {
             return refuse(r, ffi::HTTP_INTERNAL_SERVER_ERROR, "request for a server unknown to this configuration generation");
         };
-        let spec = PoolSpec {
-            generation: rt.generation,
-            vhost,
-            kind,
-            program,
-            args,
-            workdir: workdir.clone(),
-            config_files: cfg.sources.clone(),
-            env: cfg.env.clone(),
-            limits: cfg.limits.resolve(),
-            restart_file: Some(workdir.join(cfg.restart_file.as_deref().unwrap_or(Path::new(DEFAULT_RESTART_FILE)))),
-            log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
-            userdir_user: userdir_user(&uri),
-        };
+        let spec = PoolSpec::for_directory(rt.generation, vhost, kind, program, args, workdir, cfg, userdir_user(&uri));
 
         // The CGI environment httpd builds for mod_cgi, mod_proxy_fcgi and mod_fcgid.
         ffi::ap_add_common_vars(r);
@@ -189,7 +155,7 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             if kind != AppKind::Wrapper {
                 return Ok(());
             }
-            check_wrapped_script(&script, info).map_err(|why| (ffi::HTTP_FORBIDDEN, format!("refusing to run a script: {why}")))
+            check_wrapped_script(&script, info.uid).map_err(|why| (ffi::HTTP_FORBIDDEN, format!("refusing to run a script: {why}")))
         };
         match pool_request::run(r, &rt, &spec, &pairs, &body, relay::Role::Responder, &check) {
             Ok(outcome) => {
@@ -226,14 +192,4 @@ fn busy(r: *mut ffi::request_rec, cfg: &DirConfig, retry_after: u32, why: &str) 
         }
     }
     ffi::HTTP_SERVICE_UNAVAILABLE as c_int
-}
-
-/// The busy page, if it is a regular file of sensible size (read as the
-/// server user: it is served like any other file of the site).
-fn read_busy_page(p: &Path) -> Option<Vec<u8>> {
-    let md = std::fs::symlink_metadata(p).ok()?;
-    if !md.file_type().is_file() || md.len() > 64 * 1024 {
-        return None;
-    }
-    std::fs::read(p).ok()
 }

@@ -446,6 +446,16 @@ pub fn set_ceiling(c: &mut Limits, name: &[u8], v: &[u8]) -> Result<(), String> 
     Ok(())
 }
 
+/// A customer's `SuFcgiBusyPage`, if it is a regular file of sensible size
+/// (read as the server user: it is served like any other file of the site).
+pub fn read_busy_page(p: &Path) -> Option<Vec<u8>> {
+    let md = std::fs::symlink_metadata(p).ok()?;
+    if !md.file_type().is_file() || md.len() > 64 * 1024 {
+        return None;
+    }
+    std::fs::read(p).ok()
+}
+
 pub fn parse_count(v: &[u8], min: u32, max: u32) -> Result<u32, String> {
     let s = std::str::from_utf8(v).map_err(|_| format!("'{}' is not a number", lossy(v)))?;
     match s.parse::<u32>() {

@@ -267,6 +267,28 @@ fn lookup_failed(what: &str, e: io::Error) -> Refusal {
     Refusal::new(500, format!("passwd lookup of {what} failed: {e}"))
 }
 
+/// A script served through a wrapper runs with the pool owner's rights, so it
+/// must be the owner's (`uid`) own regular file that nobody else can change.
+/// Checked by the server glue on each request (the wrapper's pool is shared
+/// by all of the owner's scripts).
+pub fn check_wrapped_script(file: &Path, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(file).map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
+    if !md.file_type().is_file() {
+        return Err(format!("{} is not a regular file", file.display()));
+    }
+    if md.uid() != uid {
+        return Err(format!("{} is owned by uid {}, not by the site owner (uid {uid})", file.display(), md.uid()));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!("{} is writable by group or others", file.display()));
+    }
+    if md.mode() & 0o6000 != 0 {
+        return Err(format!("{} is setuid or setgid", file.display()));
+    }
+    Ok(())
+}
+
 /// Decides the identity of a pool: `SuFcgiOwner`, else the `~user` of a userdir
 /// request (only for programs inside that user's home), else the owner of the
 /// vhost's DocumentRoot with that user's primary group. Applies the id floors.

@@ -84,3 +84,37 @@ pub fn worker_socket_path(prefix: &Path, index: u32) -> PathBuf {
     p.push(format!(".{index}.sock"));
     PathBuf::from(p)
 }
+
+impl PoolSpec {
+    /// The pool a request runs on: what to run (`program`, `args`, in
+    /// `workdir`) and the directory configuration it was found in. The same
+    /// for every server glue.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_directory(
+        generation: u64,
+        vhost: u32,
+        kind: AppKind,
+        program: PathBuf,
+        args: Vec<Vec<u8>>,
+        workdir: PathBuf,
+        cfg: &crate::core::directives::DirConfig,
+        userdir_user: Option<Vec<u8>>,
+    ) -> PoolSpec {
+        use crate::core::directives::DEFAULT_RESTART_FILE;
+        let restart = workdir.join(cfg.restart_file.as_deref().unwrap_or(Path::new(DEFAULT_RESTART_FILE)));
+        PoolSpec {
+            generation,
+            vhost,
+            kind,
+            program,
+            args,
+            config_files: cfg.sources.clone(),
+            env: cfg.env.clone(),
+            limits: cfg.limits.resolve(),
+            restart_file: Some(restart),
+            log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
+            workdir,
+            userdir_user,
+        }
+    }
+}

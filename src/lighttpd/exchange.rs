@@ -17,9 +17,11 @@ use crate::core::fastcgi::cgi_headers::CgiHeaders;
 use crate::core::fastcgi::params::{self, param_value_is_safe};
 use crate::core::fastcgi::record::{self, FCGI_RESPONDER, STDIN};
 use crate::core::fastcgi::response::{Event, ResponseDecoder};
+use crate::core::directives::read_busy_page;
 use crate::core::hostconfig::param_blocked;
+use crate::core::identity::check_wrapped_script;
 use crate::core::pool_link::{self, Pool, PoolError, Site};
-use crate::core::request::{worker_socket_path, AppKind, PoolInfo, PoolSpec};
+use crate::core::request::{worker_socket_path, AppKind, PoolSpec};
 use crate::core::scoreboard::{pool_state, Claim, PoolSlot};
 use crate::core::sys;
 use std::cell::RefCell;
@@ -63,6 +65,8 @@ pub struct Job {
     pub busy_page: Option<PathBuf>,
     /// CGI variables this request's mapping decides (SuFcgiApp mounts).
     pub overrides: Vec<(&'static [u8], Vec<u8>)>,
+    /// Why this request's vhost cannot be served until a restart, if so.
+    pub stale: Option<String>,
 }
 
 struct Conn {
@@ -264,14 +268,6 @@ fn default_busy_page(retry_after: Option<u32>) -> Vec<u8> {
     .into_bytes()
 }
 
-fn read_busy_page(p: &std::path::Path) -> Option<Vec<u8>> {
-    let md = std::fs::symlink_metadata(p).ok()?;
-    if !md.file_type().is_file() || md.len() > 64 * 1024 {
-        return None;
-    }
-    std::fs::read(p).ok()
-}
-
 /// lighttpd's handle_subrequest for our requests.
 ///
 /// # Safety
@@ -403,28 +399,8 @@ enum Found {
     Done(ffi::handler_t),
 }
 
-/// A script served through a wrapper runs with the pool owner's rights: it
-/// must be the owner's own file that nobody else can change.
-fn check_wrapped_script(file: &std::path::Path, pool: &PoolInfo) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::symlink_metadata(file).map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
-    if !md.file_type().is_file() {
-        return Err(format!("{} is not a regular file", file.display()));
-    }
-    if md.uid() != pool.uid {
-        return Err(format!("{} is owned by uid {}, not by the site owner (uid {})", file.display(), md.uid(), pool.uid));
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(format!("{} is writable by group or others", file.display()));
-    }
-    if md.mode() & 0o6000 != 0 {
-        return Err(format!("{} is setuid or setgid", file.display()));
-    }
-    Ok(())
-}
-
 fn find_worker(c: &mut Ctx) -> Found {
-    if let Some(why) = c.rt.unavailable.clone() {
+    if let Some(why) = c.rt.unavailable.clone().or_else(|| c.job.stale.clone()) {
         return Found::Done(refuse(c, 503, Some(5), &why));
     }
     let me = c as *const Ctx as usize;
@@ -445,7 +421,7 @@ fn find_worker(c: &mut Ctx) -> Found {
         };
         if !c.checked {
             if c.job.kind == AppKind::Wrapper {
-                if let Err(why) = check_wrapped_script(&c.job.script, &pool.info) {
+                if let Err(why) = check_wrapped_script(&c.job.script, pool.info.uid) {
                     return Found::Done(refuse(c, 403, None, &format!("refusing to run a script: {why}")));
                 }
             }

@@ -9,7 +9,6 @@ use super::dirconf::{self, DirError};
 use super::exchange::{Ctx, Job};
 use super::runtime::{self, Runtime};
 use super::{ffi, log, settings};
-use crate::core::directives::DEFAULT_RESTART_FILE;
 use crate::core::htaccess_file::{Layer, Policy};
 use crate::core::mapping::split_mount;
 use crate::core::php_ini;
@@ -17,7 +16,7 @@ use crate::core::request::{AppKind, PoolSpec};
 use std::ffi::OsStr;
 use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 fn buf(b: &ffi::buffer) -> &[u8] {
@@ -166,10 +165,13 @@ unsafe fn claim(
 ) -> ffi::handler_t {
     // SAFETY: the caller's contract.
     unsafe {
-        let vhost = settings::identity_context(r, &rt.identity_contexts);
+        let context = settings::identity_context(r, &rt.identity_contexts) as usize;
+        // The supervisor's entry for this context; None after a reload that
+        // changed its identity (answered 503 by the exchange).
+        let vhost = rt.vhost_index.get(context).copied().flatten();
         let basedir = path(buf(&(*r).physical.basedir));
-        let configured = rt.docroots.get(vhost as usize).cloned().unwrap_or_default();
-        if !rt.has_owner.get(vhost as usize).copied().unwrap_or(false) && basedir != configured {
+        let configured = rt.docroots.get(context).cloned().unwrap_or_default();
+        if !rt.has_owner.get(context).copied().unwrap_or(false) && basedir != configured {
             // The owner comes from the configured document root; a root set
             // at run time (mod_simple_vhost, mod_userdir) needs sufcgi.owner.
             return answer(r, 500, &format!(
@@ -179,21 +181,11 @@ unsafe fn claim(
             ));
         }
         let cfg = &layer.cfg;
-        let spec = PoolSpec {
-            generation: rt.host.generation,
-            vhost,
-            kind,
-            program,
-            args,
-            workdir: workdir.clone(),
-            config_files: cfg.sources.clone(),
-            env: cfg.env.clone(),
-            limits: cfg.limits.resolve(),
-            restart_file: Some(workdir.join(cfg.restart_file.as_deref().unwrap_or(Path::new(DEFAULT_RESTART_FILE)))),
-            log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
-            userdir_user: None,
-        };
-        let job = Job { kind, spec, script, busy_page: cfg.busy_page.clone(), overrides };
+        let spec = PoolSpec::for_directory(rt.host.generation, vhost.unwrap_or(0), kind, program, args, workdir, cfg, None);
+        let stale = vhost.is_none().then(|| {
+            "this host's owner or document root changed on reload; restart lighttpd to apply it".to_string()
+        });
+        let job = Job { kind, spec, script, busy_page: cfg.busy_page.clone(), overrides, stale };
         let ctx = Ctx::new(r, rt, job);
         *(*r).plugin_ctx.add(id) = Box::into_raw(ctx) as *mut std::ffi::c_void;
         (*r).handler_module = self_;

@@ -9,10 +9,12 @@
 //! restarts a supervisor that died and stops it when lighttpd exits.
 //!
 //! The supervisor takes host settings only from root, so an unprivileged
-//! reload cannot change identities. A reload whose identity table differs
-//! from the running one is refused for sufcgi requests (503, logged) until
-//! lighttpd is restarted: the table is indexed by context number, and a
-//! shifted table would map a request to another vhost's owner.
+//! reload cannot change identities. After a reload each configuration
+//! context is mapped onto the running supervisor's table by content (name,
+//! owner, document root), never by position: contexts moved by an edit keep
+//! working, and a context whose identity is new or changed is answered 503
+//! (logged) until lighttpd is restarted. A change of the id floors or the
+//! socket directory makes every sufcgi request 503 until then.
 
 use super::{ffi, log, settings};
 use crate::core::hostconfig::HostConfig;
@@ -46,9 +48,12 @@ pub struct Runtime {
     pub socket_dir: PathBuf,
     pub scoreboard: &'static Scoreboard,
     pub identity_contexts: Vec<u32>,
-    /// Document root of each context, as the supervisor knows it.
+    /// Per configuration context: its entry in the supervisor's vhost table
+    /// (None: not known to the running supervisor, see the module comment).
+    pub vhost_index: Vec<Option<u32>>,
+    /// Per configuration context: the configured document root, and whether
+    /// it has a configured owner.
     pub docroots: Vec<PathBuf>,
-    /// Whether each context has a configured owner.
     pub has_owner: Vec<bool>,
     pub host: HostConfig,
     pub php_forbid: Vec<Vec<u8>>,
@@ -64,9 +69,24 @@ pub fn get() -> Option<Arc<Runtime>> {
     RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// Identity-relevant parts only: everything else may change on reload.
-fn same_identities(a: &HostConfig, b: &HostConfig) -> bool {
-    a.vhosts == b.vhosts && a.min_uid == b.min_uid && a.min_gid == b.min_gid && a.socket_dir == b.socket_dir
+/// Host-wide settings that identities depend on.
+fn same_floors(a: &HostConfig, b: &HostConfig) -> bool {
+    a.min_uid == b.min_uid && a.min_gid == b.min_gid && a.socket_dir == b.socket_dir
+}
+
+/// Each of `new`'s contexts as an entry of the running table (`old`): the
+/// same position when equal there, else the first equal entry.
+fn map_contexts(old: &HostConfig, new: &HostConfig) -> Vec<Option<u32>> {
+    new.vhosts
+        .iter()
+        .enumerate()
+        .map(|(u, v)| {
+            if old.vhosts.get(u) == Some(v) {
+                return Some(u as u32);
+            }
+            old.vhosts.iter().position(|o| o == v).map(|i| i as u32)
+        })
+        .collect()
 }
 
 /// Start the supervisor (first start, as root) or adopt the running one
@@ -87,12 +107,22 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
     }
     let alive = running.as_ref().is_some_and(|r| SupervisorHandle::from_detached(r.pid).is_alive());
     if let Some(r) = running.as_ref().filter(|_| alive) {
-        if !same_identities(&r.host, &st.host) {
-            let why = "the sufcgi identity settings (sufcgi.owner, server.document-root blocks, sufcgi.min-uid/gid, \
-                       sufcgi.socket-dir) changed on reload; restart lighttpd to apply them"
-                .to_string();
+        if !same_floors(&r.host, &st.host) {
+            let why = "sufcgi.min-uid, sufcgi.min-gid or sufcgi.socket-dir changed on reload; restart lighttpd to apply them".to_string();
             log::server(srv, &format!("sufcgi: {why}; sufcgi requests are answered 503 until then"));
             unavailable = Some(why);
+        }
+        let unknown: Vec<&str> = map_contexts(&r.host, &st.host)
+            .iter()
+            .zip(&st.host.vhosts)
+            .filter(|(m, _)| m.is_none())
+            .map(|(_, v)| v.name.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            log::server(srv, &format!(
+                "sufcgi: owners or document roots changed on reload for {}; their sufcgi requests are answered 503 until lighttpd is restarted",
+                unknown.join(", ")
+            ));
         }
     } else {
         // SAFETY: plain syscall.
@@ -119,6 +149,7 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
         }
     }
     let host = running.as_ref().map(|r| r.host.clone()).unwrap_or_else(|| st.host.clone());
+    let vhost_index = map_contexts(&host, &st.host);
     drop(running);
     let Some(scoreboard) = SCOREBOARD.get() else {
         *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -128,8 +159,9 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
         socket_dir: host.socket_dir.clone(),
         scoreboard,
         identity_contexts: st.identity_contexts,
-        docroots: host.vhosts.iter().map(|v| v.document_root.clone()).collect(),
-        has_owner: host.vhosts.iter().map(|v| v.owner.is_some()).collect(),
+        vhost_index,
+        docroots: st.host.vhosts.iter().map(|v| v.document_root.clone()).collect(),
+        has_owner: st.host.vhosts.iter().map(|v| v.owner.is_some()).collect(),
         host,
         php_forbid: st.php_forbid,
         io_timeout: std::time::Duration::from_secs(st.timeout_secs as u64),
