@@ -362,9 +362,16 @@ impl PoolSlot {
     }
 
     /// Wake up to `n` requests waiting for a worker.
+    ///
+    /// Only sleepers (`begin_sleeping`, then `wait_idle`) block on the futex,
+    /// so without any the wake-up syscall is skipped (a parked lighttpd
+    /// request never sleeps). SeqCst on `idle_seq` here and on `sleepers` in
+    /// `begin_sleeping` orders the two: either this sees the new sleeper, or
+    /// the sleeper's `futex_wait` sees `idle_seq` moved past what it read
+    /// and does not block.
     pub fn notify_idle(&self, n: i32) {
-        self.idle_seq.fetch_add(1, Ordering::AcqRel);
-        if self.waiting.load(Ordering::Acquire) > 0 {
+        self.idle_seq.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
             sys::futex_wake(&self.idle_seq, n);
         }
     }
@@ -422,7 +429,7 @@ impl PoolSlot {
 
     /// The request is about to sleep for the first time (it is in the queue).
     pub fn begin_sleeping(&self) {
-        self.sleepers.fetch_add(1, Ordering::AcqRel);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The request stopped looking for a worker (got one, or gave up).
@@ -730,6 +737,7 @@ mod tests {
             let p = sb.slot(0).unwrap();
             assert!(p.enter_queue());
             let start = std::time::Instant::now();
+            p.begin_sleeping();
             let got = loop {
                 let seen = p.idle_seq.load(Ordering::Acquire);
                 if let Some(c) = p.claim() {
@@ -740,6 +748,7 @@ mod tests {
                 }
                 p.wait_idle(seen, Duration::from_secs(5));
             };
+            p.end_sleeping();
             p.leave_queue();
             let code = if got.map(|c| c.release()).is_some() { 0 } else { 1 };
             // SAFETY: leaving the forked test child without running destructors.

@@ -1,8 +1,9 @@
 //! lighttpd has no `.htaccess`: the plugin reads the files itself, from the
 //! document root down to the request's directory, as Apache would with
 //! `AllowOverride All`. Each file is parsed once and kept until its mtime,
-//! inode or size changes (one stat per directory level per request, as
-//! Apache does).
+//! inode or size changes. What a path is (directory, file, missing) is looked
+//! at most once a second per path, like lighttpd's own stat cache: an edit
+//! is seen within a second, and a busy site costs no stat per request.
 
 use crate::core::htaccess_file::{self, Layer, LineError, Policy};
 use std::cell::RefCell;
@@ -24,9 +25,49 @@ struct Entry {
     parsed: Result<Rc<Layer>, LineError>,
 }
 
+/// What one look at a path found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Meta {
+    Missing,
+    Dir,
+    File(Stamp),
+    Other,
+}
+
 thread_local! {
     // lighttpd serves requests on one thread; each max-worker child has its own copy.
     static CACHE: RefCell<HashMap<PathBuf, Entry>> = RefCell::new(HashMap::new());
+    /// path → (second it was looked at, what it was).
+    static LOOKS: RefCell<HashMap<PathBuf, (u32, Result<Meta, i32>)>> = RefCell::new(HashMap::new());
+}
+
+/// `path`'s kind, from a look at most a second old. Err is the errno of a
+/// failed look other than "not there".
+fn look(path: &Path) -> Result<Meta, i32> {
+    let now = crate::core::sys::monotonic_secs();
+    if let Some(m) = LOOKS.with(|l| l.borrow().get(path).filter(|(at, _)| *at == now).map(|(_, m)| *m)) {
+        return m;
+    }
+    let m = match std::fs::metadata(path) {
+        Ok(md) if md.is_dir() => Ok(Meta::Dir),
+        Ok(md) if md.is_file() => Ok(Meta::File((md.mtime(), md.mtime_nsec(), md.ino(), md.len()))),
+        Ok(_) => Ok(Meta::Other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(Meta::Missing),
+        Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+    };
+    LOOKS.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() >= MAX_CACHED {
+            l.clear();
+        }
+        l.insert(path.to_path_buf(), (now, m));
+    });
+    m
+}
+
+/// Whether `path` is a regular file (looked at most a second ago).
+pub fn is_file(path: &Path) -> bool {
+    matches!(look(path), Ok(Meta::File(_)))
 }
 
 /// Why a directory's configuration cannot be used.
@@ -37,13 +78,13 @@ pub enum DirError {
     Unreadable { file: PathBuf, why: String },
 }
 
-fn load(file: &Path, md: &std::fs::Metadata, policy: &Policy<'_>) -> Result<Option<Result<Rc<Layer>, LineError>>, DirError> {
-    if md.len() > MAX_FILE {
-        return Ok(Some(Err(LineError { line: 0, reason: format!("larger than {MAX_FILE} bytes") })));
+fn load(file: &Path, size: u64, policy: &Policy<'_>) -> Result<Result<Rc<Layer>, LineError>, DirError> {
+    if size > MAX_FILE {
+        return Ok(Err(LineError { line: 0, reason: format!("larger than {MAX_FILE} bytes") }));
     }
     let text = std::fs::read(file).map_err(|e| DirError::Unreadable { file: file.to_path_buf(), why: e.to_string() })?;
     let dir = file.parent().unwrap_or(Path::new("/"));
-    Ok(Some(htaccess_file::apply(&text, dir, file, policy).map(Rc::new)))
+    Ok(htaccess_file::apply(&text, dir, file, policy).map(Rc::new))
 }
 
 /// The merged configuration of `dirs` (outermost first).
@@ -51,23 +92,23 @@ pub fn layer_for(dirs: &[PathBuf], policy: &Policy<'_>) -> Result<Layer, DirErro
     let mut merged = Layer::default();
     for d in dirs {
         let file = d.join(HTACCESS);
-        let md = match std::fs::metadata(&file) {
-            Ok(m) if m.is_file() => m,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+        let stamp = match look(&file) {
+            Ok(Meta::File(stamp)) => stamp,
+            Ok(Meta::Missing) => {
                 CACHE.with(|c| c.borrow_mut().remove(&file));
                 continue;
             }
-            Err(e) => return Err(DirError::Unreadable { file, why: e.to_string() }),
+            Ok(_) => continue,
+            Err(errno) => {
+                let why = std::io::Error::from_raw_os_error(errno).to_string();
+                return Err(DirError::Unreadable { file, why });
+            }
         };
-        let stamp: Stamp = (md.mtime(), md.mtime_nsec(), md.ino(), md.len());
-        let cached = CACHE.with(|c| {
-            c.borrow().get(&file).filter(|e| e.stamp == stamp).map(|e| e.parsed.clone())
-        });
+        let cached = CACHE.with(|c| c.borrow().get(&file).filter(|e| e.stamp == stamp).map(|e| e.parsed.clone()));
         let parsed = match cached {
             Some(p) => p,
             None => {
-                let Some(p) = load(&file, &md, policy)? else { continue };
+                let p = load(&file, stamp.3, policy)?;
                 CACHE.with(|c| {
                     let mut c = c.borrow_mut();
                     if c.len() >= MAX_CACHED {
@@ -97,8 +138,8 @@ pub fn dirs_to(base: &Path, path: &Path) -> Option<(Vec<PathBuf>, bool)> {
     for comp in rest.components() {
         let std::path::Component::Normal(c) = comp else { return None };
         cur.push(c);
-        match std::fs::metadata(&cur) {
-            Ok(m) if m.is_dir() => dirs.push(cur.clone()),
+        match look(&cur) {
+            Ok(Meta::Dir) => dirs.push(cur.clone()),
             _ => {
                 is_dir = false;
                 break;

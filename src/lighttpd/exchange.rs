@@ -105,12 +105,18 @@ pub struct Ctx {
     nudged: bool,
     conn: Option<Conn>,
     timed_out: bool,
+    /// The backend socket reported an event since we last read it (no read
+    /// is tried before: right after sending, it would only say EAGAIN).
+    readable: bool,
 }
 
 thread_local! {
     /// Live exchanges of this process, for the once-a-second timeout check.
     static LIVE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where body bytes lighttpd spooled to a file are read into (kept: a
+    /// fresh zeroed 64 KiB per request showed in the profile).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Schedule the request's connection for processing (lighttpd's static
@@ -149,6 +155,7 @@ impl Ctx {
             nudged: false,
             conn: None,
             timed_out: false,
+            readable: false,
         });
         LIVE.with(|l| l.borrow_mut().push(&*ctx as *const Ctx as usize));
         ctx
@@ -203,10 +210,16 @@ fn close_conn(con: *mut ffi::connection, conn: Conn) -> (Claim<'static>, Arc<Poo
 
 /// The fd handler: let lighttpd schedule the request, whose turn reads and
 /// writes what the socket allows (non-blocking either way).
-unsafe extern "C" fn on_backend_event(ctx: *mut c_void, _revents: c_int) -> ffi::handler_t {
+unsafe extern "C" fn on_backend_event(ctx: *mut c_void, revents: c_int) -> ffi::handler_t {
     // SAFETY: ctx is the Ctx registered with this fd; it unregisters the fd
     // before it is dropped.
-    unsafe { schedule((*(ctx as *mut Ctx)).con) };
+    unsafe {
+        let c = &mut *(ctx as *mut Ctx);
+        if revents & (ffi::FDEVENT_IN | ffi::FDEVENT_HUP | ffi::FDEVENT_ERR | ffi::FDEVENT_RDHUP) as c_int != 0 {
+            c.readable = true;
+        }
+        schedule(c.con);
+    }
     ffi::handler_t_HANDLER_FINISHED
 }
 
@@ -320,14 +333,38 @@ unsafe fn collect_body(c: &mut Ctx) -> Result<bool, ffi::handler_t> {
     }
 }
 
+/// Where http_cgi_headers' pairs go: encoded at once (no per-pair
+/// allocation), minus blocked names and the ones our mapping decides.
+struct ParamSink<'a> {
+    nv: Vec<u8>,
+    overrides: &'a [(&'static [u8], Vec<u8>)],
+    blocked: &'a [String],
+    /// The first name whose name or value carries CR or LF.
+    unsafe_name: Option<Vec<u8>>,
+}
+
+impl ParamSink<'_> {
+    fn add(&mut self, k: &[u8], v: &[u8]) {
+        if param_blocked(k, self.blocked) {
+            return;
+        }
+        if self.unsafe_name.is_none() && (!param_value_is_safe(k) || !param_value_is_safe(v)) {
+            self.unsafe_name = Some(k.to_vec());
+        }
+        params::write_name_value(&mut self.nv, k, v);
+    }
+}
+
 unsafe extern "C" fn collect_param(vdata: *mut c_void, k: *const c_char, klen: usize, v: *const c_char, vlen: usize) -> c_int {
-    // SAFETY: vdata is the Vec passed to http_cgi_headers below; k and v are
-    // valid for klen/vlen bytes for the duration of the call.
+    // SAFETY: vdata is the ParamSink passed to http_cgi_headers below; k and
+    // v are valid for klen/vlen bytes for the duration of the call.
     unsafe {
-        let out = &mut *(vdata as *mut Vec<(Vec<u8>, Vec<u8>)>);
-        let key = std::slice::from_raw_parts(k as *const u8, klen).to_vec();
-        let val = if vlen == 0 { Vec::new() } else { std::slice::from_raw_parts(v as *const u8, vlen).to_vec() };
-        out.push((key, val));
+        let sink = &mut *(vdata as *mut ParamSink<'_>);
+        let key = std::slice::from_raw_parts(k as *const u8, klen);
+        let val = if vlen == 0 { &[][..] } else { std::slice::from_raw_parts(v as *const u8, vlen) };
+        if !sink.overrides.iter().any(|(o, _)| *o == key) {
+            sink.add(key, val);
+        }
     }
     0
 }
@@ -355,7 +392,7 @@ unsafe fn hide_odd_headers(r: *mut ffi::request_st) -> Vec<(*mut ffi::buffer, u3
 /// The CGI environment lighttpd builds for mod_fastcgi, with our mapping's
 /// overrides, minus blocked names; encoded once as BEGIN_REQUEST + PARAMS.
 unsafe fn build_params(c: &mut Ctx) -> Result<(), ffi::handler_t> {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(40);
+    let mut sink = ParamSink { nv: Vec::with_capacity(2048), overrides: &c.job.overrides, blocked: &c.rt.host.blocked_env, unsafe_name: None };
     let mut opts = ffi::http_cgi_opts { authorizer: 0, break_scriptfilename_for_php: 0, docroot: std::ptr::null(), strip_request_uri: std::ptr::null() };
     // lighttpd maps both `X-Foo` and `X_Foo` to HTTP_X_FOO, so a client could
     // shadow a header a proxy set (or forge CONTENT_TYPE with `Content_Type`).
@@ -365,30 +402,29 @@ unsafe fn build_params(c: &mut Ctx) -> Result<(), ffi::handler_t> {
     // SAFETY: c.r is live and single-threaded lighttpd does not look at the
     // headers meanwhile; every hidden value is restored before returning.
     let hidden = unsafe { hide_odd_headers(c.r) };
-    // SAFETY: c.r is live; the callback only appends to `pairs`.
-    unsafe { ffi::http_cgi_headers(c.r, &mut opts, Some(collect_param), &mut pairs as *mut _ as *mut c_void) };
+    // SAFETY: c.r is live; the callback only appends to `sink`.
+    unsafe { ffi::http_cgi_headers(c.r, &mut opts, Some(collect_param), &mut sink as *mut _ as *mut c_void) };
     for (b, used) in hidden {
         // SAFETY: restoring the lengths saved above on the same live buffers.
         unsafe { (*b).used = used };
     }
-    for (k, v) in &c.job.overrides {
-        match pairs.iter_mut().find(|(pk, _)| pk.as_slice() == *k) {
-            Some(p) => p.1 = v.clone(),
-            None => pairs.push((k.to_vec(), v.clone())),
+    for (k, v) in c.job.overrides.iter() {
+        // An empty PATH_INFO / PATH_TRANSLATED is left out, as lighttpd does.
+        if v.is_empty() && (*k == b"PATH_INFO" || *k == b"PATH_TRANSLATED") {
+            continue;
         }
+        sink.add(k, v);
     }
-    if c.job.overrides.iter().any(|(k, _)| *k == b"PATH_INFO") {
-        pairs.retain(|(k, v)| !(k.as_slice() == b"PATH_INFO" || k.as_slice() == b"PATH_TRANSLATED") || !v.is_empty());
-    }
-    pairs.retain(|(k, _)| !param_blocked(k, &c.rt.host.blocked_env));
-    if let Some((k, _)) = pairs.iter().find(|(k, v)| !param_value_is_safe(k) || !param_value_is_safe(v)) {
-        let why = format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(k));
+    if let Some(k) = sink.unsafe_name.take() {
+        let why = format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(&k));
         return Err(refuse(c, 400, None, &why));
     }
-    let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-    let mut out = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(sink.nv.len() + 64);
     record::write_begin_request(&mut out, REQUEST_ID, FCGI_RESPONDER, 0);
-    params::write_params(&mut out, REQUEST_ID, &refs);
+    let mut w = record::StreamWriter::new(&mut out, record::PARAMS, REQUEST_ID);
+    w.push(&sink.nv);
+    w.finish();
+    record::write_stream_end(&mut out, record::PARAMS, REQUEST_ID);
     c.params = out;
     Ok(())
 }
@@ -474,7 +510,28 @@ fn find_worker(c: &mut Ctx) -> Found {
             c.queued = Some(slot);
             c.queue_deadline = Some(Instant::now() + Duration::from_secs(limits.queue_timeout as u64));
         }
-        if !c.nudged && slot.live_workers() < limits.max_workers {
+        let live = slot.live_workers();
+        if live >= limits.max_workers {
+            // At its maximum the pool cannot grow: take a place in the backlog
+            // of a worker whose request began moments ago (as under Apache),
+            // so the worker finds the next request waiting when it is done
+            // instead of idling while lighttpd hands it over. It keeps its
+            // place in the queue count until its exchange ends (Drop).
+            if waiters::may_claim(pool.info.slot, me) {
+                if let Some(claim) = slot.enqueue() {
+                    waiters::remove(me);
+                    c.queue_deadline = None;
+                    waiters::wake_front(pool.info.slot);
+                    match connect(c, claim, slot, pool) {
+                        Ok(()) => return Found::Worker,
+                        Err(()) => {
+                            c.attempts += 1;
+                            continue;
+                        }
+                    }
+                }
+            }
+        } else if !c.nudged {
             pool_link::nudge(&c.site(), &pool.info);
             c.nudged = true;
         }
@@ -509,7 +566,9 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
     };
     slot.requests.fetch_add(1, Ordering::Relaxed);
     slot.inflight.fetch_add(1, Ordering::AcqRel);
-    let allowed = pool.info.limits.request_timeout as u64;
+    // A pipelined request starts when the one ahead of it ends, which ends
+    // (or is stopped) within its own timeout: allow for both.
+    let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
     let fd = sock.into_raw_fd();
     // SAFETY: the connection and its server are live; the handler's ctx is
     // this Ctx, which unregisters the fd before it is dropped.
@@ -552,16 +611,22 @@ unsafe fn fill_stdin(c: &mut Ctx) -> Result<bool, String> {
     unsafe {
         let r = &mut *c.r;
         let Some(conn) = c.conn.as_mut() else { return Ok(false) };
-        if conn.stdin_done || conn.input_closed || conn.out_pos < conn.out.len() {
+        // Appended behind what is still pending while that is small (the
+        // params: BEGIN_REQUEST, PARAMS and a short body go in one send).
+        if conn.stdin_done || conn.input_closed || conn.out.len() - conn.out_pos >= 65536 {
             return Ok(false);
         }
-        conn.out.clear();
-        conn.out_pos = 0;
+        if conn.out_pos == conn.out.len() {
+            conn.out.clear();
+            conn.out_pos = 0;
+        }
+        let before = conn.out.len();
         let cq = &mut r.reqbody_queue as *mut ffi::chunkqueue;
         let mut budget = 4 * 65535usize;
         // peek_data copies file chunks (bodies lighttpd spooled to disk) into
         // this buffer; memory chunks it hands out by reference.
-        let mut scratch = [0u8; 65535];
+        let mut scratch = SCRATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        scratch.resize(65535, 0);
         while budget > 0 {
             let pending = (*cq).bytes_in - (*cq).bytes_out;
             if pending <= 0 {
@@ -570,6 +635,7 @@ unsafe fn fill_stdin(c: &mut Ctx) -> Result<bool, String> {
             let mut want = (pending as usize).min(scratch.len()).min(budget) as u32;
             let mut data: *mut c_char = scratch.as_mut_ptr() as *mut c_char;
             if ffi::chunkqueue_peek_data(cq, &mut data, &mut want, r.conf.errh as *mut _) != 0 || data.is_null() {
+                SCRATCH.with(|b| *b.borrow_mut() = scratch);
                 return Err("reading the request body (buffered by lighttpd) failed".into());
             }
             if want == 0 {
@@ -580,11 +646,12 @@ unsafe fn fill_stdin(c: &mut Ctx) -> Result<bool, String> {
             ffi::chunkqueue_mark_written(cq, want as i64);
             budget -= want as usize;
         }
+        SCRATCH.with(|b| *b.borrow_mut() = scratch);
         if (*cq).bytes_out == r.reqbody_length {
             record::write_stream_end(&mut conn.out, STDIN, REQUEST_ID);
             conn.stdin_done = true;
         }
-        Ok(!conn.out.is_empty())
+        Ok(conn.out.len() > before)
     }
 }
 
@@ -708,6 +775,11 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
         }
     }
     // Body out: refill and send until the socket is full or nothing is left for now.
+    // (A first fill before sending, so a short body goes out with the params.)
+    // SAFETY: as above.
+    if let Err(why) = unsafe { fill_stdin(c) } {
+        return finish(c, Fate::Broken, 500, Some(why));
+    }
     loop {
         let Some(conn) = c.conn.as_mut() else { return ffi::handler_t_HANDLER_ERROR };
         send_pending(conn);
@@ -728,7 +800,8 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
     let mut eof = false;
     let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     buf.resize(READ_CHUNK, 0);
-    for _ in 0..READS_PER_TURN {
+    let turns = if std::mem::take(&mut c.readable) { READS_PER_TURN } else { 0 };
+    for _ in 0..turns {
         // SAFETY: reading into our own buffer from our own socket.
         let n = unsafe { libc::recv(conn.fd, buf.as_mut_ptr() as *mut c_void, buf.len(), 0) };
         if n == 0 {

@@ -19,6 +19,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+thread_local! {
+    /// The configuration `physical` found for a request it did not take,
+    /// kept for `subrequest_start` of the same request (the common case: the
+    /// file's directory is the one `physical` read up to), so the files are
+    /// not looked at twice. (request, directory, configuration)
+    static ROUTED: std::cell::RefCell<Option<(usize, PathBuf, Layer)>> = const { std::cell::RefCell::new(None) };
+}
+
 fn buf(b: &ffi::buffer) -> &[u8] {
     if b.ptr.is_null() || b.used == 0 {
         return &[];
@@ -92,7 +100,12 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
             // Not implemented under lighttpd: never serve what it guards.
             return answer(r, 500, "SuFcgiAuthorizer is not supported under lighttpd; refusing to serve what it guards");
         }
-        let Some(def) = layer.cfg.app() else { return ffi::handler_t_HANDLER_GO_ON };
+        let Some(def) = layer.cfg.app() else {
+            if let Some(d) = dirs.last() {
+                ROUTED.with(|c| *c.borrow_mut() = Some((r as usize, d.clone(), layer)));
+            }
+            return ffi::handler_t_HANDLER_GO_ON;
+        };
         let uri = buf(&rr.uri.path).to_vec();
         let mut overrides: Vec<(&'static [u8], Vec<u8>)> = vec![(b"SCRIPT_FILENAME", def.program.as_os_str().as_bytes().to_vec())];
         if let Some((script_name, info)) = split_mount(&uri, &full, def.dir.as_os_str().as_bytes()) {
@@ -124,14 +137,20 @@ pub unsafe fn subrequest_start(r: *mut ffi::request_st, self_: *const ffi::plugi
         let Some(rt) = runtime::get() else { return ffi::handler_t_HANDLER_GO_ON };
         let file = path(buf(&rr.physical.path));
         let base = path(buf(&rr.physical.basedir));
-        if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+        if !dirconf::is_file(&file) {
             return ffi::handler_t_HANDLER_GO_ON;
         }
         let Some(parent) = file.parent() else { return ffi::handler_t_HANDLER_GO_ON };
-        let Some((dirs, true)) = dirconf::dirs_to(&base, parent) else { return ffi::handler_t_HANDLER_GO_ON };
-        let layer = match layer(r, &rt, &dirs) {
-            Ok(l) => l,
-            Err(rc) => return rc,
+        let routed = ROUTED.with(|c| c.borrow_mut().take()).filter(|(req, dir, _)| *req == r as usize && dir == parent);
+        let layer = match routed {
+            Some((_, _, l)) => l,
+            None => {
+                let Some((dirs, true)) = dirconf::dirs_to(&base, parent) else { return ffi::handler_t_HANDLER_GO_ON };
+                match layer(r, &rt, &dirs) {
+                    Ok(l) => l,
+                    Err(rc) => return rc,
+                }
+            }
         };
         let fname = file.as_os_str().as_bytes();
         if let Some(w) = layer.cfg.wrapper_for(fname) {

@@ -22,8 +22,9 @@ struct Waiter {
     con: *mut ffi::connection,
 }
 
+/// Created on first use: requests are served only after lighttpd's own
+/// forks (daemon, `server.max-worker`), so it belongs to the process using it.
 struct Timer {
-    pid: u32,
     fd: c_int,
     armed: bool,
 }
@@ -109,8 +110,7 @@ unsafe extern "C" fn on_tick(_ctx: *mut c_void, _revents: c_int) -> ffi::handler
 unsafe fn arm(srv: *mut ffi::server) {
     TIMER.with(|t| {
         let mut t = t.borrow_mut();
-        let pid = std::process::id();
-        if t.as_ref().is_none_or(|x| x.pid != pid) {
+        if t.is_none() {
             // SAFETY: plain syscall; the result is checked.
             let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
             if fd < 0 {
@@ -126,7 +126,7 @@ unsafe fn arm(srv: *mut ffi::server) {
                 }
                 ffi::fdevent_fdnode_event_set(ev, fdn, ffi::FDEVENT_IN as c_int);
             }
-            *t = Some(Timer { pid, fd, armed: false });
+            *t = Some(Timer { fd, armed: false });
         }
         if let Some(x) = t.as_mut() {
             if !x.armed {
