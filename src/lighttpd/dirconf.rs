@@ -34,11 +34,13 @@ enum Meta {
     Other,
 }
 
+/// path → (second it was looked at, what it was, or the errno of a failed look).
+type Looks = HashMap<PathBuf, (u32, Result<Meta, i32>)>;
+
 thread_local! {
     // lighttpd serves requests on one thread; each max-worker child has its own copy.
     static CACHE: RefCell<HashMap<PathBuf, Entry>> = RefCell::new(HashMap::new());
-    /// path → (second it was looked at, what it was).
-    static LOOKS: RefCell<HashMap<PathBuf, (u32, Result<Meta, i32>)>> = RefCell::new(HashMap::new());
+    static LOOKS: RefCell<Looks> = RefCell::new(HashMap::new());
 }
 
 /// `path`'s kind, from a look at most a second old. Err is the errno of a
