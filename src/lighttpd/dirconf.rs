@@ -37,10 +37,16 @@ enum Meta {
 /// path → (second it was looked at, what it was, or the errno of a failed look).
 type Looks = HashMap<PathBuf, (u32, Result<Meta, i32>)>;
 
+/// deepest directory → (second it was merged, the merged configuration).
+type Merged = HashMap<PathBuf, (u32, Rc<Layer>)>;
+
 thread_local! {
     // lighttpd serves requests on one thread; each max-worker child has its own copy.
     static CACHE: RefCell<HashMap<PathBuf, Entry>> = RefCell::new(HashMap::new());
     static LOOKS: RefCell<Looks> = RefCell::new(HashMap::new());
+    /// A chain's merged configuration, reused within the second its files
+    /// were looked at (the same staleness as the looks themselves).
+    static MERGED: RefCell<Merged> = RefCell::new(HashMap::new());
 }
 
 /// `path`'s kind, from a look at most a second old. Err is the errno of a
@@ -89,8 +95,28 @@ fn load(file: &Path, size: u64, policy: &Policy<'_>) -> Result<Result<Rc<Layer>,
     Ok(htaccess_file::apply(&text, dir, file, policy).map(Rc::new))
 }
 
-/// The merged configuration of `dirs` (outermost first).
-pub fn layer_for(dirs: &[PathBuf], policy: &Policy<'_>) -> Result<Layer, DirError> {
+/// The merged configuration of `dirs` (outermost first; `dirs_to` gives
+/// them, so the deepest one names the chain).
+pub fn layer_for(dirs: &[PathBuf], policy: &Policy<'_>) -> Result<Rc<Layer>, DirError> {
+    let now = crate::core::sys::monotonic_secs();
+    let key = dirs.last();
+    if let Some(hit) = key.and_then(|k| MERGED.with(|m| m.borrow().get(k).filter(|(at, _)| *at == now).map(|(_, l)| l.clone()))) {
+        return Ok(hit);
+    }
+    let merged = Rc::new(merge_chain(dirs, policy)?);
+    if let Some(k) = key {
+        MERGED.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MAX_CACHED {
+                m.clear();
+            }
+            m.insert(k.clone(), (now, merged.clone()));
+        });
+    }
+    Ok(merged)
+}
+
+fn merge_chain(dirs: &[PathBuf], policy: &Policy<'_>) -> Result<Layer, DirError> {
     let mut merged = Layer::default();
     for d in dirs {
         let file = d.join(HTACCESS);

@@ -17,6 +17,7 @@ use std::ffi::OsStr;
 use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 
 thread_local! {
@@ -24,7 +25,7 @@ thread_local! {
     /// kept for `subrequest_start` of the same request (the common case: the
     /// file's directory is the one `physical` read up to), so the files are
     /// not looked at twice. (request, directory, configuration)
-    static ROUTED: std::cell::RefCell<Option<(usize, PathBuf, Layer)>> = const { std::cell::RefCell::new(None) };
+    static ROUTED: std::cell::RefCell<Option<(usize, PathBuf, Rc<Layer>)>> = const { std::cell::RefCell::new(None) };
 }
 
 fn buf(b: &ffi::buffer) -> &[u8] {
@@ -51,7 +52,7 @@ unsafe fn answer(r: *mut ffi::request_st, status: c_int, why: &str) -> ffi::hand
 }
 
 /// The merged `.htaccess` configuration for `dirs`, or the answer to give.
-unsafe fn layer(r: *mut ffi::request_st, rt: &Runtime, dirs: &[PathBuf]) -> Result<Layer, ffi::handler_t> {
+unsafe fn layer(r: *mut ffi::request_st, rt: &Runtime, dirs: &[PathBuf]) -> Result<Rc<Layer>, ffi::handler_t> {
     let env_allowed = |n: &[u8]| rt.host.env_allowed(n);
     let php_forbidden = |n: &[u8]| php_ini::is_forbidden(n, &rt.php_forbid);
     let policy = Policy { env_allowed: &env_allowed, php_forbidden: &php_forbidden };
