@@ -11,7 +11,7 @@
 
 use crate::core::directives::{self, DirConfig, Directive};
 use crate::core::htaccess;
-use crate::core::php_ini::{self, PhpDirective};
+use crate::core::php_ini::PhpDirective;
 use std::path::Path;
 
 /// The handler name `AddHandler` maps script extensions to.
@@ -142,11 +142,6 @@ impl Layer {
             _ => false,
         }
     }
-}
-
-/// The same host policy the Apache glue applies, from host settings.
-pub fn php_forbidden_by(host_list: &[Vec<u8>]) -> impl Fn(&[u8]) -> bool + '_ {
-    move |n| php_ini::is_forbidden(n, host_list)
 }
 
 #[cfg(test)]
