@@ -85,7 +85,8 @@ pub fn apply(text: &[u8], dir: &Path, source: &Path, policy: &Policy<'_>) -> Res
             directives::apply_php(&mut layer.cfg, d, &args, Some(source), policy.php_forbidden).map_err(fail)?;
         } else if HOST_ONLY.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
             return Err(fail(format!("{name} not allowed here: a host setting, not for .htaccess")));
-        } else if name.len() > 6 && name[..6].eq_ignore_ascii_case("SuFcgi") {
+        } else if line.name.len() > 6 && line.name[..6].eq_ignore_ascii_case(b"SuFcgi") {
+            // (Bytes, not the lossy string: a name may not be UTF-8.)
             return Err(fail(format!("Invalid command '{name}', perhaps misspelled")));
         } else if line.is("AddHandler") {
             let Some((handler, exts)) = args.split_first() else {
@@ -177,6 +178,9 @@ mod tests {
         assert!(run("php_value disable_functions x\n").unwrap_err().reason.contains("not allowed"));
         assert!(run("SuFcgiWrapper /usr/bin/php-cgi -d disable_functions= .php\n").is_err());
         assert!(run("AddHandler sufcgi-script\n").is_err());
+        // Found by the fuzzer: a name with a multi-byte character at byte 6.
+        assert!(run("SuFcgi\u{e9}x 1\n").unwrap_err().reason.contains("Invalid command"));
+        assert!(run("SuFcg\u{e9} 1\n").is_ok());
     }
 
     #[test]

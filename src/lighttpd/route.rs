@@ -77,6 +77,8 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
     // SAFETY: the caller's contract.
     unsafe {
         let rr = &mut *r;
+        // Whatever an earlier request left there is not this request's.
+        ROUTED.with(|c| c.borrow_mut().take());
         if !rr.handler_module.is_null() {
             return ffi::handler_t_HANDLER_GO_ON;
         }
