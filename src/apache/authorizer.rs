@@ -36,12 +36,12 @@ use super::pool_request::{self, NotRun};
 use super::relay::{self, Captured, Role};
 use super::{ffi, log, runtime};
 use crate::core::authorizer::{verdict, Verdict, DROPPED_PARAMS};
-use crate::core::directives::{AppDef, DirConfig, DEFAULT_RESTART_FILE};
+use crate::core::directives::{AppDef, DirConfig};
+use crate::core::fastcgi::cgi_headers::is_hop_by_hop;
 use crate::core::fastcgi::params::param_value_is_safe;
 use crate::core::hostconfig::param_blocked;
 use crate::core::request::{AppKind, PoolSpec};
 use std::os::raw::{c_char, c_int};
-use std::path::Path;
 
 /// The access_checker hook.
 pub unsafe extern "C" fn access_checker(r: *mut ffi::request_rec) -> c_int {
@@ -59,20 +59,7 @@ fn refuse(r: *mut ffi::request_rec, status: u32, why: &str) -> c_int {
 /// The authorizer pool: an App-like pool of its own kind, so it never shares
 /// workers with a responder pool of the same file.
 fn pool_spec(generation: u64, vhost: u32, cfg: &DirConfig, def: &AppDef, uri: &[u8]) -> PoolSpec {
-    PoolSpec {
-        generation,
-        vhost,
-        kind: AppKind::Authorizer,
-        program: def.program.clone(),
-        args: def.args.clone(),
-        workdir: def.dir.clone(),
-        config_files: cfg.sources.clone(),
-        env: cfg.env.clone(),
-        limits: cfg.limits.resolve(),
-        restart_file: Some(def.dir.join(cfg.restart_file.as_deref().unwrap_or(Path::new(DEFAULT_RESTART_FILE)))),
-        log_file: cfg.log_file.as_ref().map(|l| def.dir.join(l)),
-        userdir_user: userdir_user(uri),
-    }
+    PoolSpec::for_directory(generation, vhost, AppKind::Authorizer, def.program.clone(), def.args.clone(), def.dir.clone(), cfg, userdir_user(uri))
 }
 
 /// The authorizer's params. httpd builds them into r->subprocess_env, which is
@@ -197,7 +184,7 @@ unsafe fn judge(r: *mut ffi::request_rec, c: Captured, host_blocked: &[String]) 
                     // httpd's own error page (and the host's ErrorDocument),
                     // which keeps only err_headers_out, plus Location.
                     for (k, val) in &h.headers {
-                        if !relay::is_hop_by_hop(k) {
+                        if !is_hop_by_hop(k) {
                             super::apr::table_add(rr.err_headers_out, k, val);
                         }
                     }

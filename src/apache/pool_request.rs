@@ -7,7 +7,7 @@ use crate::core::pool_link::{self as link, PoolError};
 use super::relay::{self, Body, Outcome, Role};
 use super::runtime::Runtime;
 use super::{dispatch, ffi, log};
-use crate::core::request::{PoolInfo, PoolSpec};
+use crate::core::request::{connect_worker, PoolInfo, PoolSpec};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,7 @@ pub unsafe fn run(
             }
         };
         let _seat = dispatch::QueueSeat::new(slot, &claim);
-        let sock = match relay::connect_worker(&pool.info.socket_prefix, claim.index) {
+        let sock = match connect_worker(&pool.info.socket_prefix, claim.index) {
             Ok(s) => s,
             Err(e) => {
                 // The worker went away between claim and connect: take another.
@@ -92,28 +92,7 @@ pub unsafe fn run(
         // SAFETY: r is live (the caller's contract).
         let outcome = unsafe { relay::exchange_as(r, sock, pairs, body, &timeouts, role) };
         slot.inflight.fetch_sub(1, Ordering::AcqRel);
-        let (index, epoch) = (claim.index, claim.epoch);
-        // The worker exited with our connection still in its backlog: the
-        // app never saw the request (it is failing at start, or exited on
-        // its own just then). That is "unavailable", not a bad answer.
-        let never_accepted = outcome.fate == relay::Fate::Broken
-            && !outcome.answered
-            && claim.worker().unaccepted_epoch.load(Ordering::Acquire) == epoch;
-        match outcome.fate {
-            relay::Fate::Clean => {
-                if claim.release() {
-                    link::nudge(&rt.site(), &pool.info);
-                }
-            }
-            relay::Fate::Broken => {
-                claim.retire();
-                link::nudge(&rt.site(), &pool.info);
-            }
-            relay::Fate::TimedOut => {
-                claim.retire();
-                link::kill(&rt.site(), &pool.info, index, epoch);
-            }
-        }
+        let never_accepted = link::settle(&rt.site(), &pool.info, claim, outcome.fate, outcome.answered);
         if never_accepted {
             return Err(NotRun::Busy { retry_after: 1, why: "the worker exited before taking the request (is the app failing at start?)".into() });
         }

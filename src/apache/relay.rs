@@ -5,15 +5,13 @@
 
 use super::apr::{pstr, table_add, table_set};
 use super::{ffi, log};
-use crate::core::fastcgi::cgi_headers::CgiHeaders;
+use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
 use crate::core::fastcgi::response::{Event, ResponseDecoder};
 use crate::core::fastcgi::params;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::raw::{c_char, c_int};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::time::Instant;
 
 const REQUEST_ID: u16 = 1;
@@ -21,60 +19,6 @@ const REQUEST_ID: u16 = 1;
 pub const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
 const CHUNK: usize = 65535;
 
-/// Hop-by-hop headers a CGI response must not pass to the client.
-const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection"];
-
-/// Non-blocking connect to worker `index`'s socket of the pool whose sockets
-/// start with `prefix` (the path `request::worker_socket_path` names, built
-/// in place: no allocation per request). ENOENT/ECONNREFUSED mean the pool is
-/// gone (ask the supervisor again); EAGAIN means its backlog is full.
-pub fn connect_worker(prefix: &Path, index: u32) -> io::Result<OwnedFd> {
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    let mut n = index;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    connect_parts(&[prefix.as_os_str().as_bytes(), b".", &digits[at..], b".sock"])
-}
-
-/// Connect to the path made of `parts`, concatenated.
-fn connect_parts(parts: &[&[u8]]) -> io::Result<OwnedFd> {
-    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total >= addr.sun_path.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let mut at = 0;
-    for p in parts {
-        for (d, s) in addr.sun_path[at..at + p.len()].iter_mut().zip(p.iter()) {
-            *d = *s as c_char;
-        }
-        at += p.len();
-    }
-    let bytes_len = total;
-    // SAFETY: plain socket(2) call; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh socket we own.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes_len + 1) as libc::socklen_t;
-    // SAFETY: addr is initialised and len covers the family plus the path and its NUL.
-    let rc = unsafe { libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(owned)
-}
 
 /// Send what the socket takes now. `Ok(0)` also when it would block; `Err`
 /// when the app stopped reading.
@@ -130,10 +74,6 @@ fn poll_one(fd: c_int, events: i16, timeout_ms: i32) -> io::Result<i16> {
     }
 }
 
-/// Whether a response header is hop-by-hop (never passed to the client).
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.contains(&name.to_ascii_lowercase().as_slice())
-}
 
 /// Put the app's CGI headers on the response.
 ///
@@ -159,12 +99,11 @@ pub unsafe fn apply_headers(r: *mut ffi::request_rec, h: &CgiHeaders) {
             table_set(rr.headers_out, b"Location", loc);
         }
         for (k, v) in &h.headers {
-            let lower = k.to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&lower.as_slice()) {
+            if is_hop_by_hop(k) {
                 continue;
             }
             // Set-Cookie goes with err_headers_out so it survives error pages, as CGI does.
-            if lower == b"set-cookie" {
+            if k.eq_ignore_ascii_case(b"set-cookie") {
                 table_add(rr.err_headers_out, k, v);
             } else {
                 table_add(rr.headers_out, k, v);
@@ -176,16 +115,7 @@ pub unsafe fn apply_headers(r: *mut ffi::request_rec, h: &CgiHeaders) {
 /// What the handler returns: an HTTP status (httpd writes the error page) or OK.
 pub type Status = c_int;
 
-/// What became of the worker connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
-    /// The request ended as FastCGI says: the worker can serve again.
-    Clean,
-    /// Protocol error, early close, failed I/O: the worker must not serve again.
-    Broken,
-    /// No answer in time: 504, and the worker is stopped.
-    TimedOut,
-}
+pub use crate::core::pool_link::Fate;
 
 pub struct Outcome {
     pub status: Status,

@@ -5,9 +5,8 @@
 //! pool's version are stat'ed at most once a second per pool. Shared by the
 //! server glues; `Site` says where this server's supervisor and scoreboard are.
 
-use crate::core::scoreboard::Scoreboard;
 use crate::core::request::{AppKind, PoolInfo, PoolReply, PoolSpec};
-use crate::core::scoreboard::{pool_state, PoolSlot};
+use crate::core::scoreboard::{pool_state, Claim, PoolSlot, Scoreboard};
 use crate::core::supervisor::protocol::KillReason;
 use crate::core::supervisor::{supervisor_socket_path, Client};
 use crate::core::sys;
@@ -248,6 +247,43 @@ pub fn pool_for(site: &Site<'_>, spec: &PoolSpec, fresh: bool) -> Result<Arc<Poo
         None => bucket.push((spec.clone(), entry)),
     }
     result
+}
+
+/// What became of a worker connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The request ended as FastCGI says: the worker can serve again.
+    Clean,
+    /// Protocol error, early close, failed I/O: the worker must not serve again.
+    Broken,
+    /// No answer in time: 504, and the worker is stopped.
+    TimedOut,
+}
+
+/// Give the worker back, or have it stopped, by how its exchange ended.
+/// `answered`: the app sent anything at all. True when the worker exited with
+/// the connection still in its backlog: the app never saw the request (it is
+/// failing at start, or exited on its own just then), which is
+/// "unavailable", not a bad answer.
+pub fn settle(site: &Site<'_>, info: &PoolInfo, claim: Claim<'_>, fate: Fate, answered: bool) -> bool {
+    let (index, epoch) = (claim.index, claim.epoch);
+    let never_accepted = fate == Fate::Broken && !answered && claim.worker().unaccepted_epoch.load(Ordering::Acquire) == epoch;
+    match fate {
+        Fate::Clean => {
+            if claim.release() {
+                nudge(site, info);
+            }
+        }
+        Fate::Broken => {
+            claim.retire();
+            nudge(site, info);
+        }
+        Fate::TimedOut => {
+            claim.retire();
+            kill(site, info, index, epoch);
+        }
+    }
+    never_accepted
 }
 
 /// Ask the supervisor to look at a pool (best effort, no reply).

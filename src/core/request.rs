@@ -5,6 +5,10 @@
 //! and checks every file itself. Nothing in here is trusted for identity.
 
 use crate::core::limits::Limits;
+use crate::core::sys;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +89,25 @@ pub fn worker_socket_path(prefix: &Path, index: u32) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Non-blocking connect to worker `index`'s socket of the pool whose sockets
+/// start with `prefix` (the path `worker_socket_path` names, built
+/// in place: no allocation per request). ENOENT/ECONNREFUSED mean the pool is
+/// gone (ask the supervisor again); EAGAIN means its backlog is full.
+pub fn connect_worker(prefix: &Path, index: u32) -> io::Result<OwnedFd> {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = index;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    sys::connect_unix_nonblocking(&[prefix.as_os_str().as_bytes(), b".", &digits[at..], b".sock"])
+}
+
 impl PoolSpec {
     /// The pool a request runs on: what to run (`program`, `args`, in
     /// `workdir`) and the directory configuration it was found in. The same
@@ -116,5 +139,26 @@ impl PoolSpec {
             workdir,
             userdir_user,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_worker_reaches_the_socket_worker_socket_path_names() {
+        let dir = std::env::temp_dir().join(format!("sufcgi-req-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join("0123456789abcdef");
+        for index in [0, 7, 10, 4_294_967_295] {
+            let path = worker_socket_path(&prefix, index);
+            let _listener = sys::unix_listen(&path, 4, 0o600).unwrap();
+            assert!(connect_worker(&prefix, index).is_ok(), "worker {index}");
+            // No socket at the neighbouring index: not the same path.
+            assert!(connect_worker(&prefix, index.wrapping_add(1)).is_err(), "worker {index} + 1");
+            std::fs::remove_file(&path).unwrap();
+        }
+        let _ = std::fs::remove_dir(&dir);
     }
 }

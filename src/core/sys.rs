@@ -636,27 +636,37 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
     }
 }
 
-/// A non-blocking, close-on-exec connect to a Unix stream socket (a worker's
-/// listening socket). ENOENT/ECONNREFUSED mean the worker is gone; EAGAIN that
-/// its backlog is full.
-pub fn connect_unix_nonblocking(path: &Path) -> io::Result<OwnedFd> {
-    let bytes = path.as_os_str().as_bytes();
+/// A non-blocking, close-on-exec connect to the Unix stream socket at the
+/// path made of `parts`, concatenated (built in place, no allocation).
+pub fn connect_unix_nonblocking(parts: &[&[u8]]) -> io::Result<OwnedFd> {
     // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total >= addr.sun_path.len() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
     }
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
+    let mut at = 0;
+    for p in parts {
+        for (d, s) in addr.sun_path[at..at + p.len()].iter_mut().zip(p.iter()) {
+            *d = *s as libc::c_char;
+        }
+        at += p.len();
     }
+    let bytes_len = total;
     // SAFETY: plain socket(2) call; the result is checked.
-    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) })?;
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: fd is a fresh socket we own.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes_len + 1) as libc::socklen_t;
     // SAFETY: addr is initialised and len covers the family plus the path and its NUL.
-    cvt(unsafe { libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) })?;
+    let rc = unsafe { libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(owned)
 }
 

@@ -13,15 +13,15 @@ use super::ffi;
 use super::log;
 use super::runtime::Runtime;
 use super::waiters;
-use crate::core::fastcgi::cgi_headers::CgiHeaders;
+use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::params::{self, param_value_is_safe};
 use crate::core::fastcgi::record::{self, FCGI_RESPONDER, STDIN};
 use crate::core::fastcgi::response::{Event, ResponseDecoder};
 use crate::core::directives::read_busy_page;
 use crate::core::hostconfig::param_blocked;
 use crate::core::identity::check_wrapped_script;
-use crate::core::pool_link::{self, Pool, PoolError, Site};
-use crate::core::request::{worker_socket_path, AppKind, PoolSpec};
+use crate::core::pool_link::{self, Fate, Pool, PoolError, Site};
+use crate::core::request::{connect_worker, AppKind, PoolSpec};
 use crate::core::scoreboard::{pool_state, Claim, PoolSlot};
 use crate::core::sys;
 use std::cell::RefCell;
@@ -40,20 +40,11 @@ const PREFETCH: i64 = 64 * 1024;
 const READS_PER_TURN: usize = 16;
 const READ_CHUNK: usize = 65536;
 
-const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection", b"content-length"];
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Body,
     Queue,
     Relay,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Fate {
-    Clean,
-    Broken,
-    TimedOut,
 }
 
 /// What a request needs to run, decided when it was routed.
@@ -177,16 +168,10 @@ impl Drop for Ctx {
         if let Some(conn) = self.conn.take() {
             // The request was cut short (client gone, server stopping): the
             // worker may be mid-answer, so it is not given to anyone else.
-            let done = conn.dec.is_done();
+            let fate = if conn.dec.is_done() { Fate::Clean } else { Fate::Broken };
+            let answered = conn.got_bytes;
             let (claim, pool) = close_conn(self.con, conn);
-            if done {
-                if claim.release() {
-                    pool_link::nudge(&self.site(), &pool.info);
-                }
-            } else {
-                claim.retire();
-                pool_link::nudge(&self.site(), &pool.info);
-            }
+            pool_link::settle(&self.site(), &pool.info, claim, fate, answered);
         }
     }
 }
@@ -470,20 +455,11 @@ fn find_worker(c: &mut Ctx) -> Found {
         };
         if waiters::may_claim(pool.info.slot, me) {
             if let Some(claim) = slot.claim() {
-                waiters::remove(me);
-                if let Some(q) = c.queued.take() {
-                    q.leave_queue();
+                if take(c, claim, slot, pool) {
+                    return Found::Worker;
                 }
-                c.queue_deadline = None;
-                // The next in line may find a worker too (several became free).
-                waiters::wake_front(pool.info.slot);
-                match connect(c, claim, slot, pool) {
-                    Ok(()) => return Found::Worker,
-                    Err(()) => {
-                        c.attempts += 1;
-                        continue;
-                    }
-                }
+                c.attempts += 1;
+                continue;
             }
         }
         let limits = &pool.info.limits;
@@ -515,20 +491,14 @@ fn find_worker(c: &mut Ctx) -> Found {
             // At its maximum the pool cannot grow: take a place in the backlog
             // of a worker whose request began moments ago (as under Apache),
             // so the worker finds the next request waiting when it is done
-            // instead of idling while lighttpd hands it over. It keeps its
-            // place in the queue count until its exchange ends (Drop).
+            // instead of idling while lighttpd hands it over.
             if waiters::may_claim(pool.info.slot, me) {
                 if let Some(claim) = slot.enqueue() {
-                    waiters::remove(me);
-                    c.queue_deadline = None;
-                    waiters::wake_front(pool.info.slot);
-                    match connect(c, claim, slot, pool) {
-                        Ok(()) => return Found::Worker,
-                        Err(()) => {
-                            c.attempts += 1;
-                            continue;
-                        }
+                    if take(c, claim, slot, pool) {
+                        return Found::Worker;
                     }
+                    c.attempts += 1;
+                    continue;
                 }
             }
         } else if !c.nudged {
@@ -546,14 +516,29 @@ fn find_worker(c: &mut Ctx) -> Found {
     Found::Done(refuse(c, 502, None, "no worker of the app could take the request"))
 }
 
+/// Leave the line with a worker (claimed, or a place in its backlog) and
+/// connect. A pipelined request keeps its place in the queue count until its
+/// exchange ends (Drop), as under Apache. False: the worker was gone.
+fn take(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Arc<Pool>) -> bool {
+    waiters::remove(c as *const Ctx as usize);
+    if !claim.pipelined {
+        if let Some(q) = c.queued.take() {
+            q.leave_queue();
+        }
+    }
+    c.queue_deadline = None;
+    // The next in line may find a worker too (several became free).
+    waiters::wake_front(pool.info.slot);
+    connect(c, claim, slot, pool).is_ok()
+}
+
 fn busy(c: &mut Ctx, retry_after: u32, why: &str) -> ffi::handler_t {
     refuse(c, 503, Some(retry_after), &format!("503: {why}"))
 }
 
 /// Connect to the claimed worker and register the socket with lighttpd.
 fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Arc<Pool>) -> Result<(), ()> {
-    let path = worker_socket_path(&pool.info.socket_prefix, claim.index);
-    let sock: OwnedFd = match sys::connect_unix_nonblocking(&path) {
+    let sock: OwnedFd = match connect_worker(&pool.info.socket_prefix, claim.index) {
         Ok(s) => s,
         Err(e) => {
             // The worker went away between claim and connect: take another.
@@ -697,7 +682,7 @@ unsafe fn apply_headers(r: *mut ffi::request_st, h: &CgiHeaders) {
         }
         for (k, v) in &h.headers {
             // Content-Length too: lighttpd frames the body itself.
-            if HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_slice()) {
+            if is_hop_by_hop(k) || k.eq_ignore_ascii_case(b"content-length") {
                 continue;
             }
             insert(ffi::http_header_hkey_get(k.as_ptr() as *const c_char, k.len()), k, v);
@@ -866,23 +851,7 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     let headers_done = conn.headers_done;
     let answered = conn.got_bytes;
     let (claim, pool) = close_conn(c.con, conn);
-    let (index, epoch) = (claim.index, claim.epoch);
-    let never_accepted = fate == Fate::Broken && !answered && claim.worker().unaccepted_epoch.load(Ordering::Acquire) == epoch;
-    match fate {
-        Fate::Clean => {
-            if claim.release() {
-                pool_link::nudge(&c.site(), &pool.info);
-            }
-        }
-        Fate::Broken => {
-            claim.retire();
-            pool_link::nudge(&c.site(), &pool.info);
-        }
-        Fate::TimedOut => {
-            claim.retire();
-            pool_link::kill(&c.site(), &pool.info, index, epoch);
-        }
-    }
+    let never_accepted = pool_link::settle(&c.site(), &pool.info, claim, fate, answered);
     // A worker of this pool may be free now: the next waiter's turn.
     waiters::wake_front(pool.info.slot);
     if never_accepted {

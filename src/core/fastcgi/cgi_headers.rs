@@ -12,6 +12,14 @@
 
 use std::fmt;
 
+/// Hop-by-hop headers a CGI response must not pass to the client.
+const HOP_BY_HOP: &[&[u8]] = &[b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection"];
+
+/// Whether a response header is hop-by-hop (never passed to the client).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgiHeaders {
     pub status: u16,
