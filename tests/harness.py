@@ -296,19 +296,30 @@ def reset_peak_rss(pid: int) -> None:
         f.write("5")
 
 
-def _tcp_inode(server_port: int, client_port: int) -> str | None:
-    """Inode of the server-side socket of the loopback connection client_port -> server_port."""
+def tcp_sockets():
+    """Every TCP socket of the machine (IPv4 and IPv6) from /proc/net/tcp*:
+    (local port, remote port, state as hex, inode)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
-            parts = line.split()
-            lport = int(parts[1].rsplit(":", 1)[1], 16)
-            rport = int(parts[2].rsplit(":", 1)[1], 16)
-            if lport == server_port and rport == client_port:
-                return parts[9]
+            f = line.split()
+            if len(f) > 9:
+                yield int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16), f[3], f[9]
+
+
+def listening_tcp_ports() -> set[int]:
+    """TCP ports something listens on (state 0A), IPv4 and IPv6."""
+    return {lport for lport, _, state, _ in tcp_sockets() if state == "0A"}
+
+
+def _tcp_inode(server_port: int, client_port: int) -> str | None:
+    """Inode of the server-side socket of the loopback connection client_port -> server_port."""
+    for lport, rport, _, inode in tcp_sockets():
+        if lport == server_port and rport == client_port:
+            return inode
     return None
 
 
@@ -427,6 +438,20 @@ class Vhost:
     docroot: Path
     extra: str = ""           # inside <VirtualHost>
     allow_override: str = "All"
+
+
+def _reap_after_stop(server) -> None:
+    """The end of Apache.stop() and Lighttpd.stop(), once the server's own
+    process is gone: give an honest supervisor a moment to reap its workers,
+    then kill (and list in server.leftovers) whatever it left behind."""
+    try:
+        wait_for(lambda: not [p for p in server._known if pid_alive(p)], 5, "children to exit")
+    except HarnessError:
+        pass
+    server.leftovers = [p for p in server._known if pid_alive(p)]
+    kill_pids(server.leftovers, grace=1)
+    kill_test_user_processes()
+    server.master = None
 
 
 @dataclass
@@ -577,15 +602,7 @@ class Apache:
                 wait_for(lambda: not pid_alive(self.master), grace, "Apache master to exit")
             except HarnessError:
                 kill_pids([self.master] + descendants(self.master), grace=1)
-        # Give an honest supervisor a moment to reap its workers before judging leftovers.
-        try:
-            wait_for(lambda: not [p for p in self._known if pid_alive(p)], 5, "children to exit",)
-        except HarnessError:
-            pass
-        self.leftovers = [p for p in self._known if pid_alive(p)]
-        kill_pids(self.leftovers, grace=1)
-        kill_test_user_processes()
-        self.master = None
+        _reap_after_stop(self)
 
     def __enter__(self):
         return self.start()
@@ -839,14 +856,7 @@ class Lighttpd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        try:
-            wait_for(lambda: not [p for p in self._known if pid_alive(p)], 5, "children to exit")
-        except HarnessError:
-            pass
-        self.leftovers = [p for p in self._known if pid_alive(p)]
-        kill_pids(self.leftovers, grace=1)
-        kill_test_user_processes()
-        self.master = None
+        _reap_after_stop(self)
 
     def __enter__(self):
         return self.start()

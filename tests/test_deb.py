@@ -93,16 +93,16 @@ def run(*argv, check: bool = True, timeout: float = 180) -> subprocess.Completed
     return res
 
 
-def log_mark() -> int:
+def log_mark(log: Path = ERROR_LOG) -> int:
     try:
-        return ERROR_LOG.stat().st_size
+        return log.stat().st_size
     except FileNotFoundError:
         return 0
 
 
-def log_since(mark: int) -> str:
+def log_since(mark: int, log: Path = ERROR_LOG) -> str:
     try:
-        with open(ERROR_LOG, "rb") as f:
+        with open(log, "rb") as f:
             if f.seek(0, 2) < mark:  # rotated meanwhile
                 mark = 0
             f.seek(mark)
@@ -118,17 +118,22 @@ def log_tail(n: int = 30) -> str:
         return f"({ERROR_LOG} does not exist)"
 
 
-def system_master() -> int | None:
-    """Pid of the system Apache's parent (from Debian's PidFile), if it runs."""
+def pid_of_running(pidfile: Path, comm: str) -> int | None:
+    """Pid from a system server's pid file, if that process runs and is `comm`."""
     try:
-        pid = int(PIDFILE.read_text().strip())
+        pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
     try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return None
-    return pid if comm == "apache2" and harness.pid_alive(pid) else None
+    return pid if name == comm and harness.pid_alive(pid) else None
+
+
+def system_master() -> int | None:
+    """Pid of the system Apache's parent (from Debian's PidFile), if it runs."""
+    return pid_of_running(PIDFILE, "apache2")
 
 
 def installed(pkg: str) -> bool:
@@ -481,35 +486,9 @@ LT_BUILD_DEB = harness.REPO / "packaging" / "lighttpd" / "build-deb.sh"
 LT_SRC = harness.REPO / "build" / "lighttpd-src"
 
 
-def lt_log_mark() -> int:
-    try:
-        return LT_ERROR_LOG.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def lt_log_since(mark: int) -> str:
-    try:
-        with open(LT_ERROR_LOG, "rb") as f:
-            if f.seek(0, 2) < mark:  # rotated meanwhile
-                mark = 0
-            f.seek(mark)
-            return f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
 def lt_system_master() -> int | None:
     """Pid of the system lighttpd (from Debian's pid file), if it runs."""
-    try:
-        pid = int(LT_PIDFILE.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    return pid if comm == "lighttpd" and harness.pid_alive(pid) else None
+    return pid_of_running(LT_PIDFILE, "lighttpd")
 
 
 def lt_enabled() -> bool:
@@ -522,21 +501,6 @@ def lt_configtest(what: str):
     assert res.returncode == 0, f"lighttpd's configuration is not valid {what}:\n{res.stdout}{res.stderr}"
 
 
-def lt_listening_ports() -> set[int]:
-    """TCP ports something listens on (IPv4 and IPv6)."""
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) > 3 and f[3] == "0A":
-                ports.add(int(f[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 def lt_service(action: str, stderr_log: Path | None, what: str):
     """`service lighttpd ACTION`. Its output goes to a file, never to a pipe: the
     daemon and the plugin's keeper and supervisor (forked before lighttpd drops
@@ -547,7 +511,7 @@ def lt_service(action: str, stderr_log: Path | None, what: str):
     if res.returncode != 0:
         raise AssertionError(f"`service lighttpd {action}` ({what}) exited {res.returncode}\n"
                              f"--- output ---\n{_read(stderr_log)}\n--- {LT_ERROR_LOG} (tail) ---\n"
-                             f"{lt_log_since(max(0, lt_log_mark() - 4000))}")
+                             f"{log_since(max(0, log_mark(LT_ERROR_LOG) - 4000), LT_ERROR_LOG)}")
 
 
 def _read(path: Path | None) -> str:
@@ -576,13 +540,13 @@ def lt_stop_system_lighttpd(stderr_log: Path | None):
 def lt_restart(port: int, stderr_log: Path | None, what: str) -> int:
     """`service lighttpd restart` and wait until the new lighttpd serves on port; its pid."""
     old = lt_system_master()
-    mark = lt_log_mark()
+    mark = log_mark(LT_ERROR_LOG)
     lt_service("restart", stderr_log, what)
     try:
         harness.wait_for(lambda: (lt_system_master() not in (None, old)) and harness.port_open(port), 30,
                          f"the system lighttpd to serve 127.0.0.1:{port} after `service lighttpd restart` ({what})")
     except harness.HarnessError as e:
-        raise AssertionError(f"{e}\n--- {LT_ERROR_LOG} since ---\n{lt_log_since(mark)}"
+        raise AssertionError(f"{e}\n--- {LT_ERROR_LOG} since ---\n{log_since(mark, LT_ERROR_LOG)}"
                              f"\n--- stderr ---\n{_read(stderr_log)}") from None
     return lt_system_master()
 
@@ -802,14 +766,14 @@ def test_lighttpd_apt_install_lighty_enable_mod_restart_serves_as_the_owner(ligh
     except KeyError:
         user_existed = False
     port = harness.free_port()
-    listening_before = lt_listening_ports()
+    listening_before = harness.listening_tcp_ports()
     out_dir = Path(tempfile.mkdtemp(prefix="sufcgi-deb-lighttpd-"))
     stderr_log = out_dir / "stderr.log"   # the keeper's and supervisor's log (lighttpd's stderr)
-    mark = lt_log_mark()
+    mark = log_mark(LT_ERROR_LOG)
     primary: BaseException | None = None
 
     def diag() -> str:
-        return (f"\n--- {LT_ERROR_LOG} since start ---\n{lt_log_since(mark)}"
+        return (f"\n--- {LT_ERROR_LOG} since start ---\n{log_since(mark, LT_ERROR_LOG)}"
                 f"\n--- lighttpd's stderr ---\n{_read(stderr_log)}")
 
     try:
@@ -831,7 +795,7 @@ def test_lighttpd_apt_install_lighty_enable_mod_restart_serves_as_the_owner(ligh
         harness.wait_for(lambda: lt_system_master() and harness.port_open(port), 20,
                          f"the system lighttpd to listen on 127.0.0.1:{port}")
         if not was_running:
-            new = lt_listening_ports() - listening_before
+            new = harness.listening_tcp_ports() - listening_before
             assert 80 not in new and 443 not in new, f"the system lighttpd listens on {sorted(new)}"
 
         # Before the plugin: the example is not executed.
@@ -874,7 +838,7 @@ def test_lighttpd_apt_install_lighty_enable_mod_restart_serves_as_the_owner(ligh
                          f"the old worker {worker} to exit after the restart")
         third = harness.request(port, "/perl/hello.fcgi", host=HOSTNAME)
         assert third.status == 200 and RUNNING_AS.search(third.body.decode(errors="replace")), f"{third}{diag()}"
-        bad = [l for l in (lt_log_since(mark) + _read(stderr_log)).splitlines()
+        bad = [l for l in (log_since(mark, LT_ERROR_LOG) + _read(stderr_log)).splitlines()
                if "panicked" in l or "died" in l or "exit signal" in l]
         assert not bad, diag()
     except BaseException as e:  # noqa: BLE001 - re-raised after the system is restored

@@ -24,16 +24,11 @@ repo=$(cd "$here/../.." && pwd)
 apxs=${APXS:-apxs}
 
 [ -f "$module" ] || { echo "$module does not exist: run \`make build\` first" >&2; exit 1; }
+# shellcheck source=../common.sh
+. "$repo/packaging/common.sh"
 
 # --- what the package is built for -------------------------------------------
-upstream=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$repo/Cargo.toml" | head -n1)
-[ -n "$upstream" ] || { echo "no version in Cargo.toml" >&2; exit 1; }
-version="$upstream-${DEB_REVISION:-1}"
-arch=$(dpkg --print-architecture)
-maintainer=${DEB_MAINTAINER:-"sufcgi maintainers <sufcgi@example.org>"}
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-	SOURCE_DATE_EPOCH=$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)
-fi
+package_identity
 
 # Apache's module directory and the headers the module was compiled against
 # (build.rs asks the same apxs).
@@ -69,59 +64,19 @@ stage="$work/root"
 doc="$stage/usr/share/doc/sufcgi"
 install -d -m 755 "$stage/DEBIAN" "$stage$libexecdir" "$stage/etc/apache2/mods-available" "$doc/examples"
 
-# Debian ships modules stripped and mode 0644, as dh_strip would.
-install -m 644 "$module" "$stage$libexecdir/mod_sufcgi.so"
-strip --remove-section=.comment --remove-section=.note --strip-unneeded "$stage$libexecdir/mod_sufcgi.so"
+install_module "$module" "$stage$libexecdir/mod_sufcgi.so"
 
 sed "s|@LIBEXECDIR@|$libexecdir|" "$here/sufcgi.load.in" >"$stage/etc/apache2/mods-available/sufcgi.load"
 install -m 644 "$here/sufcgi.conf" "$stage/etc/apache2/mods-available/sufcgi.conf"
 chmod 644 "$stage/etc/apache2/mods-available/sufcgi.load"
 
-install -m 644 "$repo/README.md" "$repo/SECURITY.md" "$here/copyright" "$doc/"
-sed -e "s|@VERSION@|$version|" -e "s|@MAINTAINER@|$maintainer|" \
-	-e "s|@DATE@|$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")|" "$here/changelog.in" |
-	gzip -9n >"$doc/changelog.Debian.gz"
-chmod 644 "$doc/changelog.Debian.gz"
-install -d -m 755 "$stage/usr/share/lintian/overrides"
-install -m 644 "$here/lintian-overrides" "$stage/usr/share/lintian/overrides/sufcgi"
-# The htaccess examples as sources (dotfiles included); nothing compiled or cached.
-tar -C "$repo/htaccess-examples" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.o' -cf - . |
-	tar -C "$doc/examples" --no-same-owner -xf -
-find "$doc/examples" -type f -exec bash -c 'if head -c4 "$1" | cmp -s - <(printf "\177ELF"); then rm -f "$1"; fi' _ {} \;
-find "$doc/examples" -type d -exec chmod 755 {} +
-find "$doc/examples" -type f -exec chmod go-w,u+rw,a+r {} +
+stage_docs "$doc" "$here/lintian-overrides" sufcgi
 
 # --- control ------------------------------------------------------------------
 install -m 644 "$here/conffiles" "$stage/DEBIAN/conffiles"
 install -m 755 "$here/prerm" "$here/postrm" "$stage/DEBIAN/"
 
-# Shared-library dependencies (libc6, libgcc-s1) as dh_shlibdeps would compute
-# them; dpkg-shlibdeps wants a debian/control in its working directory. The
-# httpd/APR symbols the module leaves undefined are resolved by httpd itself,
-# so their warnings are silenced.
-if command -v dpkg-shlibdeps >/dev/null 2>&1; then
-	mkdir -p "$work/src/debian"
-	printf 'Source: sufcgi\n\nPackage: sufcgi\nArchitecture: any\n' >"$work/src/debian/control"
-	shlibs=$(cd "$work/src" && dpkg-shlibdeps --warnings=0 -O "$stage$libexecdir/mod_sufcgi.so" 2>/dev/null |
-		sed -n 's/^shlibs:Depends=//p')
-	if [ -n "$shlibs" ]; then depends="$depends, $shlibs"; fi
-else
-	echo "warning: dpkg-shlibdeps not found (apt-get install dpkg-dev): Depends gets a bare libc6" >&2
-	depends="$depends, libc6"
-fi
-
-(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
-chmod 644 "$stage/DEBIAN/md5sums"
-
-installed_size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
-sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
-	-e "s|@INSTALLED_SIZE@|$installed_size|" -e "s|@DEPENDS@|$depends|" \
-	"$here/control.in" >"$stage/DEBIAN/control"
+shlib_depends "$stage$libexecdir/mod_sufcgi.so" sufcgi
 
 # --- build ---------------------------------------------------------------------
-mkdir -p "$outdir"
-deb="$outdir/sufcgi_${version}_${arch}.deb"
-# Build under a temporary name and rename: never a half-written .deb at $deb.
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb.tmp" >/dev/null
-mv -f "$deb.tmp" "$deb"
-echo "$deb"
+build_deb "$here/control.in" "$outdir" sufcgi

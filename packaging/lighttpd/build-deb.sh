@@ -24,7 +24,6 @@ module=$1
 outdir=$2
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-shared="$repo/packaging/debian" # copyright and changelog, shared with the Apache package
 pkg=lighttpd-mod-sufcgi
 moddir=/usr/lib/lighttpd # lighttpd's compiled-in server.modules-dir on Debian
 
@@ -34,16 +33,11 @@ if ! nm -D --defined-only "$module" 2>/dev/null | grep -q ' T mod_sufcgi_plugin_
 	echo "$module is not the lighttpd plugin (no mod_sufcgi_plugin_init): use build/lighttpd/mod_sufcgi.so" >&2
 	exit 1
 fi
+# shellcheck source=../common.sh
+. "$repo/packaging/common.sh"
 
 # --- what the package is built for -------------------------------------------
-upstream=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$repo/Cargo.toml" | head -n1)
-[ -n "$upstream" ] || { echo "no version in Cargo.toml" >&2; exit 1; }
-version="$upstream-${DEB_REVISION:-1}"
-arch=$(dpkg --print-architecture)
-maintainer=${DEB_MAINTAINER:-"sufcgi maintainers <sufcgi@example.org>"}
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-	SOURCE_DATE_EPOCH=$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)
-fi
+package_identity
 # dpkg-deb takes it too: the ar members' dates, and file dates clamped to it.
 export SOURCE_DATE_EPOCH
 
@@ -91,57 +85,17 @@ stage="$work/root"
 doc="$stage/usr/share/doc/$pkg"
 install -d -m 755 "$stage/DEBIAN" "$stage$moddir" "$stage/etc/lighttpd/conf-available" "$doc/examples"
 
-# Debian ships modules stripped and mode 0644, as dh_strip would.
-install -m 644 "$module" "$stage$moddir/mod_sufcgi.so"
-strip --remove-section=.comment --remove-section=.note --strip-unneeded "$stage$moddir/mod_sufcgi.so"
+install_module "$module" "$stage$moddir/mod_sufcgi.so"
 
 install -m 644 "$here/20-sufcgi.conf" "$stage/etc/lighttpd/conf-available/20-sufcgi.conf"
 
-install -m 644 "$repo/README.md" "$repo/SECURITY.md" "$shared/copyright" "$doc/"
-sed -e "s|@VERSION@|$version|" -e "s|@MAINTAINER@|$maintainer|" \
-	-e "s|@DATE@|$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")|" "$shared/changelog.in" |
-	gzip -9n >"$doc/changelog.Debian.gz"
-chmod 644 "$doc/changelog.Debian.gz"
-install -d -m 755 "$stage/usr/share/lintian/overrides"
-install -m 644 "$here/lintian-overrides" "$stage/usr/share/lintian/overrides/$pkg"
-# The htaccess examples as sources (dotfiles included); nothing compiled or cached.
-tar -C "$repo/htaccess-examples" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.o' -cf - . |
-	tar -C "$doc/examples" --no-same-owner -xf -
-find "$doc/examples" -type f -exec bash -c 'if head -c4 "$1" | cmp -s - <(printf "\177ELF"); then rm -f "$1"; fi' _ {} \;
-find "$doc/examples" -type d -exec chmod 755 {} +
-find "$doc/examples" -type f -exec chmod go-w,u+rw,a+r {} +
+stage_docs "$doc" "$here/lintian-overrides" "$pkg"
 
 # --- control ------------------------------------------------------------------
 install -m 644 "$here/conffiles" "$stage/DEBIAN/conffiles"
 install -m 755 "$here/prerm" "$here/postrm" "$stage/DEBIAN/"
 
-# Shared-library dependencies (libc6, libgcc-s1) as dh_shlibdeps would compute
-# them; dpkg-shlibdeps wants a debian/control in its working directory. The
-# lighttpd symbols the plugin leaves undefined are resolved by lighttpd itself,
-# so their warnings are silenced.
-if command -v dpkg-shlibdeps >/dev/null 2>&1; then
-	mkdir -p "$work/src/debian"
-	printf 'Source: sufcgi\n\nPackage: %s\nArchitecture: any\n' "$pkg" >"$work/src/debian/control"
-	shlibs=$(cd "$work/src" && dpkg-shlibdeps --warnings=0 -O "$stage$moddir/mod_sufcgi.so" 2>/dev/null |
-		sed -n 's/^shlibs:Depends=//p')
-	if [ -n "$shlibs" ]; then depends="$depends, $shlibs"; fi
-else
-	echo "warning: dpkg-shlibdeps not found (apt-get install dpkg-dev): Depends gets a bare libc6" >&2
-	depends="$depends, libc6"
-fi
-
-(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
-chmod 644 "$stage/DEBIAN/md5sums"
-
-installed_size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
-sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
-	-e "s|@INSTALLED_SIZE@|$installed_size|" -e "s|@DEPENDS@|$depends|" \
-	"$here/control.in" >"$stage/DEBIAN/control"
+shlib_depends "$stage$moddir/mod_sufcgi.so" "$pkg"
 
 # --- build ---------------------------------------------------------------------
-mkdir -p "$outdir"
-deb="$outdir/${pkg}_${version}_${arch}.deb"
-# Build under a temporary name and rename: never a half-written .deb at $deb.
-dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb.tmp" >/dev/null
-mv -f "$deb.tmp" "$deb"
-echo "$deb"
+build_deb "$here/control.in" "$outdir" "$pkg"
