@@ -454,8 +454,55 @@ def _reap_after_stop(server) -> None:
     server.master = None
 
 
+class Server:
+    """What Apache and Lighttpd share: the error log, HTTP to the server, the
+    context-manager protocol and removing the server root. Subclasses have
+    `error_log`, `port`, `root`, `start()` and `stop()`."""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def log_mark(self) -> int:
+        try:
+            return self.error_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, mark: int) -> str:
+        try:
+            with open(self.error_log, "rb") as f:
+                f.seek(mark)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, mark: int, predicate, what: str, timeout: float = 5) -> str:
+        """Wait until the log written since mark satisfies predicate(text); return it.
+        On timeout the failure shows the log lines that did arrive."""
+        try:
+            wait_for(lambda: predicate(self.log_since(mark)), timeout, what)
+        except HarnessError as e:
+            raise AssertionError(f"{e}\n--- error log since mark ---\n{self.log_since(mark)}") from None
+        return self.log_since(mark)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return "(no error log)"
+
+    def get(self, path: str, host: str | None = None, **kw) -> Response:
+        return request(self.port, path, host=host, **kw)
+
+    def cleanup(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @dataclass
-class Apache:
+class Apache(Server):
     """A private Apache: temp ServerRoot, generated httpd.conf, its own port.
 
     `sufcgi=True` adds `LoadModule sufcgi_module build/mod_sufcgi.so` (start()
@@ -604,12 +651,6 @@ class Apache:
                 kill_pids([self.master] + descendants(self.master), grace=1)
         _reap_after_stop(self)
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
     # -- processes
     def child_pids(self) -> list[int]:
         """Apache children serving requests (run as www-data), not the supervisor."""
@@ -623,46 +664,9 @@ class Apache:
         return descendants(self.master) if self.master else []
 
     # -- logs
-    def log_mark(self) -> int:
-        try:
-            return self.error_log.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def log_since(self, mark: int) -> str:
-        try:
-            with open(self.error_log, "rb") as f:
-                f.seek(mark)
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_log(self, mark: int, predicate, what: str, timeout: float = 5) -> str:
-        """Wait until the log written since mark satisfies predicate(text); return it.
-        On timeout the failure shows the log lines that did arrive."""
-        try:
-            wait_for(lambda: predicate(self.log_since(mark)), timeout, what)
-        except HarnessError as e:
-            raise AssertionError(f"{e}\n--- error log since mark ---\n{self.log_since(mark)}") from None
-        return self.log_since(mark)
-
     def crash_lines(self, mark: int = 0) -> list[str]:
         """Error-log lines reporting a process that died on a signal (segfault, abort...)."""
         return [l for l in self.log_since(mark).splitlines() if "exit signal" in l]
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-n:])
-        except FileNotFoundError:
-            return "(no error log)"
-
-    # -- HTTP
-    def get(self, path: str, host: str | None = None, **kw) -> Response:
-        return request(self.port, path, host=host, **kw)
-
-    def cleanup(self):
-        shutil.rmtree(self.root, ignore_errors=True)
-
 
 
 def only_apache(server, why: str):
@@ -721,7 +725,7 @@ def make_server(kind: str, vhosts: list, extra: str = ""):
 
 
 @dataclass
-class Lighttpd:
+class Lighttpd(Server):
     """A private lighttpd with mod_sufcgi: temp root, generated lighttpd.conf,
     its own port, started in the foreground (-D) as root so that the plugin
     can start its supervisor before lighttpd drops to www-data.
@@ -858,12 +862,6 @@ class Lighttpd:
                 self.proc.wait(5)
         _reap_after_stop(self)
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
     def child_pids(self) -> list[int]:
         """Processes serving requests: lighttpd itself (it is single-process)."""
         return [self.master] if self.master and pid_alive(self.master) else []
@@ -871,21 +869,11 @@ class Lighttpd:
     def all_descendants(self) -> list[int]:
         return descendants(self.master) if self.master else []
 
-    log_mark = Apache.log_mark
-    log_since = Apache.log_since
-    wait_log = Apache.wait_log
-    log_tail = Apache.log_tail
-
     def crash_lines(self, mark: int = 0) -> list[str]:
         if self.proc is not None and self.proc.poll() is not None and self.proc.returncode < 0:
             return [f"lighttpd died on signal {-self.proc.returncode}"]
         return []
 
-    def get(self, path: str, host: str | None = None, **kw) -> Response:
-        return request(self.port, path, host=host, **kw)
-
-    def cleanup(self):
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- standalone FastCGI

@@ -228,29 +228,35 @@ def deb_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-@pytest.fixture(scope="module")
-def deb(deb_lock) -> Path:
-    given = os.environ.get("SUFCGI_DEB")
+def built_deb(env_var: str, script: Path, module: Path, env: dict | None = None):
+    """For a fixture: the .deb `env_var` names, else one built by `script` from
+    `module` into a temp dir (removed afterwards)."""
+    given = os.environ.get(env_var)
     if given:
         path = Path(given)
         if not path.is_file():
-            pytest.fail(f"SUFCGI_DEB={given} does not exist", pytrace=False)
+            pytest.fail(f"{env_var}={given} does not exist", pytrace=False)
         yield path
         return
-    if not harness.MODULE_PATH.is_file():
-        pytest.fail(f"{harness.MODULE_PATH} does not exist: build it with `make build` "
+    if not module.is_file():
+        pytest.fail(f"{module} does not exist: build it with `make build` "
                     "(the .deb is built from it)", pytrace=False)
     out = Path(tempfile.mkdtemp(prefix="sufcgi-deb-"))
     os.chmod(out, 0o755)  # apt's _apt user reads local .debs
     try:
-        res = subprocess.run(["bash", str(BUILD_DEB), str(harness.MODULE_PATH), str(out)],
+        res = subprocess.run(["bash", str(script), str(module), str(out)], env={**os.environ, **(env or {})},
                              capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, f"build-deb.sh failed:\n{res.stdout}{res.stderr}"
+        assert res.returncode == 0, f"{script.relative_to(harness.REPO)} failed:\n{res.stdout}{res.stderr}"
         path = Path(res.stdout.strip().splitlines()[-1])
         assert path.is_file(), f"build-deb.sh printed {path}, which does not exist"
         yield path
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def deb(deb_lock) -> Path:
+    yield from built_deb("SUFCGI_DEB", BUILD_DEB, harness.MODULE_PATH)
 
 
 def deb_field(deb: Path, name: str) -> str:
@@ -623,28 +629,8 @@ def _cmdline(pid: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lighttpd_deb(deb_lock) -> Path:
-    given = os.environ.get("SUFCGI_LIGHTTPD_DEB")
-    if given:
-        path = Path(given)
-        if not path.is_file():
-            pytest.fail(f"SUFCGI_LIGHTTPD_DEB={given} does not exist", pytrace=False)
-        yield path
-        return
-    if not harness.LIGHTTPD_MODULE_PATH.is_file():
-        pytest.fail(f"{harness.LIGHTTPD_MODULE_PATH} does not exist: build it with `make build` "
-                    "(the .deb is built from it)", pytrace=False)
-    out = Path(tempfile.mkdtemp(prefix="sufcgi-deb-"))
-    os.chmod(out, 0o755)  # apt's _apt user reads local .debs
-    try:
-        res = subprocess.run(["bash", str(LT_BUILD_DEB), str(harness.LIGHTTPD_MODULE_PATH), str(out)],
-                             env={**os.environ, "LIGHTTPD_SRC": str(LT_SRC)},
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, f"packaging/lighttpd/build-deb.sh failed:\n{res.stdout}{res.stderr}"
-        path = Path(res.stdout.strip().splitlines()[-1])
-        assert path.is_file(), f"build-deb.sh printed {path}, which does not exist"
-        yield path
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    yield from built_deb("SUFCGI_LIGHTTPD_DEB", LT_BUILD_DEB, harness.LIGHTTPD_MODULE_PATH,
+                         {"LIGHTTPD_SRC": str(LT_SRC)})
 
 
 def _upstream(debian_version: str) -> str:

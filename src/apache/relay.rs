@@ -7,7 +7,7 @@ use super::apr::{pstr, table_add, table_set};
 use super::{ffi, log};
 use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
-use crate::core::fastcgi::response::{Event, ResponseDecoder};
+use crate::core::fastcgi::response::{Event, ResponseDecoder, StderrLines};
 use crate::core::fastcgi::params;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -204,12 +204,18 @@ pub struct Timeouts {
     pub deadline: Option<Instant>,
 }
 
+fn log_app_stderr(r: *mut ffi::request_rec, line: &[u8]) {
+    let mut msg = b"sufcgi: app stderr: ".to_vec();
+    msg.extend_from_slice(line);
+    log::request(r, log::ERR, &msg);
+}
+
 struct Exchange {
     r: *mut ffi::request_rec,
     headers_sent: bool,
     client_gone: bool,
     wrote_body: bool,
-    stderr_line: Vec<u8>,
+    stderr: StderrLines,
     end_protocol_status: Option<u8>,
     /// Some in the authorizer role: headers and body are kept here, never sent.
     capture: Option<Captured>,
@@ -253,25 +259,16 @@ impl Exchange {
                 }
             }
             Event::Stderr(b) => {
-                for &c in b {
-                    if c == b'\n' {
-                        self.flush_stderr();
-                    } else if self.stderr_line.len() < 8192 {
-                        self.stderr_line.push(c);
-                    }
-                }
+                let r = self.r;
+                self.stderr.push(b, |line| log_app_stderr(r, line));
             }
             Event::End { protocol_status, .. } => self.end_protocol_status = Some(protocol_status),
         }
     }
 
     fn flush_stderr(&mut self) {
-        if !self.stderr_line.is_empty() {
-            let mut msg = b"sufcgi: app stderr: ".to_vec();
-            msg.extend_from_slice(&self.stderr_line);
-            log::request(self.r, log::ERR, &msg);
-            self.stderr_line.clear();
-        }
+        let r = self.r;
+        self.stderr.flush(|line| log_app_stderr(r, line));
     }
 }
 
@@ -307,7 +304,7 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u
     backend_buf.resize(CHUNK + 8, 0);
     let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS);
     let capture = (role == Role::Authorizer).then(Captured::default);
-    let mut ex = Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr_line: Vec::new(), end_protocol_status: None, capture };
+    let mut ex = Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr: StderrLines::default(), end_protocol_status: None, capture };
     let mut failure: Option<(Status, Fate, String)> = None;
 
     loop {

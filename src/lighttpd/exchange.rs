@@ -16,7 +16,7 @@ use super::waiters;
 use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::params::{self, param_value_is_safe};
 use crate::core::fastcgi::record::{self, FCGI_RESPONDER, STDIN};
-use crate::core::fastcgi::response::{Event, ResponseDecoder};
+use crate::core::fastcgi::response::{Event, ResponseDecoder, StderrLines};
 use crate::core::directives::read_busy_page;
 use crate::core::hostconfig::param_blocked;
 use crate::core::identity::check_wrapped_script;
@@ -74,7 +74,8 @@ struct Conn {
     dec: ResponseDecoder,
     got_bytes: bool,
     headers_done: bool,
-    stderr_line: Vec<u8>,
+    /// The app's stderr, logged line by line.
+    stderr: StderrLines,
     last_io: Instant,
     deadline: Option<Instant>,
 }
@@ -170,14 +171,16 @@ impl Drop for Ctx {
             // worker may be mid-answer, so it is not given to anyone else.
             let fate = if conn.dec.is_done() { Fate::Clean } else { Fate::Broken };
             let answered = conn.got_bytes;
-            let (claim, pool) = close_conn(self.con, conn);
+            let (claim, pool) = close_conn(self.r, self.con, conn);
             pool_link::settle(&self.site(), &pool.info, claim, fate, answered);
         }
     }
 }
 
-/// Unregister and close the backend socket; hand back what must be settled.
-fn close_conn(con: *mut ffi::connection, conn: Conn) -> (Claim<'static>, Arc<Pool>) {
+/// Unregister and close the backend socket, log what is left of the app's
+/// stderr; hand back what must be settled.
+fn close_conn(r: *mut ffi::request_st, con: *mut ffi::connection, mut conn: Conn) -> (Claim<'static>, Arc<Pool>) {
+    conn.stderr.flush(|line| log_app_stderr(r, line));
     // SAFETY: con is live while its request is; fdn was registered on its
     // server's event handler, which closes the fd once unregistered.
     unsafe {
@@ -579,7 +582,7 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         dec: ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS),
         got_bytes: false,
         headers_done: false,
-        stderr_line: Vec::new(),
+        stderr: StderrLines::default(),
         last_io: Instant::now(),
         deadline: (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed)),
     });
@@ -692,23 +695,21 @@ unsafe fn apply_headers(r: *mut ffi::request_st, h: &CgiHeaders) {
     }
 }
 
-struct Sink {
+fn log_app_stderr(r: *mut ffi::request_st, line: &[u8]) {
+    let mut msg = b"sufcgi: app stderr: ".to_vec();
+    msg.extend_from_slice(line);
+    log::request(r, &msg);
+}
+
+struct Sink<'a> {
     r: *mut ffi::request_st,
     headers_done: bool,
     append_failed: bool,
-    stderr_line: Vec<u8>,
+    stderr: &'a mut StderrLines,
     end_status: Option<u8>,
 }
 
-impl Sink {
-    fn flush_stderr(&mut self) {
-        if !self.stderr_line.is_empty() {
-            let mut msg = b"sufcgi: app stderr: ".to_vec();
-            msg.extend_from_slice(&self.stderr_line);
-            log::request(self.r, &msg);
-            self.stderr_line.clear();
-        }
-    }
+impl Sink<'_> {
 
     fn on_event(&mut self, ev: Event<'_>) {
         match ev {
@@ -724,13 +725,8 @@ impl Sink {
                 }
             }
             Event::Stderr(b) => {
-                for &ch in b {
-                    if ch == b'\n' {
-                        self.flush_stderr();
-                    } else if self.stderr_line.len() < 8192 {
-                        self.stderr_line.push(ch);
-                    }
-                }
+                let r = self.r;
+                self.stderr.push(b, |line| log_app_stderr(r, line));
             }
             Event::End { protocol_status, .. } => self.end_status = Some(protocol_status),
         }
@@ -780,7 +776,7 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
     }
     let Some(conn) = c.conn.as_mut() else { return ffi::handler_t_HANDLER_ERROR };
 
-    let mut sink = Sink { r: c.r, headers_done: conn.headers_done, append_failed: false, stderr_line: std::mem::take(&mut conn.stderr_line), end_status: None };
+    let mut sink = Sink { r: c.r, headers_done: conn.headers_done, append_failed: false, stderr: &mut conn.stderr, end_status: None };
     let mut failure: Option<(c_int, Fate, String)> = None;
     let mut eof = false;
     let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -815,7 +811,6 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
         }
     }
     READ_BUF.with(|b| *b.borrow_mut() = buf);
-    sink.flush_stderr();
     conn.headers_done = sink.headers_done;
     if sink.append_failed && failure.is_none() {
         failure = Some((500, Fate::Broken, "storing the response failed (lighttpd temp files?)".into()));
@@ -850,7 +845,7 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     let Some(conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
     let headers_done = conn.headers_done;
     let answered = conn.got_bytes;
-    let (claim, pool) = close_conn(c.con, conn);
+    let (claim, pool) = close_conn(c.r, c.con, conn);
     let never_accepted = pool_link::settle(&c.site(), &pool.info, claim, fate, answered);
     // A worker of this pool may be free now: the next waiter's turn.
     waiters::wake_front(pool.info.slot);

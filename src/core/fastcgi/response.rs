@@ -374,9 +374,56 @@ impl ResponseDecoder {
     }
 }
 
+/// An app's STDERR as lines for the server's error log: each complete line
+/// is handed out when its newline arrives (a line may span records and
+/// reads); a line longer than `MAX_STDERR_LINE` bytes is cut there.
+#[derive(Debug, Default)]
+pub struct StderrLines {
+    line: Vec<u8>,
+}
+
+/// Longest stderr line kept for the log.
+pub const MAX_STDERR_LINE: usize = 8192;
+
+impl StderrLines {
+    pub fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(&[u8])) {
+        for &c in bytes {
+            if c == b'\n' {
+                self.flush(&mut emit);
+            } else if self.line.len() < MAX_STDERR_LINE {
+                self.line.push(c);
+            }
+        }
+    }
+
+    /// Hand out what is pending (the exchange ended without a final newline).
+    pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.line.is_empty() {
+            emit(&self.line);
+            self.line.clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_lines_join_pieces_and_cut_long_lines() {
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut s = StderrLines::default();
+        s.push(b"one\ntw", |l| got.push(l.to_vec()));
+        s.push(b"o\n\nthr", |l| got.push(l.to_vec()));
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
+        s.flush(|l| got.push(l.to_vec()));
+        assert_eq!(got.last().unwrap(), b"thr");
+        let long = vec![b'x'; MAX_STDERR_LINE + 10];
+        s.push(&long, |_| panic!("no newline yet"));
+        s.push(b"\n", |l| got.push(l.to_vec()));
+        assert_eq!(got.last().unwrap().len(), MAX_STDERR_LINE);
+        s.flush(|_| panic!("nothing pending"));
+    }
 
     /// Owned copy of an event, so tests can collect them.
     #[derive(Debug, Clone, PartialEq, Eq)]
