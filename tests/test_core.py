@@ -116,6 +116,16 @@ def test_status_and_two_set_cookie_headers_pass_through(server, site):
     assert r.body == b"created\n"
 
 
+def test_app_stderr_reaches_the_error_log_line_by_line(server, site):
+    """FastCGI STDERR is logged per line, even when a line arrives in pieces."""
+    mark = server.log_mark()
+    r = server.get("/app/?mode=stderr", host=ALICE)
+    assert (r.status, r.body) == (200, b"logged\n"), r
+    text = server.wait_log(mark, lambda t: "envapp stderr line two" in t, "the app's second stderr line")
+    lines = [l for l in text.splitlines() if "envapp stderr" in l]
+    assert len(lines) == 2 and "line one" in lines[0] and lines[1].endswith("envapp stderr line two"), lines
+
+
 def test_SuFcgiEnv_value_reaches_the_app(server, site):
     """Either in the worker's process environment or as a FastCGI param."""
     j = get_json(server, "/app/", ALICE)

@@ -8,6 +8,7 @@ Modes, chosen by the `mode` query parameter:
   sha      JSON: length and sha256 of the body, read in chunks (never whole)
   cookies  Status 201, two Set-Cookie headers, small text body
   slowsha  like sha but sleeps briefly between chunks (keeps the backend slower than the client)
+  stderr   writes two lines to wsgi.errors (FastCGI STDERR), the second in two flushed pieces
 """
 import hashlib
 import json
@@ -80,6 +81,16 @@ def app(environ, start_response):
         out = json.dumps({"length": got, "sha256": h.hexdigest(), "pid": os.getpid()}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [out]
+    if mode == "stderr":
+        err = environ["wsgi.errors"]
+        err.write("envapp stderr line one\n")
+        err.flush()
+        err.write("envapp stderr line ")
+        err.flush()
+        err.write("two\n")
+        err.flush()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"logged\n"]
     if mode == "cookies":
         start_response("201 Created", [
             ("Content-Type", "text/plain"),
