@@ -9,8 +9,9 @@ use super::{authorizer, ffi, handler, log, runtime, watchdog};
 use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
+use crate::core::sys;
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -40,16 +41,11 @@ pub unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
 }
 
 fn lookup_user(name: &[u8]) -> Option<(u32, u32)> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: getpwnam is called from the single-threaded parent at config time;
-    // the result is copied out before any other passwd call.
-    unsafe { libc::getpwnam(c.as_ptr()).as_ref().map(|pw| (pw.pw_uid, pw.pw_gid)) }
+    sys::getpwnam(name).ok().flatten().map(|pw| (pw.uid, pw.gid))
 }
 
 fn lookup_group(name: &[u8]) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: as lookup_user.
-    unsafe { libc::getgrnam(c.as_ptr()).as_ref().map(|g| g.gr_gid) }
+    sys::getgrnam_gid(name).ok().flatten()
 }
 
 /// The vhost table the supervisor derives identities from.

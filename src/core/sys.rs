@@ -162,6 +162,30 @@ pub fn getpwuid(uid: u32) -> io::Result<Option<Passwd>> {
     getpw_with(|pw, buf, len, res| unsafe { libc::getpwuid_r(uid, pw, buf, len, res) })
 }
 
+/// `getgrnam_r`: the gid of group `name`; `Ok(None)` when there is no such group.
+pub fn getgrnam_gid(name: &[u8]) -> io::Result<Option<u32>> {
+    let c = cstring(name)?;
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: zeroed group is a valid out-struct; buf is writable for
+        // buf.len() bytes; only gr_gid is read, on success.
+        unsafe {
+            let mut gr: libc::group = std::mem::zeroed();
+            let mut result: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut result);
+            if rc == libc::ERANGE && buf.len() < (1 << 20) {
+                let n = buf.len() * 2;
+                buf.resize(n, 0);
+                continue;
+            }
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            return Ok((!result.is_null()).then_some(gr.gr_gid));
+        }
+    }
+}
+
 /// Supplementary groups of `name` (including `gid`), from the group database.
 pub fn getgrouplist(name: &[u8], gid: u32) -> io::Result<Vec<libc::gid_t>> {
     let c = cstring(name)?;
@@ -677,4 +701,16 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_lookup_by_name() {
+        assert_eq!(getgrnam_gid(b"root").unwrap(), Some(0));
+        assert_eq!(getgrnam_gid(b"sufcgi-no-such-group").unwrap(), None);
+        assert!(getgrnam_gid(b"a\0b").is_err(), "a NUL in the name is an error, not a lookup");
+    }
 }

@@ -13,7 +13,8 @@ use super::ffi;
 use crate::core::directives;
 use crate::core::hostconfig::{HostConfig, VhostConfig};
 use crate::core::limits::Limits;
-use std::ffi::{CStr, CString, OsStr};
+use crate::core::sys;
+use std::ffi::{CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -115,37 +116,31 @@ fn lookup_owner(spec: &[u8]) -> Result<(u32, u32), String> {
         None => (spec, None),
     };
     let shown = String::from_utf8_lossy(spec);
-    let cu = CString::new(user).map_err(|_| format!("sufcgi.owner \"{shown}\": bad user name"))?;
-    // SAFETY: called in lighttpd's single-threaded start-up; the result is copied out at once.
-    let (uid, mut gid) = unsafe { libc::getpwnam(cu.as_ptr()).as_ref().map(|p| (p.pw_uid, p.pw_gid)) }
+    let pw = sys::getpwnam(user)
+        .map_err(|e| format!("sufcgi.owner \"{shown}\": {e}"))?
         .ok_or_else(|| format!("sufcgi.owner \"{shown}\": no such user"))?;
+    let mut gid = pw.gid;
     if let Some(g) = group {
-        let cg = CString::new(g).map_err(|_| format!("sufcgi.owner \"{shown}\": bad group name"))?;
-        // SAFETY: as above.
-        gid = unsafe { libc::getgrnam(cg.as_ptr()).as_ref().map(|g| g.gr_gid) }
+        gid = sys::getgrnam_gid(g)
+            .map_err(|e| format!("sufcgi.owner \"{shown}\": {e}"))?
             .ok_or_else(|| format!("sufcgi.owner \"{shown}\": no such group"))?;
     }
-    Ok((uid, gid))
+    Ok((pw.uid, gid))
 }
 
+/// lighttpd's `server.username` / `server.groupname` as ids (our own when unset).
 fn lookup_server_user(srv: &ffi::server) -> (u32, u32) {
     let name = buf_bytes(srv.srvconf.username);
     let group = buf_bytes(srv.srvconf.groupname);
-    // SAFETY: getpwnam/getgrnam in single-threaded start-up; results copied out.
-    unsafe {
-        let mut ids = (libc::geteuid(), libc::getegid());
-        if let Ok(c) = CString::new(name) {
-            if let Some(pw) = libc::getpwnam(c.as_ptr()).as_ref().filter(|_| !name.is_empty()) {
-                ids = (pw.pw_uid, pw.pw_gid);
-            }
-        }
-        if let Ok(c) = CString::new(group) {
-            if let Some(g) = libc::getgrnam(c.as_ptr()).as_ref().filter(|_| !group.is_empty()) {
-                ids.1 = g.gr_gid;
-            }
-        }
-        ids
+    // SAFETY: plain syscalls.
+    let mut ids = unsafe { (libc::geteuid(), libc::getegid()) };
+    if let Some(pw) = Some(name).filter(|n| !n.is_empty()).and_then(|n| sys::getpwnam(n).ok().flatten()) {
+        ids = (pw.uid, pw.gid);
     }
+    if let Some(gid) = Some(group).filter(|g| !g.is_empty()).and_then(|g| sys::getgrnam_gid(g).ok().flatten()) {
+        ids.1 = gid;
+    }
+    ids
 }
 
 fn count(k: Key, v: u32) -> Result<u32, String> {
