@@ -70,7 +70,7 @@ class Site:
 
 def _flup_app_dir(d: Path, owner, htaccess: str | None = None, app_name: str = "envapp.py"):
     mkdir(d, owner)
-    put_app(d / app_name, "envapp.py", owner)
+    put_app(d / app_name, app_name, owner)
     put(d / ".htaccess", htaccess if htaccess is not None else f"SuFcgiApp {app_name}\n", owner)
 
 
@@ -141,6 +141,13 @@ def build_site() -> Site:
     mkdir(w / "dies", A)
     put_app(w / "dies" / "dies.py", "dies.py", A)
     put(w / "dies" / ".htaccess", "SuFcgiApp dies.py\n", A)
+
+    # multiplexing (test_mux): the same flup app with multiplexing on and off,
+    # one worker each, and a customer status page beside them
+    _flup_app_dir(w / "mux", A, "SuFcgiApp mux_app.py mux\nSuFcgiMaxWorkers 1\n", app_name="mux_app.py")
+    _flup_app_dir(w / "nomux", A, "SuFcgiApp mux_app.py\nSuFcgiMaxWorkers 1\n", app_name="mux_app.py")
+    mkdir(w / "muxstatus", A)
+    put(w / "muxstatus" / ".htaccess", "SetHandler sufcgi-status\n", A)
 
     # used by the stop/no-leftover test only (workers found by their cwd)
     _flup_app_dir(w / "lifecycle", A)

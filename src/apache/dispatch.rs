@@ -8,7 +8,9 @@
 //! instead take a place in the backlog of a busy worker whose request began
 //! moments ago (`PoolSlot::enqueue`): it connects and sends at once, and the
 //! worker finds it ready when it finishes. It still counts as waiting (the
-//! queue limit holds) until its exchange ends: see `QueueSeat`.
+//! queue limit holds) until its exchange ends: see `QueueSeat`. An app that
+//! multiplexes is never pipelined: a busy worker of it takes a share of its
+//! requests at once instead (`PoolSlot::share`).
 
 use crate::core::pool_link::{self as link, Pool};
 use super::runtime::Runtime;
@@ -46,7 +48,8 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
         }
         let my_turn = sleeper || slot.newcomer_may_take();
         if my_turn {
-            if let Some(c) = slot.claim() {
+            // An idle worker, else (a multiplexing app) a share of a busy one.
+            if let Some(c) = slot.claim().or_else(|| slot.share()) {
                 break Ok(c);
             }
         }
@@ -64,7 +67,7 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
                 // A full queue answers 503 at once, but not while a worker
                 // is free: a newcomer that deferred to the sleepers takes it.
                 if !my_turn {
-                    if let Some(c) = slot.claim() {
+                    if let Some(c) = slot.claim().or_else(|| slot.share()) {
                         break Ok(c);
                     }
                 }
@@ -79,7 +82,7 @@ pub fn claim_worker<'a>(rt: &Runtime, pool: &Pool, slot: &'a PoolSlot) -> Result
         if live >= limits.max_workers {
             // At its maximum the pool cannot grow: queue in a busy worker's
             // backlog rather than sleep until one is released.
-            if my_turn {
+            if my_turn && slot.requests_per_worker() == 1 {
                 if let Some(c) = slot.enqueue() {
                     break Ok(c);
                 }

@@ -12,6 +12,7 @@ mod hooks;
 mod log;
 mod module;
 mod relay;
+mod relay_shared;
 mod runtime;
 mod status;
 mod watchdog;

@@ -7,7 +7,14 @@ use crate::core::pool_link::{self as link, PoolError};
 use super::relay::{self, Body, Outcome, Role};
 use super::runtime::Runtime;
 use super::{dispatch, ffi, log};
+use super::relay_shared;
+use crate::core::fastcgi::record;
+use crate::core::mux;
+use crate::core::mux_conn::{self, MuxConn};
 use crate::core::request::{connect_worker, PoolInfo, PoolSpec};
+use crate::core::scoreboard::PoolSlot;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -71,8 +78,16 @@ pub unsafe fn run(
             }
         };
         let _seat = dispatch::QueueSeat::new(slot, &claim);
-        let sock = match connect_worker(&pool.info.socket_prefix, claim.index) {
-            Ok(s) => s,
+        // A multiplexing app's requests share this process's connection to
+        // the worker; every other app gets a connection per request.
+        let conn = if claim.shared || slot.requests_per_worker() > 1 {
+            let key = (pool.info.slot, pool.info.slot_generation, claim.index, claim.epoch);
+            mux_conn::shared(key, || connect_worker(&pool.info.socket_prefix, claim.index)).map(Conn::Shared)
+        } else {
+            connect_worker(&pool.info.socket_prefix, claim.index).map(Conn::Own)
+        };
+        let conn = match conn {
+            Ok(c) => c,
             Err(e) => {
                 // The worker went away between claim and connect: take another.
                 if claim.retire() {
@@ -89,8 +104,20 @@ pub unsafe fn run(
         let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
         let deadline = (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed));
         let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline };
-        // SAFETY: r is live (the caller's contract).
-        let outcome = unsafe { relay::exchange_as(r, sock, pairs, body, &timeouts, role) };
+        let outcome = match &conn {
+            // SAFETY: r is live (the caller's contract).
+            Conn::Own(sock) => unsafe { relay::exchange_as(r, sock, pairs, body, &timeouts, role) },
+            // SAFETY: as above.
+            Conn::Shared(mc) => unsafe { relay_shared::exchange_shared(r, mc, pairs, body, &timeouts, role) },
+        };
+        drop(conn);
+        if outcome.refused == Some(record::CANT_MPX_CONN) {
+            // It said it multiplexes, then refused to: believe the refusal.
+            slot.per_worker.store(1, Ordering::Release);
+        } else if outcome.fate == relay::Fate::Clean && outcome.refused.is_none() {
+            // SAFETY: r is live.
+            unsafe { ask_about_multiplexing(r, &pool.info, slot, claim.index, role) };
+        }
         slot.inflight.fetch_sub(1, Ordering::AcqRel);
         let never_accepted = link::settle(&rt.site(), &pool.info, claim, outcome.fate, outcome.answered);
         if never_accepted {
@@ -99,4 +126,40 @@ pub unsafe fn run(
         return Ok(outcome);
     }
     Err(NotRun::Refused { status: ffi::HTTP_BAD_GATEWAY, retry_after: None, why: "no worker of the app could take the request".into() })
+}
+
+/// The backend side of one request.
+enum Conn {
+    Own(OwnedFd),
+    Shared(Arc<MuxConn>),
+}
+
+/// After the pool's first clean request, ask its app once whether it
+/// multiplexes (`core::mux`): the worker is still ours, and up. The answer
+/// is the pool's, in the scoreboard, for every server process; the first
+/// process to get here asks, the others meanwhile give one request per
+/// worker, as to any app.
+///
+/// # Safety
+/// `r` is the live request, its exchange over.
+unsafe fn ask_about_multiplexing(r: *mut ffi::request_rec, info: &PoolInfo, slot: &PoolSlot, worker: u32, role: Role) {
+    if slot.per_worker.load(Ordering::Acquire) != 0 || slot.per_worker.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return;
+    }
+    if role == Role::Responder {
+        // The client has its answer before the app is asked.
+        // SAFETY: r is live.
+        unsafe { ffi::ap_rflush(r) };
+    }
+    match mux::probe(&info.socket_prefix, worker, mux::PROBE_TIMEOUT) {
+        Ok(caps) => {
+            let n = caps.requests_per_worker();
+            slot.per_worker.store(n, Ordering::Release);
+            if n > 1 {
+                let msg = format!("sufcgi: the app multiplexes (FCGI_MPXS_CONNS=1, FCGI_MAX_REQS={}): up to {n} requests per worker share a connection", caps.max_reqs.map_or("unset".into(), |m| m.to_string()));
+                log::request(r, log::INFO, msg.as_bytes());
+            }
+        }
+        Err(e) => log::request(r, log::INFO, format!("sufcgi: the app did not answer FCGI_GET_VALUES ({e}); one request per connection").as_bytes()),
+    }
 }

@@ -9,6 +9,7 @@ use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
 use crate::core::fastcgi::response::{Event, ResponseDecoder, StderrLines};
 use crate::core::fastcgi::params;
+use crate::core::sys;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::raw::{c_char, c_int};
@@ -17,35 +18,19 @@ use std::time::Instant;
 const REQUEST_ID: u16 = 1;
 /// Response headers beyond this are a broken backend, not a reason to grow.
 pub const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
-const CHUNK: usize = 65535;
+pub(super) const CHUNK: usize = 65535;
 
-
-/// Send what the socket takes now. `Ok(0)` also when it would block; `Err`
-/// when the app stopped reading.
-fn send_some(fd: c_int, buf: &[u8]) -> Result<usize, ()> {
-    // SAFETY: writing from a live buffer to our own socket.
-    let n = unsafe { libc::send(fd, buf.as_ptr() as *const _, buf.len(), libc::MSG_NOSIGNAL) };
-    if n >= 0 {
-        return Ok(n as usize);
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-        Ok(0)
-    } else {
-        Err(())
-    }
-}
 
 /// Send what is pending in `out`. False when the app stopped reading (it may
 /// already have answered): the caller keeps reading its response and sends
 /// nothing more, so the pending bytes are dropped.
 fn send_pending(fd: c_int, out: &mut Vec<u8>, pos: &mut usize) -> bool {
-    match send_some(fd, &out[*pos..]) {
+    match sys::send_nonblocking(fd, &out[*pos..]) {
         Ok(n) => {
             *pos += n;
             true
         }
-        Err(()) => {
+        Err(_) => {
             out.clear();
             *pos = 0;
             false
@@ -58,22 +43,6 @@ thread_local! {
     /// buffer per request showed up in the profile.
     static BACKEND_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-fn poll_one(fd: c_int, events: i16, timeout_ms: i32) -> io::Result<i16> {
-    let mut p = libc::pollfd { fd, events, revents: 0 };
-    loop {
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-        if rc >= 0 {
-            return Ok(if rc == 0 { 0 } else { p.revents });
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 
 /// Put the app's CGI headers on the response.
 ///
@@ -126,6 +95,9 @@ pub struct Outcome {
     pub why: Option<String>,
     /// `Role::Authorizer`: the app's answer, kept instead of sent (None for a responder).
     pub captured: Option<Captured>,
+    /// The app ended the request unserved with this FastCGI protocol status
+    /// (CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE).
+    pub refused: Option<u8>,
 }
 
 /// The FastCGI role a request is run in (BEGIN_REQUEST's role field).
@@ -158,9 +130,9 @@ pub const PREFETCH: usize = 64 * 1024;
 /// that sends its body slowly holds an httpd thread, never a worker (httpd's
 /// `Timeout` — and mod_reqtimeout where loaded — cut a stalled body).
 pub struct Body {
-    head: Vec<u8>,
+    pub(super) head: Vec<u8>,
     /// The whole body is in `head`.
-    done: bool,
+    pub(super) done: bool,
 }
 
 impl Body {
@@ -210,11 +182,13 @@ fn log_app_stderr(r: *mut ffi::request_rec, line: &[u8]) {
     log::request(r, log::ERR, &msg);
 }
 
-struct Exchange {
+/// The client side of one exchange: what the app's response events do to
+/// the request.
+pub(super) struct Exchange {
     r: *mut ffi::request_rec,
     headers_sent: bool,
-    client_gone: bool,
-    wrote_body: bool,
+    pub(super) client_gone: bool,
+    pub(super) wrote_body: bool,
     stderr: StderrLines,
     end_protocol_status: Option<u8>,
     /// Some in the authorizer role: headers and body are kept here, never sent.
@@ -222,9 +196,14 @@ struct Exchange {
 }
 
 impl Exchange {
+    pub(super) fn new(r: *mut ffi::request_rec, role: Role) -> Exchange {
+        let capture = (role == Role::Authorizer).then(Captured::default);
+        Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr: StderrLines::default(), end_protocol_status: None, capture }
+    }
+
     /// # Safety
     /// `self.r` is the live request.
-    unsafe fn on_event(&mut self, ev: Event<'_>) {
+    pub(super) unsafe fn on_event(&mut self, ev: Event<'_>) {
         if let Some(c) = self.capture.as_mut() {
             match ev {
                 Event::Headers(h) => {
@@ -272,6 +251,21 @@ impl Exchange {
     }
 }
 
+/// BEGIN_REQUEST (`flags`), the params, what of the body was read before a
+/// worker was claimed, and the end of STDIN when that was the whole body
+/// (nearly every request): one send for the whole request. True when STDIN
+/// was closed.
+pub(super) fn write_request_start(out: &mut Vec<u8>, id: u16, role: Role, flags: u8, pairs: &[(&[u8], &[u8])], body: &Body) -> bool {
+    let role_code = if role == Role::Authorizer { FCGI_AUTHORIZER } else { FCGI_RESPONDER };
+    record::write_begin_request(out, id, role_code, flags);
+    params::write_params(out, id, pairs);
+    record::write_stream(out, STDIN, id, &body.head);
+    if body.done {
+        record::write_stream_end(out, STDIN, id);
+    }
+    body.done
+}
+
 /// Run one request on connected socket `sock` in `role`. An authorizer gets
 /// no body (pass `Body::empty()`) and its response comes back in
 /// `Outcome::captured`; nothing is written to the client.
@@ -279,22 +273,11 @@ impl Exchange {
 /// # Safety
 /// `r` is the live request (handler phase for a responder; any phase after
 /// map_to_storage for an authorizer).
-pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role) -> Outcome {
+pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role) -> Outcome {
     let fd = sock.as_raw_fd();
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024 + body.head.len());
-    let role_code = if role == Role::Authorizer { FCGI_AUTHORIZER } else { FCGI_RESPONDER };
-    record::write_begin_request(&mut out, REQUEST_ID, role_code, 0);
-    params::write_params(&mut out, REQUEST_ID, pairs);
-    // What arrived before a worker was claimed goes out with the params, and
-    // so does the end of STDIN when that was the whole body (nearly every
-    // request): one send for the whole request.
-    record::write_stream(&mut out, STDIN, REQUEST_ID, &body.head);
+    let mut stdin_closed = write_request_start(&mut out, REQUEST_ID, role, 0, pairs, body);
     let mut body_done = body.done;
-    let mut stdin_closed = false;
-    if body_done {
-        record::write_stream_end(&mut out, STDIN, REQUEST_ID);
-        stdin_closed = true;
-    }
     let mut out_pos = 0usize;
     let mut backend_closed_input = false;
     let mut got_bytes = false;
@@ -303,8 +286,7 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u
     let mut backend_buf = BACKEND_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     backend_buf.resize(CHUNK + 8, 0);
     let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS);
-    let capture = (role == Role::Authorizer).then(Captured::default);
-    let mut ex = Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr: StderrLines::default(), end_protocol_status: None, capture };
+    let mut ex = Exchange::new(r, role);
     let mut failure: Option<(Status, Fate, String)> = None;
 
     loop {
@@ -342,10 +324,9 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u
         let events = libc::POLLIN | if want_write { libc::POLLOUT } else { 0 };
         let mut wait = t.io_ms;
         if let Some(d) = t.deadline {
-            let left = d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
-            wait = wait.min(left);
+            wait = wait.min(sys::ms_until(d));
         }
-        let rev = match poll_one(fd, events, wait) {
+        let rev = match sys::poll_fd(fd, events, wait) {
             Ok(0) => {
                 let why = if t.deadline.is_some_and(|d| Instant::now() >= d) {
                     "the request ran longer than SuFcgiRequestTimeout".to_string()
@@ -405,24 +386,37 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u
             }
         }
     }
-    ex.flush_stderr();
-    drop(sock);
     BACKEND_BUF.with(|b| *b.borrow_mut() = backend_buf);
+    // SAFETY: r is live (the caller's contract).
+    unsafe { conclude(r, ex, &dec, failure, got_bytes) }
+}
 
+/// The outcome of an exchange that ended: the app's stderr flushed to the
+/// log, the decoder's verdict (a stream that ended without END_REQUEST is a
+/// broken backend), a refused request (END_REQUEST with another protocol
+/// status than REQUEST_COMPLETE) told apart, and a response already under
+/// way cut off rather than completed with an error page.
+///
+/// # Safety
+/// `r` is the live request of `ex`.
+pub(super) unsafe fn conclude(r: *mut ffi::request_rec, mut ex: Exchange, dec: &ResponseDecoder, mut failure: Option<(Status, Fate, String)>, got_bytes: bool) -> Outcome {
+    ex.flush_stderr();
     if failure.is_none() && !ex.client_gone {
         if let Err(e) = dec.finish() {
             let why = if got_bytes { format!("the app's response ended early: {e}") } else { "the app closed the connection without answering".to_string() };
             failure = Some((ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, why));
         }
     }
+    let mut refused = None;
     if let Some(ps) = ex.end_protocol_status {
         if ps != record::REQUEST_COMPLETE && !ex.headers_sent {
+            refused = Some(ps);
             failure = Some((ffi::HTTP_SERVICE_UNAVAILABLE as Status, Fate::Clean, format!("the app refused the request (FastCGI protocol status {ps})")));
         }
     }
     let captured = ex.capture.take();
     match failure {
-        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None, captured },
+        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None, captured, refused },
         Some((status, fate, why)) => {
             if ex.headers_sent {
                 // Too late for an error page: make sure the client sees a
@@ -432,9 +426,9 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: OwnedFd, pairs: &[(&[u
                     (*(*r).connection).keepalive = ffi::ap_conn_keepalive_e_AP_CONN_CLOSE;
                     (*(*r).connection).aborted = 1;
                 }
-                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why), captured }
+                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why), captured, refused }
             } else {
-                Outcome { status, fate, answered: got_bytes, why: Some(why), captured }
+                Outcome { status, fate, answered: got_bytes, why: Some(why), captured, refused }
             }
         }
     }

@@ -172,6 +172,15 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// 0: the app was not asked yet (it has not served a request).
+fn per_worker_text(n: u32) -> String {
+    match n {
+        0 => "1 (not asked yet whether the app multiplexes)".into(),
+        1 => "1".into(),
+        n => format!("{n} (the app multiplexes: they share a connection)"),
+    }
+}
+
 fn render_json(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8> {
     let mut o = String::new();
     let _ = write!(o, "{{\"view\":{},\"truncated\":{},\"pools\":[", json_str(if customer { "owner" } else { "server" }), truncated);
@@ -182,7 +191,7 @@ fn render_json(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8>
         let _ = write!(
             o,
             "{{\"uid\":{},\"gid\":{},\"user\":{},\"vhost\":{},\"kind\":{},\"program\":{},\"directory\":{},\"state\":{},\
-             \"max_workers\":{},\"waiting\":{},\"requests\":{},\"spawns\":{},\"rejected\":{},\"stopped\":{{",
+             \"max_workers\":{},\"waiting\":{},\"requests\":{},\"spawns\":{},\"rejected\":{},\"requests_per_worker\":{},\"stopped\":{{",
             p.uid,
             p.gid,
             json_str(&lossy(&p.user)),
@@ -196,6 +205,7 @@ fn render_json(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8>
             p.requests,
             p.spawns,
             p.rejected,
+            p.per_worker,
         );
         for (k, (name, n)) in p.stopped.named().iter().enumerate() {
             let _ = write!(o, "{}{}:{}", if k > 0 { "," } else { "" }, json_str(name), n);
@@ -241,6 +251,7 @@ fn render_html(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8>
             ("requests", p.requests.to_string()),
             ("spawns", p.spawns.to_string()),
             ("rejected (503)", p.rejected.to_string()),
+            ("requests per worker", per_worker_text(p.per_worker)),
             ("stopped", stopped.join(", ")),
         ];
         for (k, v) in rows {

@@ -10,6 +10,8 @@ pub mod htaccess_file;
 pub mod identity;
 pub mod limits;
 pub mod mapping;
+pub mod mux;
+pub mod mux_conn;
 pub mod php_ini;
 pub mod pool_link;
 pub mod request;

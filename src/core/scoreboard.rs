@@ -207,7 +207,11 @@ pub struct PoolSlot {
     /// for a worker. While any do, a newcomer does not take a worker or a
     /// backlog place ahead of them (see `newcomer_may_take`).
     pub sleepers: AtomicU32,
-    _pad: [u32; 2],
+    /// Requests one worker may be given at once (`core::mux`): 0 until a
+    /// server process asked the app (FCGI_GET_VALUES), 1 when it does not
+    /// multiplex (or is being asked), up to `mux::MAX_SHARED` when it does.
+    pub per_worker: AtomicU32,
+    _pad: [u32; 1],
     pub workers: [WorkerSlot; MAX_POOL_WORKERS as usize],
 }
 
@@ -222,6 +226,9 @@ pub struct Claim<'a> {
     /// Connected behind another request in the worker's backlog (see
     /// `PoolSlot::enqueue`): it starts when that one ends.
     pub pipelined: bool,
+    /// Runs beside the worker's other requests on a shared connection (see
+    /// `PoolSlot::share`).
+    pub shared: bool,
     done: bool,
 }
 
@@ -307,7 +314,7 @@ impl PoolSlot {
             if w.cas(cur, next) {
                 w.busy_since.store(sys::monotonic_secs(), Ordering::Release);
                 w.current_since_ms.store(monotonic_ms(), Ordering::Release);
-                return Some(Claim { pool: self, index: i as u32, epoch: cur.epoch, pipelined: false, done: false });
+                return Some(Claim { pool: self, index: i as u32, epoch: cur.epoch, pipelined: false, shared: false, done: false });
             }
         }
         None
@@ -350,9 +357,44 @@ impl PoolSlot {
             let (i, cur, _) = best?;
             let next = Word { assigned: cur.assigned + 1, queued: cur.queued + 1, ..cur };
             if self.workers[i].cas(cur, next) {
-                return Some(Claim { pool: self, index: i as u32, epoch: cur.epoch, pipelined: true, done: false });
+                return Some(Claim { pool: self, index: i as u32, epoch: cur.epoch, pipelined: true, shared: false, done: false });
             }
             // It changed under us (released, or someone else queued): look again.
+        }
+    }
+
+    /// Requests one worker may be given at once (1 until the app was asked).
+    pub fn requests_per_worker(&self) -> u32 {
+        self.per_worker.load(Ordering::Acquire).clamp(1, QUEUED_MASK as u32 + 1)
+    }
+
+    /// No worker is idle and the app multiplexes: run beside the requests a
+    /// busy worker already serves, on its shared connection. The share
+    /// counts in `queued` (a multiplexing pool never pipelines, so the
+    /// counter has one meaning per pool) and in `assigned`, so
+    /// `max_requests` holds. Takes the least loaded worker.
+    pub fn share(&self) -> Option<Claim<'_>> {
+        let extra = self.requests_per_worker() - 1;
+        if extra == 0 {
+            return None;
+        }
+        let max = self.max_requests.load(Ordering::Acquire);
+        loop {
+            let mut best: Option<(usize, Word)> = None;
+            for (i, w) in self.workers[..self.worker_limit()].iter().enumerate() {
+                let cur = w.word();
+                if cur.state != BUSY || cur.queued >= extra || cur.assigned >= ASSIGNED_MAX || (max > 0 && cur.assigned >= max) {
+                    continue;
+                }
+                if best.is_none_or(|(_, b)| cur.queued < b.queued) {
+                    best = Some((i, cur));
+                }
+            }
+            let (i, cur) = best?;
+            let next = Word { assigned: cur.assigned + 1, queued: cur.queued + 1, ..cur };
+            if self.workers[i].cas(cur, next) {
+                return Some(Claim { pool: self, index: i as u32, epoch: cur.epoch, pipelined: false, shared: true, done: false });
+            }
         }
     }
 
@@ -405,10 +447,11 @@ impl PoolSlot {
     }
 
     /// Places a request could take right now: idle workers, and free places
-    /// in the backlogs `enqueue` would use.
+    /// in the backlogs `enqueue` would use (or the shares `share` would give).
     fn free_places(&self) -> u32 {
         let max = self.max_requests.load(Ordering::Acquire);
         let now = monotonic_ms();
+        let extra = self.requests_per_worker() - 1;
         let mut n = 0;
         for w in &self.workers[..self.worker_limit()] {
             let cur = w.word();
@@ -417,6 +460,8 @@ impl PoolSlot {
             }
             if cur.state == IDLE {
                 n += 1;
+            } else if cur.state == BUSY && extra > 0 {
+                n += extra.saturating_sub(cur.queued);
             } else if cur.state == BUSY
                 && cur.queued < PIPELINE_DEPTH
                 && now.wrapping_sub(w.current_since_ms.load(Ordering::Acquire)) < PIPELINE_WINDOW_MS
@@ -548,6 +593,35 @@ mod tests {
         assert!(b.retire());
         assert_eq!(p.workers[1].load(), (1, RETIRED));
         assert_eq!(p.claim().unwrap().index, 0);
+    }
+
+    #[test]
+    fn a_multiplexing_pool_shares_busy_workers_up_to_its_share() {
+        let sb = Scoreboard::create(1).unwrap();
+        let p = pool(&sb, 2);
+        p.workers[0].set(1, IDLE);
+        p.workers[1].set(1, IDLE);
+        let a = p.claim().unwrap();
+        assert!(p.share().is_none(), "not asked yet: one request per worker");
+        p.per_worker.store(1, Ordering::Release);
+        assert!(p.share().is_none(), "does not multiplex");
+        p.per_worker.store(3, Ordering::Release);
+        let b = p.claim().unwrap();
+        // Two busy workers, two more requests each, least loaded first.
+        let shares: Vec<_> = (0..4).map(|_| p.share().unwrap()).collect();
+        assert_eq!(shares.iter().map(|c| c.index).collect::<Vec<_>>(), [0, 1, 0, 1]);
+        assert!(shares.iter().all(|c| c.shared && !c.pipelined));
+        assert!(p.share().is_none(), "each worker has its three");
+        assert_eq!(p.free_places(), 0);
+        // A release gives back a share; the worker stays busy while it has others.
+        assert!(!a.release());
+        assert_eq!(p.workers[0].load(), (1, BUSY));
+        assert_eq!(p.free_places(), 1);
+        assert_eq!(p.share().unwrap().index, 0);
+        // max_requests holds for shares too.
+        p.max_requests.store(4, Ordering::Release);
+        assert!(p.share().is_none());
+        drop((b, shares));
     }
 
     #[test]

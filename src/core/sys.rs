@@ -694,6 +694,68 @@ pub fn connect_unix_nonblocking(parts: &[&[u8]]) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
+/// poll(2) on one fd, retried on EINTR: the returned events, 0 on timeout.
+pub fn poll_fd(fd: RawFd, events: i16, timeout_ms: i32) -> io::Result<i16> {
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if rc >= 0 {
+            return Ok(if rc == 0 { 0 } else { p.revents });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Milliseconds from now to `deadline`, for poll (0 once it passed).
+pub fn ms_until(deadline: std::time::Instant) -> i32 {
+    deadline.saturating_duration_since(std::time::Instant::now()).as_millis().min(i32::MAX as u128) as i32
+}
+
+/// Wait until `fd` has one of `events` (or an error/hangup), at most until
+/// `deadline`: Err(TimedOut) then.
+pub fn wait_fd(fd: RawFd, events: i16, deadline: std::time::Instant) -> io::Result<i16> {
+    loop {
+        let rev = poll_fd(fd, events, ms_until(deadline))?;
+        if rev != 0 {
+            return Ok(rev);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+        }
+    }
+}
+
+/// Send what a non-blocking socket takes now, without SIGPIPE: Ok(0) also
+/// when it would block; Err when the peer stopped reading.
+pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: writing from a live buffer to a socket the caller owns.
+    let n = unsafe { libc::send(fd, buf.as_ptr() as *const _, buf.len(), libc::MSG_NOSIGNAL) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+        _ => Err(e),
+    }
+}
+
+/// recv(2) into `buf`: Ok(0) at end of stream; Err(WouldBlock) when nothing
+/// is there yet (non-blocking sockets).
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: reading into a live buffer of buf.len() bytes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+    if n >= 0 {
+        Ok(n as usize)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

@@ -154,6 +154,9 @@ pub struct PoolStatus {
     pub requests: u64,
     /// Requests answered 503 because the pool was overloaded.
     pub rejected: u32,
+    /// Requests one worker is given at once: 0 not asked yet, 1, or more
+    /// for an app that multiplexes (`core::mux`).
+    pub per_worker: u32,
     pub stopped: StopCounts,
     pub workers: Vec<WorkerStatus>,
 }
@@ -518,7 +521,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<PoolReply, ProtoError> {
 fn put_pool_status(e: &mut Encoder, p: &PoolStatus) {
     e.u32(p.uid).u32(p.gid).bytes(&p.user).bytes(p.vhost.as_bytes()).u8(kind_code(p.kind));
     e.path(&p.program).path(&p.workdir).u8(p.state as u8);
-    e.u32(p.max_workers).u32(p.waiting).u32(p.spawns).u64(p.requests).u32(p.rejected);
+    e.u32(p.max_workers).u32(p.waiting).u32(p.spawns).u64(p.requests).u32(p.rejected).u32(p.per_worker);
     for (_, n) in p.stopped.named() {
         e.u32(n);
     }
@@ -547,6 +550,7 @@ fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
     let spawns = d.u32()?;
     let requests = d.u64()?;
     let rejected = d.u32()?;
+    let per_worker = d.u32()?;
     let stopped = StopCounts {
         idle: d.u32()?,
         max_requests: d.u32()?,
@@ -584,6 +588,7 @@ fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
         spawns,
         requests,
         rejected,
+        per_worker,
         stopped,
         workers,
     })
@@ -901,6 +906,7 @@ mod tests {
             spawns: 9,
             requests: 1 << 33,
             rejected: 3,
+            per_worker: 8,
             stopped: StopCounts { idle: 1, max_requests: 2, reload: 3, timeout: 4, memory: 5, retired: 6, crashed: 7, exited: 8 },
             workers: vec![
                 WorkerStatus { pid: 100, state: WorkerState::Busy, requests: 7, rss: 12 << 20, age_secs: 30 },
@@ -948,6 +954,7 @@ mod tests {
                 spawns: 1,
                 requests: 5,
                 rejected: 0,
+                per_worker: 1,
                 stopped: StopCounts { idle: 1, max_requests: 2, reload: 3, timeout: 4, memory: 5, retired: 6, crashed: 7, exited: 8 },
                 workers: vec![WorkerStatus { pid: 77, state: WorkerState::Idle, requests: 5, rss: 4096, age_secs: 12 }],
             }],

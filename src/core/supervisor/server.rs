@@ -984,6 +984,7 @@ impl Server {
         slot.queue_limit.store(limits.queue_limit, Ordering::Release);
         slot.waiting.store(0, Ordering::Release);
         slot.sleepers.store(0, Ordering::Release);
+        slot.per_worker.store(0, Ordering::Release);
         slot.inflight.store(0, Ordering::Release);
         slot.backoff_until.store(0, Ordering::Release);
         slot.state.store(pool_state::ACTIVE, Ordering::Release);
@@ -1194,6 +1195,7 @@ impl Server {
             spawns: load(|s| s.spawns.load(Ordering::Acquire)),
             requests: slot.map_or(0, |s| s.requests.load(Ordering::Acquire)),
             rejected: load(|s| s.rejected.load(Ordering::Acquire)),
+            per_worker: load(|s| s.per_worker.load(Ordering::Acquire)),
             stopped: p.stopped,
             workers,
         }

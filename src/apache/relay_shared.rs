@@ -1,0 +1,132 @@
+//! One FastCGI request over a connection it shares with this process's other
+//! requests to the same multiplexing worker (`core::mux_conn`). The same
+//! client side as `relay::exchange_as` (events, error statuses, outcome);
+//! only the backend side differs: its own request id, FCGI_KEEP_CONN (the
+//! connection outlives each request), whole records sent under the
+//! connection's write lock, and its answer taken from the records the
+//! connection filed under its id.
+//!
+//! What fails the connection (EOF, bad framing, a send that timed out)
+//! fails every request on it; what fails one request (the client's body,
+//! the client going away) aborts only that one (FCGI_ABORT_REQUEST) and
+//! leaves the worker serving the others.
+
+use super::ffi;
+use super::relay::{conclude, write_request_start, Body, Exchange, Fate, Outcome, Role, Status, Timeouts, CHUNK, MAX_RESPONSE_HEADERS};
+use crate::core::fastcgi::record::{self, FCGI_KEEP_CONN, STDIN};
+use crate::core::fastcgi::response::{Event, ResponseDecoder};
+use crate::core::mux_conn::{MuxConn, Recv, SendError};
+use std::os::raw::c_char;
+use std::time::{Duration, Instant};
+
+/// The sooner of the next silence limit and the request's deadline.
+fn next_deadline(t: &Timeouts) -> Instant {
+    let io = Instant::now() + Duration::from_millis(t.io_ms.max(0) as u64);
+    t.deadline.map_or(io, |d| d.min(io))
+}
+
+fn timed_out_why(t: &Timeouts) -> String {
+    if t.deadline.is_some_and(|d| Instant::now() >= d) {
+        "the request ran longer than SuFcgiRequestTimeout".to_string()
+    } else {
+        format!("the app sent nothing for {} s (Timeout)", t.io_ms / 1000)
+    }
+}
+
+fn send_failure(e: SendError, t: &Timeouts) -> (Status, Fate, String) {
+    match e {
+        SendError::TimedOut => (ffi::HTTP_GATEWAY_TIME_OUT as Status, Fate::TimedOut, timed_out_why(t)),
+        SendError::Closed(why) => (ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, why),
+    }
+}
+
+/// Feed records of this request to the decoder and the client. Err is the
+/// failure to report.
+///
+/// # Safety
+/// `r` (inside `ex`) is the live request.
+unsafe fn deliver(r: *mut ffi::request_rec, ex: &mut Exchange, dec: &mut ResponseDecoder, bytes: &[u8]) -> Result<(), (Status, Fate, String)> {
+    let mut sink = |ev: Event<'_>| {
+        // SAFETY: r is live for the whole exchange.
+        unsafe { ex.on_event(ev) }
+    };
+    dec.feed(bytes, &mut sink).map_err(|e| (ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, format!("the app sent malformed FastCGI: {e}")))?;
+    if ex.wrote_body && !ex.client_gone && !dec.is_done() {
+        // What the connection filed so far goes out now (streaming).
+        // SAFETY: r is live.
+        if unsafe { ffi::ap_rflush(r) } < 0 {
+            ex.client_gone = true;
+        }
+    }
+    Ok(())
+}
+
+/// Run one request on `conn` in `role` (see `relay::exchange_as`).
+///
+/// # Safety
+/// As `relay::exchange_as`.
+pub unsafe fn exchange_shared(r: *mut ffi::request_rec, conn: &MuxConn, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role) -> Outcome {
+    let mut ex = Exchange::new(r, role);
+    let Some(id) = conn.open() else {
+        let dec = ResponseDecoder::new(0, MAX_RESPONSE_HEADERS);
+        let failure = Some((ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, "the shared connection to the app closed".to_string()));
+        // SAFETY: r is live (the caller's contract).
+        return unsafe { conclude(r, ex, &dec, failure, false) };
+    };
+    let mut dec = ResponseDecoder::new(id, MAX_RESPONSE_HEADERS);
+    let mut got_bytes = false;
+    let mut failure: Option<(Status, Fate, String)> = None;
+
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024 + body.head.len());
+    let mut body_done = write_request_start(&mut out, id, role, FCGI_KEEP_CONN, pairs, body);
+    if let Err(e) = conn.send(&out, next_deadline(t)) {
+        failure = Some(send_failure(e, t));
+    }
+    // The rest of the body, a record at a time, taking this request's
+    // answer in between (an app may answer before it has read everything).
+    let mut client_buf: Vec<u8> = Vec::new();
+    while failure.is_none() && !body_done {
+        client_buf.resize(CHUNK, 0);
+        // SAFETY: client_buf is CHUNK bytes long; httpd fills at most that.
+        let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
+        out.clear();
+        if n < 0 {
+            // The client's fault: this request is aborted, the worker serves on.
+            failure = Some((ffi::HTTP_BAD_REQUEST as Status, Fate::Clean, "reading the request body from the client failed".into()));
+            break;
+        } else if n == 0 {
+            body_done = true;
+            record::write_stream_end(&mut out, STDIN, id);
+        } else {
+            record::write_stream(&mut out, STDIN, id, &client_buf[..n as usize]);
+        }
+        if let Err(e) = conn.send(&out, next_deadline(t)) {
+            failure = Some(send_failure(e, t));
+            break;
+        }
+        if let Recv::Data(bytes) = conn.recv(id, Instant::now()) {
+            got_bytes = true;
+            // SAFETY: r is live.
+            if let Err(f) = unsafe { deliver(r, &mut ex, &mut dec, &bytes) } {
+                failure = Some(f);
+            }
+        }
+    }
+    while failure.is_none() && !dec.is_done() && !ex.client_gone {
+        match conn.recv(id, next_deadline(t)) {
+            Recv::Data(bytes) => {
+                got_bytes = true;
+                // SAFETY: r is live.
+                if let Err(f) = unsafe { deliver(r, &mut ex, &mut dec, &bytes) } {
+                    failure = Some(f);
+                }
+            }
+            // The decoder tells a cut-off answer from a complete one.
+            Recv::Closed(_) => break,
+            Recv::TimedOut => failure = Some((ffi::HTTP_GATEWAY_TIME_OUT as Status, Fate::TimedOut, timed_out_why(t))),
+        }
+    }
+    conn.close_request(id, dec.is_done());
+    // SAFETY: r is live.
+    unsafe { conclude(r, ex, &dec, failure, got_bytes) }
+}
