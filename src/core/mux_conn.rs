@@ -40,12 +40,7 @@ pub struct MuxConn {
 struct State {
     /// A request is reading the socket for everyone.
     reading: bool,
-    /// Bytes read but not yet a whole record.
-    pending: Vec<u8>,
-    /// Request ids in use on this connection.
-    open: HashMap<u16, Inbox>,
-    /// Sum of the inboxes' bytes.
-    buffered: usize,
+    router: Router,
     /// Nothing more will be read or written: why (EOF, error, bad framing).
     closed: Option<String>,
 }
@@ -57,6 +52,104 @@ struct Inbox {
     /// The request left before its END_REQUEST: its records are dropped and
     /// its id is reused only once that END_REQUEST arrived.
     abandoned: bool,
+}
+
+/// The bookkeeping of a shared connection, without its I/O: which request
+/// ids are open, and the records read for each. Used by `MuxConn` (threads)
+/// and by the lighttpd plugin's event-loop connection alike.
+#[derive(Default)]
+pub struct Router {
+    /// Bytes read but not yet a whole record.
+    pending: Vec<u8>,
+    /// Request ids in use on this connection.
+    open: HashMap<u16, Inbox>,
+    /// Sum of the inboxes' bytes.
+    buffered: usize,
+}
+
+impl Router {
+    /// A free request id (lowest first).
+    pub fn open(&mut self) -> Option<u16> {
+        let id = (1..=u16::MAX).find(|id| !self.open.contains_key(id))?;
+        self.open.insert(id, Inbox::default());
+        Some(id)
+    }
+
+    /// Bytes filed and not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// No request id is in use (abandoned ones included).
+    pub fn is_idle(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Take what was filed for `id`.
+    pub fn take(&mut self, id: u16) -> Vec<u8> {
+        let data = self.open.get_mut(&id).map(|i| std::mem::take(&mut i.bytes)).unwrap_or_default();
+        self.buffered -= data.len();
+        data
+    }
+
+    /// Request `id` is over for its caller; `finished`: its END_REQUEST was
+    /// taken. True when the app must be told to abort it (it is kept,
+    /// abandoned, until the app ends it).
+    pub fn close(&mut self, id: u16, finished: bool) -> bool {
+        let taken = self.take(id);
+        let abort = !finished && !has_end_request(&taken) && self.open.contains_key(&id);
+        match self.open.get_mut(&id) {
+            Some(inbox) if abort => inbox.abandoned = true,
+            _ => {
+                self.open.remove(&id);
+            }
+        }
+        abort
+    }
+
+    /// Add bytes read from the app and file every whole record under its
+    /// request id; `filed` is told each id that got records. Err: the
+    /// connection is unusable (bad version, a record for an id not open).
+    pub fn feed(&mut self, bytes: &[u8], mut filed: impl FnMut(u16)) -> Result<(), String> {
+        self.pending.extend_from_slice(bytes);
+        let pending = std::mem::take(&mut self.pending);
+        let mut at = 0;
+        let mut result = Ok(());
+        while pending.len() - at >= HEADER_LEN {
+            let h = header_at(&pending, at);
+            if h.version != FCGI_VERSION_1 {
+                result = Err(format!("the app sent a record of FastCGI version {}", h.version));
+                break;
+            }
+            let total = HEADER_LEN + h.content_len as usize + h.padding_len as usize;
+            if pending.len() - at < total {
+                break;
+            }
+            if h.request_id != NULL_REQUEST_ID {
+                match self.open.get_mut(&h.request_id) {
+                    Some(inbox) if inbox.abandoned => {
+                        if h.rtype == END_REQUEST {
+                            self.open.remove(&h.request_id);
+                        }
+                    }
+                    Some(inbox) => {
+                        inbox.bytes.extend_from_slice(&pending[at..at + total]);
+                        self.buffered += total;
+                        filed(h.request_id);
+                    }
+                    None => {
+                        result = Err(format!("the app sent a record for request id {}, which is not open on this connection", h.request_id));
+                        break;
+                    }
+                }
+            }
+            // Management records (id 0): nothing is asked on a shared connection.
+            at += total;
+        }
+        self.pending = pending;
+        self.pending.drain(..at);
+        result
+    }
 }
 
 /// What `recv` found.
@@ -97,48 +190,6 @@ fn header_at(b: &[u8], at: usize) -> RecordHeader {
     RecordHeader::parse(&[b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5], b[at + 6], b[at + 7]])
 }
 
-impl State {
-    /// File the whole records at the front of `pending` under their ids.
-    fn route(&mut self) -> Result<(), String> {
-        let pending = std::mem::take(&mut self.pending);
-        let mut at = 0;
-        let mut result = Ok(());
-        while pending.len() - at >= HEADER_LEN {
-            let h = header_at(&pending, at);
-            if h.version != FCGI_VERSION_1 {
-                result = Err(format!("the app sent a record of FastCGI version {}", h.version));
-                break;
-            }
-            let total = HEADER_LEN + h.content_len as usize + h.padding_len as usize;
-            if pending.len() - at < total {
-                break;
-            }
-            if h.request_id != NULL_REQUEST_ID {
-                match self.open.get_mut(&h.request_id) {
-                    Some(inbox) if inbox.abandoned => {
-                        if h.rtype == END_REQUEST {
-                            self.open.remove(&h.request_id);
-                        }
-                    }
-                    Some(inbox) => {
-                        inbox.bytes.extend_from_slice(&pending[at..at + total]);
-                        self.buffered += total;
-                    }
-                    None => {
-                        result = Err(format!("the app sent a record for request id {}, which is not open on this connection", h.request_id));
-                        break;
-                    }
-                }
-            }
-            // Management records (id 0): nothing is asked on this connection.
-            at += total;
-        }
-        self.pending = pending;
-        self.pending.drain(..at);
-        result
-    }
-}
-
 impl MuxConn {
     pub fn new(sock: OwnedFd) -> MuxConn {
         MuxConn { sock, write: Mutex::new(()), state: Mutex::new(State::default()), cv: Condvar::new() }
@@ -151,9 +202,7 @@ impl MuxConn {
         if st.closed.is_some() {
             return None;
         }
-        let id = (1..=u16::MAX).find(|id| !st.open.contains_key(id))?;
-        st.open.insert(id, Inbox::default());
-        Some(id)
+        st.router.open()
     }
 
     /// Whether nothing more can go over this connection.
@@ -171,7 +220,7 @@ impl MuxConn {
     /// Become the reader if nobody is and less than `limit` bytes are filed.
     fn try_lead(&self, limit: usize) -> bool {
         let mut st = lock(&self.state);
-        if st.reading || st.closed.is_some() || st.buffered >= limit {
+        if st.reading || st.closed.is_some() || st.router.buffered() >= limit {
             return false;
         }
         st.reading = true;
@@ -203,8 +252,7 @@ impl MuxConn {
         st.reading = false;
         match got {
             Ok(Some(n)) => {
-                st.pending.extend_from_slice(&buf[..n]);
-                if let Err(why) = st.route() {
+                if let Err(why) = st.router.feed(&buf[..n], |_| {}) {
                     st.closed.get_or_insert(why);
                 }
             }
@@ -267,18 +315,15 @@ impl MuxConn {
     pub fn recv(&self, id: u16, deadline: Instant) -> Recv {
         loop {
             let mut st = lock(&self.state);
-            if let Some(inbox) = st.open.get_mut(&id) {
-                if !inbox.bytes.is_empty() {
-                    let data = std::mem::take(&mut inbox.bytes);
-                    let was_full = st.buffered >= MAX_BUFFERED;
-                    st.buffered -= data.len();
-                    drop(st);
-                    if was_full {
-                        // Room again: someone may read now.
-                        self.cv.notify_all();
-                    }
-                    return Recv::Data(data);
+            let was_full = st.router.buffered() >= MAX_BUFFERED;
+            let data = st.router.take(id);
+            if !data.is_empty() {
+                drop(st);
+                if was_full {
+                    // Room again: someone may read now.
+                    self.cv.notify_all();
                 }
+                return Recv::Data(data);
             }
             if let Some(why) = &st.closed {
                 return Recv::Closed(why.clone());
@@ -287,7 +332,7 @@ impl MuxConn {
             if now >= deadline {
                 return Recv::TimedOut;
             }
-            if !st.reading && st.buffered < MAX_BUFFERED {
+            if !st.reading && st.router.buffered() < MAX_BUFFERED {
                 st.reading = true;
                 drop(st);
                 self.read_turn(sys::ms_until(deadline));
@@ -302,17 +347,7 @@ impl MuxConn {
     /// stays in use until the app ends it.
     pub fn close_request(&self, id: u16, finished: bool) {
         let mut st = lock(&self.state);
-        let Some(inbox) = st.open.get_mut(&id) else { return };
-        let taken = std::mem::take(&mut inbox.bytes);
-        st.buffered -= taken.len();
-        let abort = !finished && !has_end_request(&taken) && st.closed.is_none();
-        if abort {
-            if let Some(inbox) = st.open.get_mut(&id) {
-                inbox.abandoned = true;
-            }
-        } else {
-            st.open.remove(&id);
-        }
+        let abort = st.router.close(id, finished) && st.closed.is_none();
         drop(st);
         self.cv.notify_all();
         if abort {

@@ -12,6 +12,7 @@
 use super::ffi;
 use super::log;
 use super::runtime::Runtime;
+use super::shared_conn::{self, Shared};
 use super::waiters;
 use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::params::{self, param_value_is_safe};
@@ -22,10 +23,11 @@ use crate::core::hostconfig::param_blocked;
 use crate::core::identity::check_wrapped_script;
 use crate::core::pool_link::{self, Fate, Pool, PoolError, Site};
 use crate::core::request::{connect_worker, AppKind, PoolSpec};
-use crate::core::scoreboard::{pool_state, Claim, PoolSlot};
+use crate::core::mux;
+use crate::core::scoreboard::{pool_state, Claim, PoolSlot, Scoreboard};
 use crate::core::sys;
 use std::cell::RefCell;
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::fd::IntoRawFd;
 use std::os::raw::{c_char, c_int, c_void};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -60,12 +62,21 @@ pub struct Job {
     pub stale: Option<String>,
 }
 
+/// Where a request's records go.
+enum Backend {
+    /// A connection of its own, registered with lighttpd.
+    Own { fd: c_int, fdn: *mut ffi::fdnode },
+    /// This process's connection to a multiplexing worker (shared_conn.rs).
+    Shared(Shared),
+}
+
 struct Conn {
     claim: Claim<'static>,
     slot: &'static PoolSlot,
     pool: Arc<Pool>,
-    fd: c_int,
-    fdn: *mut ffi::fdnode,
+    backend: Backend,
+    /// Its FastCGI request id (1 on a connection of its own).
+    id: u16,
     out: Vec<u8>,
     out_pos: usize,
     stdin_done: bool,
@@ -168,8 +179,11 @@ impl Drop for Ctx {
         }
         if let Some(conn) = self.conn.take() {
             // The request was cut short (client gone, server stopping): the
-            // worker may be mid-answer, so it is not given to anyone else.
-            let fate = if conn.dec.is_done() { Fate::Clean } else { Fate::Broken };
+            // worker may be mid-answer, so it is not given to anyone else —
+            // unless it multiplexes: it is told to abort that request and
+            // serves the others on, as long as the connection is sound.
+            let aborted_cleanly = matches!(&conn.backend, Backend::Shared(s) if s.borrow().closed().is_none());
+            let fate = if conn.dec.is_done() || aborted_cleanly { Fate::Clean } else { Fate::Broken };
             let answered = conn.got_bytes;
             let (claim, pool) = close_conn(self.r, self.con, conn);
             pool_link::settle(&self.site(), &pool.info, claim, fate, answered);
@@ -181,16 +195,19 @@ impl Drop for Ctx {
 /// stderr; hand back what must be settled.
 fn close_conn(r: *mut ffi::request_st, con: *mut ffi::connection, mut conn: Conn) -> (Claim<'static>, Arc<Pool>) {
     conn.stderr.flush(|line| log_app_stderr(r, line));
-    // SAFETY: con is live while its request is; fdn was registered on its
-    // server's event handler, which closes the fd once unregistered.
-    unsafe {
-        let ev = (*(*con).srv).ev;
-        if !conn.fdn.is_null() {
-            ffi::fdevent_fdnode_event_del(ev, conn.fdn);
-            ffi::fdevent_sched_close(ev, conn.fdn);
-        } else {
-            libc::close(conn.fd);
-        }
+    match &conn.backend {
+        // SAFETY: con is live while its request is; fdn was registered on its
+        // server's event handler, which closes the fd once unregistered.
+        Backend::Own { fd, fdn } => unsafe {
+            let ev = (*(*con).srv).ev;
+            if !fdn.is_null() {
+                ffi::fdevent_fdnode_event_del(ev, *fdn);
+                ffi::fdevent_sched_close(ev, *fdn);
+            } else {
+                libc::close(*fd);
+            }
+        },
+        Backend::Shared(s) => shared_conn::leave(s, conn.id, conn.dec.is_done()),
     }
     conn.slot.inflight.fetch_sub(1, Ordering::AcqRel);
     (conn.claim, conn.pool)
@@ -539,10 +556,20 @@ fn busy(c: &mut Ctx, retry_after: u32, why: &str) -> ffi::handler_t {
     refuse(c, 503, Some(retry_after), &format!("503: {why}"))
 }
 
-/// Connect to the claimed worker and register the socket with lighttpd.
+/// Connect to the claimed worker and register the socket with lighttpd; or,
+/// for an app that multiplexes, join this process's connection to it.
 fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Arc<Pool>) -> Result<(), ()> {
-    let sock: OwnedFd = match connect_worker(&pool.info.socket_prefix, claim.index) {
-        Ok(s) => s,
+    // SAFETY: the connection and its server are live.
+    let ev = unsafe { (*(*c.con).srv).ev };
+    let backend = if claim.shared || slot.requests_per_worker() > 1 {
+        let key = (pool.info.slot, pool.info.slot_generation, claim.index, claim.epoch);
+        // SAFETY: c.con is the request's live connection, ev its server's.
+        unsafe { shared_conn::join(key, ev, c.con, || connect_worker(&pool.info.socket_prefix, claim.index)) }.map(|(s, id)| (Backend::Shared(s), id))
+    } else {
+        connect_worker(&pool.info.socket_prefix, claim.index).map(|sock| (Backend::Own { fd: sock.into_raw_fd(), fdn: std::ptr::null_mut() }, REQUEST_ID))
+    };
+    let (mut backend, id) = match backend {
+        Ok(b) => b,
         Err(e) => {
             // The worker went away between claim and connect: take another.
             if claim.retire() {
@@ -557,39 +584,45 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
     // A pipelined request starts when the one ahead of it ends, which ends
     // (or is stopped) within its own timeout: allow for both.
     let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
-    let fd = sock.into_raw_fd();
-    // SAFETY: the connection and its server are live; the handler's ctx is
-    // this Ctx, which unregisters the fd before it is dropped.
-    let fdn = unsafe {
-        let ev = (*(*c.con).srv).ev;
-        let fdn = ffi::fdevent_register(ev, fd, Some(on_backend_event), c as *mut Ctx as *mut c_void);
-        if !fdn.is_null() {
-            ffi::fdevent_fdnode_event_set(ev, fdn, (ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP) as c_int);
+    let mut registered = true;
+    if let Backend::Own { fd, fdn } = &mut backend {
+        // SAFETY: ev is live; the handler's ctx is this Ctx, which
+        // unregisters the fd before it is dropped.
+        unsafe {
+            *fdn = ffi::fdevent_register(ev, *fd, Some(on_backend_event), c as *mut Ctx as *mut c_void);
+            if !fdn.is_null() {
+                ffi::fdevent_fdnode_event_set(ev, *fdn, (ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP) as c_int);
+            }
         }
-        fdn
-    };
-    let out = std::mem::take(&mut c.params);
+        registered = !fdn.is_null();
+    }
+    let mut out = std::mem::take(&mut c.params);
+    if id != REQUEST_ID || matches!(backend, Backend::Shared(_)) {
+        // Params were encoded for request 1 on a connection of its own.
+        record::retarget(&mut out, id, record::FCGI_KEEP_CONN);
+    }
     c.conn = Some(Conn {
         claim,
         slot,
         pool,
-        fd,
-        fdn,
+        backend,
+        id,
         out,
         out_pos: 0,
         stdin_done: false,
         input_closed: false,
-        dec: ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS),
+        dec: ResponseDecoder::new(id, MAX_RESPONSE_HEADERS),
         got_bytes: false,
         headers_done: false,
         stderr: StderrLines::default(),
         last_io: Instant::now(),
         deadline: (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed)),
     });
-    if fdn.is_null() {
-        return Err(());
+    if registered {
+        Ok(())
+    } else {
+        Err(())
     }
-    Ok(())
 }
 
 /// Move body bytes from lighttpd's request-body queue into STDIN records
@@ -630,25 +663,38 @@ unsafe fn fill_stdin(c: &mut Ctx) -> Result<bool, String> {
                 break;
             }
             let bytes = std::slice::from_raw_parts(data as *const u8, want as usize);
-            record::write_stream(&mut conn.out, STDIN, REQUEST_ID, bytes);
+            record::write_stream(&mut conn.out, STDIN, conn.id, bytes);
             ffi::chunkqueue_mark_written(cq, want as i64);
             budget -= want as usize;
         }
         SCRATCH.with(|b| *b.borrow_mut() = scratch);
         if (*cq).bytes_out == r.reqbody_length {
-            record::write_stream_end(&mut conn.out, STDIN, REQUEST_ID);
+            record::write_stream_end(&mut conn.out, STDIN, conn.id);
             conn.stdin_done = true;
         }
         Ok(conn.out.len() > before)
     }
 }
 
-/// Send what the socket takes now.
+/// Send what the socket takes now. On a shared connection the records join
+/// its queue while that is short (whole records: they never interleave).
 fn send_pending(conn: &mut Conn) {
+    let fd = match &conn.backend {
+        Backend::Own { fd, .. } => *fd,
+        Backend::Shared(s) => {
+            let mut s = s.borrow_mut();
+            if conn.out_pos < conn.out.len() && s.pending_out() < 65536 {
+                s.queue(&conn.out[conn.out_pos..]);
+                conn.out_pos = conn.out.len();
+                conn.last_io = Instant::now();
+            }
+            return;
+        }
+    };
     while conn.out_pos < conn.out.len() && !conn.input_closed {
         let buf = &conn.out[conn.out_pos..];
         // SAFETY: writing from a live buffer to our own socket.
-        let n = unsafe { libc::send(conn.fd, buf.as_ptr() as *const c_void, buf.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe { libc::send(fd, buf.as_ptr() as *const c_void, buf.len(), libc::MSG_NOSIGNAL) };
         if n > 0 {
             conn.out_pos += n as usize;
             conn.last_io = Instant::now();
@@ -781,10 +827,27 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
     let mut eof = false;
     let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     buf.resize(READ_CHUNK, 0);
-    let turns = if std::mem::take(&mut c.readable) { READS_PER_TURN } else { 0 };
+    let (fd, turns) = match &conn.backend {
+        Backend::Own { fd, .. } => (*fd, if std::mem::take(&mut c.readable) { READS_PER_TURN } else { 0 }),
+        Backend::Shared(s) => {
+            // What the shared connection filed for this request.
+            let mut s = s.borrow_mut();
+            let data = s.take(conn.id);
+            if !data.is_empty() {
+                conn.got_bytes = true;
+                conn.last_io = Instant::now();
+                if let Err(e) = conn.dec.feed(&data, &mut |ev| sink.on_event(ev)) {
+                    failure = Some((502, Fate::Broken, format!("the app sent malformed FastCGI: {e}")));
+                }
+            } else if s.closed().is_some() {
+                eof = true;
+            }
+            (-1, 0)
+        }
+    };
     for _ in 0..turns {
         // SAFETY: reading into our own buffer from our own socket.
-        let n = unsafe { libc::recv(conn.fd, buf.as_mut_ptr() as *mut c_void, buf.len(), 0) };
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut c_void, buf.len(), 0) };
         if n == 0 {
             eof = true;
             break;
@@ -834,9 +897,12 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
         return finish(c, Fate::Broken, 502, Some(why));
     }
     // Wait for the socket: readable always, writable while input is pending.
-    let want = ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP | if conn.out_pos < conn.out.len() && !conn.input_closed { ffi::FDEVENT_OUT } else { 0 };
-    // SAFETY: fdn is registered on this connection's server.
-    unsafe { ffi::fdevent_fdnode_event_set((*(*c.con).srv).ev, conn.fdn, want as c_int) };
+    // (A shared connection schedules its requests itself.)
+    if let Backend::Own { fdn, .. } = &conn.backend {
+        let want = ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP | if conn.out_pos < conn.out.len() && !conn.input_closed { ffi::FDEVENT_OUT } else { 0 };
+        // SAFETY: fdn is registered on this connection's server.
+        unsafe { ffi::fdevent_fdnode_event_set((*(*c.con).srv).ev, *fdn, want as c_int) };
+    }
     ffi::handler_t_HANDLER_WAIT_FOR_EVENT
 }
 
@@ -845,8 +911,14 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     let Some(conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
     let headers_done = conn.headers_done;
     let answered = conn.got_bytes;
+    let ask = fate == Fate::Clean && matches!(conn.backend, Backend::Own { .. }) && first_to_ask(conn.slot);
     let (claim, pool) = close_conn(c.r, c.con, conn);
-    let never_accepted = pool_link::settle(&c.site(), &pool.info, claim, fate, answered);
+    let never_accepted = if ask {
+        ask_about_multiplexing(c.rt.socket_dir.clone(), c.rt.scoreboard, pool.clone(), claim);
+        false
+    } else {
+        pool_link::settle(&c.site(), &pool.info, claim, fate, answered)
+    };
     // A worker of this pool may be free now: the next waiter's turn.
     waiters::wake_front(pool.info.slot);
     if never_accepted {
@@ -869,4 +941,29 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
         }
     }
     ffi::handler_t_HANDLER_FINISHED
+}
+
+/// Whether this request is the first to end cleanly on a pool whose app was
+/// not asked yet whether it multiplexes (it then asks: see below).
+fn first_to_ask(slot: &PoolSlot) -> bool {
+    slot.per_worker.load(Ordering::Acquire) == 0 && slot.per_worker.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
+
+/// Ask the app once whether it multiplexes (`core::mux`), on the worker this
+/// request just used, which stays claimed meanwhile, as under Apache. The
+/// question is a blocking round trip (at most `mux::PROBE_TIMEOUT`, for an
+/// app that ignores it), so it runs on a short-lived thread of its own, never
+/// on lighttpd's event loop; it touches only the socket and the scoreboard.
+fn ask_about_multiplexing(socket_dir: PathBuf, scoreboard: &'static Scoreboard, pool: Arc<Pool>, claim: Claim<'static>) {
+    // Should no thread start, the closure and the claim in it are dropped:
+    // the worker is retired (the supervisor starts another) and the pool
+    // keeps one request per connection.
+    let _ = std::thread::Builder::new().name("sufcgi-mux-probe".into()).spawn(move || {
+        let slot = pool.slot(scoreboard);
+        if let (Ok(caps), Some(slot)) = (mux::probe(&pool.info.socket_prefix, claim.index, mux::PROBE_TIMEOUT), slot) {
+            slot.per_worker.store(caps.requests_per_worker(), Ordering::Release);
+        }
+        let site = Site { socket_dir: &socket_dir, scoreboard };
+        pool_link::settle(&site, &pool.info, claim, Fate::Clean, true);
+    });
 }

@@ -4,6 +4,7 @@
 
 mod dirconf;
 mod exchange;
+mod shared_conn;
 mod ffi;
 mod log;
 mod plugin;

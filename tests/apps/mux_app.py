@@ -8,6 +8,8 @@ Modes (`mode` query parameter):
   hold    counts itself active, notes how many requests are active and how many
           connections from the web server this process holds, sleeps `ms`
           milliseconds, and answers its pid
+  stream  `n` chunks of 64 KiB, `ms` milliseconds apart (a long answer a client
+          can walk away from)
   stats   JSON: pid, the most requests active at once (max_active), the
           connections held at that moment (conns_at_max) and the most connections
           ever held at once (max_conns)
@@ -59,6 +61,15 @@ def app(environ, start_response):
             with LOCK:
                 STATE["active"] -= 1
         body = {"pid": os.getpid()}
+    elif mode == "stream":
+        n, ms = int(qs.get("n", ["50"])[0]), int(qs.get("ms", ["50"])[0])
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def chunks():
+            for _ in range(n):
+                yield b"x" * 65536
+                time.sleep(ms / 1000)
+        return chunks()
     elif mode == "reset":
         with LOCK:
             STATE.update(active=0, max_active=0, conns_at_max=0, max_conns=0)

@@ -170,6 +170,26 @@ pub fn write_get_values(out: &mut Vec<u8>, names: &[&[u8]]) {
     write_record(out, GET_VALUES, NULL_REQUEST_ID, &content);
 }
 
+/// Move whole records encoded for one request to request `id`, with `flags`
+/// in BEGIN_REQUEST (FCGI_KEEP_CONN for a shared connection): the lighttpd
+/// plugin encodes a request's params before it knows which connection, and
+/// so which id, it will run on. A trailing partial record is left alone.
+pub fn retarget(records: &mut [u8], id: u16, flags: u8) {
+    let mut at = 0;
+    while records.len() - at >= HEADER_LEN {
+        let content_len = u16::from_be_bytes([records[at + 4], records[at + 5]]) as usize;
+        let total = HEADER_LEN + content_len + records[at + 6] as usize;
+        if records.len() - at < total {
+            break;
+        }
+        records[at + 2..at + 4].copy_from_slice(&id.to_be_bytes());
+        if records[at + 1] == BEGIN_REQUEST && content_len == 8 {
+            records[at + HEADER_LEN + 2] = flags;
+        }
+        at += total;
+    }
+}
+
 /// END_REQUEST as an application sends it. The relay never sends this; it is
 /// here for test backends and tools.
 pub fn write_end_request(out: &mut Vec<u8>, request_id: u16, app_status: u32, protocol_status: u8) {
@@ -452,5 +472,20 @@ mod tests {
             out[8 + 65536..],
             [1, 5, 0, 1, 0, 5, 3, 0, 2, 2, 2, 2, 2, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn retarget_moves_every_record_and_sets_begin_flags() {
+        let mut recs = vec![
+            1, 1, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, // BEGIN_REQUEST id 1, responder, flags 0
+            1, 4, 0, 1, 0, 3, 5, 0, 1, 1, b'A', 0, 0, 0, 0, 0, // PARAMS "A"="" padded
+            1, 4, 0, 1, 0, 0, 0, 0, // end of PARAMS
+            1, 5, 0, 1, 0, 0, 0, // a partial STDIN header: left alone
+        ];
+        retarget(&mut recs, 0x0203, FCGI_KEEP_CONN);
+        assert_eq!(&recs[..16], &[1, 1, 2, 3, 0, 8, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(&recs[16..24], &[1, 4, 2, 3, 0, 3, 5, 0]);
+        assert_eq!(&recs[32..40], &[1, 4, 2, 3, 0, 0, 0, 0]);
+        assert_eq!(&recs[40..], &[1, 5, 0, 1, 0, 0, 0]);
     }
 }

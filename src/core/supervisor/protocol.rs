@@ -14,7 +14,10 @@ use crate::core::limits::Limits;
 use crate::core::request::{AppKind, PoolInfo, PoolReply, PoolSpec};
 use crate::core::sys;
 
-pub const VERSION: u8 = 1;
+/// Bumped whenever a message's layout changes (2: pool status carries
+/// requests per worker), so a supervisor left running from an older module
+/// and a newer child refuse each other's frames instead of misreading them.
+pub const VERSION: u8 = 2;
 /// Largest payload accepted (and produced).
 pub const MAX_FRAME: usize = 1 << 20;
 
@@ -930,6 +933,7 @@ mod tests {
         }
         p.extend_from_slice(&5u64.to_le_bytes()); // requests
         p.extend_from_slice(&0u32.to_le_bytes()); // rejected
+        p.extend_from_slice(&1u32.to_le_bytes()); // requests per worker
         for v in 1u32..=8 {
             p.extend_from_slice(&v.to_le_bytes()); // stop counts
         }

@@ -1,0 +1,242 @@
+//! lighttpd: this process's one connection to a multiplexing worker, shared
+//! by the requests running on it — the event-loop twin of
+//! `core::mux_conn` (same `Router`, no threads, nothing blocks). What is
+//! read is filed under its request id and the requests that got records are
+//! scheduled; what requests send goes out from one queue of whole records,
+//! so records never interleave. The connection closes when its last request
+//! leaves (an abandoned request is aborted with FCGI_ABORT_REQUEST first).
+
+use super::exchange::schedule;
+use super::ffi;
+use crate::core::fastcgi::record;
+use crate::core::mux_conn::{Key, Router};
+use crate::core::sys;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::raw::{c_int, c_void};
+use std::rc::Rc;
+
+/// Reads per event: other connections get their turn in between.
+const READS_PER_EVENT: usize = 16;
+const READ_CHUNK: usize = 65536;
+
+pub struct SharedConn {
+    fd: c_int,
+    fdn: *mut ffi::fdnode,
+    ev: *mut ffi::fdevents,
+    key: Key,
+    router: Router,
+    /// Whole records waiting to be sent, from every request on it.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The lighttpd connection of each request on it, to schedule it.
+    members: HashMap<u16, *mut ffi::connection>,
+    /// Nothing more will come or go (EOF, I/O error, bad framing): why.
+    closed: Option<String>,
+}
+
+pub type Shared = Rc<RefCell<SharedConn>>;
+
+thread_local! {
+    static SHARED: RefCell<HashMap<Key, Shared>> = RefCell::new(HashMap::new());
+}
+
+/// A request id on this process's shared connection to the worker `key`
+/// names, opened with `connect` when there is none (or it closed).
+///
+/// # Safety
+/// `con` is the live connection of the request; `ev` its server's event handler.
+pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, connect: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<(Shared, u16)> {
+    let existing = SHARED.with(|m| m.borrow().get(&key).filter(|s| s.borrow().closed.is_none()).cloned());
+    let shared = match existing {
+        Some(s) => s,
+        None => {
+            let fd = connect()?.into_raw_fd();
+            let shared = Rc::new(RefCell::new(SharedConn {
+                fd,
+                fdn: std::ptr::null_mut(),
+                ev,
+                key,
+                router: Router::default(),
+                out: Vec::new(),
+                out_pos: 0,
+                members: HashMap::new(),
+                closed: None,
+            }));
+            // SAFETY: ev is live; the handler's ctx is the RefCell inside the
+            // Rc, which the registry keeps alive until `shut` unregisters it.
+            let fdn = unsafe { ffi::fdevent_register(ev, fd, Some(on_event), Rc::as_ptr(&shared) as *mut c_void) };
+            if fdn.is_null() {
+                // SAFETY: our own fd, registered nowhere.
+                unsafe { libc::close(fd) };
+                return Err(io::Error::other("lighttpd could not register the socket"));
+            }
+            // SAFETY: fdn was just registered on ev.
+            unsafe { ffi::fdevent_fdnode_event_set(ev, fdn, (ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP) as c_int) };
+            shared.borrow_mut().fdn = fdn;
+            SHARED.with(|m| m.borrow_mut().insert(key, shared.clone()));
+            shared
+        }
+    };
+    let id = {
+        let mut s = shared.borrow_mut();
+        let id = s.router.open().ok_or_else(|| io::Error::other("no request id free on the shared connection"))?;
+        s.members.insert(id, con);
+        id
+    };
+    Ok((shared, id))
+}
+
+/// Request `id` leaves; `finished`: it took its END_REQUEST. The last one
+/// out closes the connection.
+pub fn leave(shared: &Shared, id: u16, finished: bool) {
+    let mut s = shared.borrow_mut();
+    s.members.remove(&id);
+    if s.router.close(id, finished) && s.closed.is_none() && !s.members.is_empty() {
+        let mut rec = Vec::with_capacity(8);
+        record::write_abort_request(&mut rec, id);
+        s.queue(&rec);
+    }
+    if s.members.is_empty() {
+        s.shut();
+        let key = s.key;
+        drop(s);
+        SHARED.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.get(&key).is_some_and(|cur| Rc::ptr_eq(cur, shared)) {
+                m.remove(&key);
+            }
+        });
+    }
+}
+
+impl SharedConn {
+    /// Queue whole records and send what the socket takes now.
+    pub fn queue(&mut self, records: &[u8]) {
+        if self.closed.is_some() {
+            return;
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        self.out.extend_from_slice(records);
+        self.flush();
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// What was filed for request `id`.
+    pub fn take(&mut self, id: u16) -> Vec<u8> {
+        self.router.take(id)
+    }
+
+    pub fn closed(&self) -> Option<&str> {
+        self.closed.as_deref()
+    }
+
+    fn close_with(&mut self, why: String) {
+        self.closed.get_or_insert(why);
+        self.schedule_members();
+    }
+
+    fn schedule_members(&self) {
+        for &con in self.members.values() {
+            // SAFETY: a member's connection is live while its request is on
+            // this connection (it leaves before its request is freed).
+            unsafe { schedule(con) };
+        }
+    }
+
+    fn set_events(&self, out: bool) {
+        let want = ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP | if out { ffi::FDEVENT_OUT } else { 0 };
+        // SAFETY: fdn is registered on ev until `shut`.
+        unsafe { ffi::fdevent_fdnode_event_set(self.ev, self.fdn, want as c_int) };
+    }
+
+    fn flush(&mut self) {
+        while self.out_pos < self.out.len() {
+            match sys::send_nonblocking(self.fd, &self.out[self.out_pos..]) {
+                Ok(0) => break,
+                Ok(n) => self.out_pos += n,
+                Err(e) => {
+                    self.close_with(format!("sending to the app failed: {e}"));
+                    return;
+                }
+            }
+        }
+        self.set_events(self.out_pos < self.out.len());
+    }
+
+    fn read(&mut self) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut filed: Vec<u16> = Vec::new();
+        for _ in 0..READS_PER_EVENT {
+            match sys::recv_nonblocking(self.fd, &mut buf) {
+                Ok(0) => {
+                    self.close_with("the app closed the connection".into());
+                    break;
+                }
+                Ok(n) => {
+                    if let Err(why) = self.router.feed(&buf[..n], |id| filed.push(id)) {
+                        self.close_with(why);
+                        break;
+                    }
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => break,
+                Err(e) => {
+                    self.close_with(format!("reading from the app failed: {e}"));
+                    break;
+                }
+            }
+        }
+        filed.dedup();
+        for id in filed {
+            if let Some(&con) = self.members.get(&id) {
+                // SAFETY: as in schedule_members.
+                unsafe { schedule(con) };
+            }
+        }
+    }
+
+    /// Unregister and close the socket (lighttpd closes it).
+    fn shut(&mut self) {
+        if self.fdn.is_null() {
+            return;
+        }
+        // SAFETY: fdn is registered on ev; after this nothing refers to it.
+        unsafe {
+            ffi::fdevent_fdnode_event_del(self.ev, self.fdn);
+            ffi::fdevent_sched_close(self.ev, self.fdn);
+        }
+        self.fdn = std::ptr::null_mut();
+        self.closed.get_or_insert_with(|| "closed".into());
+    }
+}
+
+/// The fd handler: send what is queued, file what arrived.
+unsafe extern "C" fn on_event(ctx: *mut c_void, revents: c_int) -> ffi::handler_t {
+    // SAFETY: ctx is the RefCell registered with this fd, alive until `shut`
+    // unregisters it.
+    let cell = unsafe { &*(ctx as *const RefCell<SharedConn>) };
+    let Ok(mut s) = cell.try_borrow_mut() else { return ffi::handler_t_HANDLER_FINISHED };
+    if revents & ffi::FDEVENT_OUT as c_int != 0 {
+        s.flush();
+        if s.pending_out() == 0 {
+            // Room again: requests with more body to send go on.
+            s.schedule_members();
+        }
+    }
+    if revents & (ffi::FDEVENT_IN | ffi::FDEVENT_HUP | ffi::FDEVENT_ERR | ffi::FDEVENT_RDHUP) as c_int != 0 {
+        s.read();
+    }
+    ffi::handler_t_HANDLER_FINISHED
+}
