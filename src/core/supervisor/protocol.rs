@@ -1013,7 +1013,7 @@ mod tests {
         let mut t = p.to_vec();
         t.push(0);
         assert!(decode_request(&t).is_err());
-        assert!(decode_request(&[2, TAG_NUDGE, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(decode_request(&[VERSION + 1, TAG_NUDGE, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(decode_request(&[VERSION, 99]).is_err());
         let mut k = p.to_vec();
         k[2 + 8 + 4] = 9;
