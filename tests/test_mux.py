@@ -111,3 +111,17 @@ def test_a_client_that_leaves_aborts_only_its_request(server, site):
     # The worker was not stopped, and serves requests side by side still.
     assert get(server, "/mux/?mode=stats")["pid"] == before, server.log_tail(20)
     assert burst(server, "/mux/")["max_active"] >= 2
+
+
+def test_libfcgi_perl_and_php_apps_answer_the_question(server, site):
+    """The question goes to apps nobody here wrote, after their first request: each
+    answers at once (libfcgi needs a padded query for that), so no first request
+    waits for the question to time out."""
+    harness.only_apache(server, "lighttpd asks on a thread of its own, which does not log")
+    mark = server.log_mark()
+    for path in ("/c/env.fcgi", "/perl/env.fcgi", "/php/env.php"):
+        r = server.get(path, host=HOST)
+        assert r.status == 200, f"{path}: {r}\n{server.log_tail(20)}"
+    log = server.log_since(mark)
+    assert "did not answer FCGI_GET_VALUES" not in log, log
+    assert "the app multiplexes" not in log, log

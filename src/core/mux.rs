@@ -76,6 +76,15 @@ pub fn probe(prefix: &Path, index: u32, timeout: Duration) -> io::Result<Capabil
     let fd = sock.as_raw_fd();
     let mut out = Vec::with_capacity(64);
     record::write_get_values(&mut out, &[b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS"]);
+    if out[6] == 0 {
+        // Padded although the content is 48 bytes (any padding is legal):
+        // libfcgi 2.4 reads on when a record ends exactly where its buffer
+        // does, before it sees the record is over; asked unpadded after a
+        // request, it waits for more bytes instead of answering (seen here:
+        // tests/test_mux.py asks a libfcgi app and php-cgi).
+        out[6] = 8;
+        out.extend_from_slice(&[0; 8]);
+    }
     let mut sent = 0;
     while sent < out.len() {
         sys::wait_fd(fd, libc::POLLOUT, deadline)?;
@@ -193,8 +202,10 @@ mod tests {
         let caps = probe(&prefix, 0, Duration::from_secs(5)).unwrap();
         assert!(caps.mpxs_conns);
         let q = t.join().unwrap();
-        // version 1, GET_VALUES, id 0; the three names with empty values.
-        assert_eq!(&q[..4], &[1, 9, 0, 0]);
+        // version 1, GET_VALUES, id 0, 48 bytes and 8 of padding; the three
+        // names with empty values.
+        assert_eq!(&q[..8], &[1, 9, 0, 0, 0, 48, 8, 0]);
+        assert_eq!(q.len(), 8 + 48 + 8);
         let content_len = u16::from_be_bytes([q[4], q[5]]) as usize;
         let mut want = vec![14, 0];
         want.extend_from_slice(b"FCGI_MAX_CONNS");
