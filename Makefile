@@ -94,7 +94,7 @@ test: deps build unit fuzz-smoke integration
 # Fuzz targets live in fuzz/ (cargo-fuzz). cargo-fuzz passes nightly-only
 # flags (-Zsanitizer=address, sancov); the only toolchain here is stable, so
 # RUSTC_BOOTSTRAP=1 lets it accept them.
-FUZZ_TARGETS := fastcgi_response htaccess supervisor_protocol
+FUZZ_TARGETS := fastcgi_response htaccess supervisor_protocol mux_router
 FUZZ_SECONDS ?= 300
 FUZZ_ENV     := RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/fuzz/target
 
