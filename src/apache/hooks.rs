@@ -19,9 +19,9 @@ use std::ptr;
 
 pub const HANDLER_APP: &[u8] = b"sufcgi-app";
 pub const HANDLER_WRAPPER: &[u8] = b"sufcgi-wrapper";
-pub const HANDLER_SCRIPT: &[u8] = b"sufcgi-script";
-/// `SetHandler sufcgi-status`: the status page (see status.rs).
-pub const HANDLER_STATUS: &[u8] = b"sufcgi-status";
+/// `AddHandler sufcgi-script` and `SetHandler sufcgi-status` (status.rs):
+/// the names lighttpd's `.htaccess` reader knows too.
+pub use crate::core::htaccess_file::{SCRIPT_HANDLER as HANDLER_SCRIPT, STATUS_HANDLER as HANDLER_STATUS};
 
 pub unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
     // SAFETY: called by httpd while loading the module; the hook functions are

@@ -38,6 +38,9 @@ pub struct Layer {
     pub script_exts: Vec<Vec<u8>>,
     /// `RemoveHandler EXT…`: taken out of what outer directories added.
     pub removed_exts: Vec<Vec<u8>>,
+    /// `SetHandler NAME` (lowercase; `none` resets), for this directory and
+    /// below unless a deeper one sets another.
+    pub handler: Option<Vec<u8>>,
 }
 
 /// A refused line: the caller logs "FILE:LINE: reason" and answers 500.
@@ -111,6 +114,12 @@ pub fn apply(text: &[u8], dir: &Path, source: &Path, policy: &Policy<'_>) -> Res
                     layer.removed_exts.push(e);
                 }
             }
+        } else if line.is("SetHandler") {
+            // (Malformed, it is Apache's to refuse; ignored here, as other
+            // directives sufcgi does not own.)
+            if let [h] = args.as_slice() {
+                layer.handler = Some(h.to_ascii_lowercase());
+            }
         } else if line.is("RemoveHandler") {
             for e in &args {
                 let e = ext_of(e);
@@ -130,10 +139,19 @@ pub fn merge(base: &Layer, add: &Layer) -> Layer {
             exts.push(e.clone());
         }
     }
-    Layer { cfg: directives::merge(&base.cfg, &add.cfg), script_exts: exts, removed_exts: Vec::new() }
+    let handler = add.handler.clone().or_else(|| base.handler.clone());
+    Layer { cfg: directives::merge(&base.cfg, &add.cfg), script_exts: exts, removed_exts: Vec::new(), handler }
 }
 
+/// The handler name of the status page.
+pub const STATUS_HANDLER: &[u8] = b"sufcgi-status";
+
 impl Layer {
+    /// Whether `SetHandler sufcgi-status` is in force here.
+    pub fn is_status_page(&self) -> bool {
+        self.handler.as_deref() == Some(STATUS_HANDLER)
+    }
+
     /// Whether `AddHandler sufcgi-script` covers this file name (the last
     /// extension, case-insensitively, as mod_mime matches it).
     pub fn is_script(&self, file_name: &[u8]) -> bool {
@@ -198,6 +216,17 @@ mod tests {
         assert!(m.is_script(b"a.pl"));
         let again = merge(&m, &run("AddHandler sufcgi-script .fcgi\n").unwrap());
         assert!(again.is_script(b"a.fcgi"));
+    }
+
+    #[test]
+    fn sethandler_status_is_inherited_until_a_deeper_one_resets_it() {
+        let outer = run("SetHandler sufcgi-status\n").unwrap();
+        assert!(outer.is_status_page());
+        assert!(merge(&outer, &run("# nothing\n").unwrap()).is_status_page());
+        assert!(!merge(&outer, &run("SetHandler None\n").unwrap()).is_status_page());
+        assert!(!merge(&outer, &run("SetHandler cgi-script\n").unwrap()).is_status_page());
+        assert!(run("SetHandler SUFCGI-Status\n").unwrap().is_status_page());
+        assert!(!run("SetHandler\n").unwrap().is_status_page());
     }
 
     #[test]

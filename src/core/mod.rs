@@ -16,5 +16,6 @@ pub mod php_ini;
 pub mod pool_link;
 pub mod request;
 pub mod scoreboard;
+pub mod status_page;
 pub mod supervisor;
 pub mod sys;

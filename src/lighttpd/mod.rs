@@ -5,6 +5,7 @@
 mod dirconf;
 mod exchange;
 mod shared_conn;
+mod status;
 mod ffi;
 mod log;
 mod plugin;

@@ -8,10 +8,11 @@
 use super::dirconf::{self, DirError};
 use super::exchange::{Ctx, Job};
 use super::runtime::{self, Runtime};
-use super::{ffi, log, settings};
+use super::{ffi, log, settings, status};
 use crate::core::htaccess_file::{Layer, Policy};
 use crate::core::mapping::split_mount;
 use crate::core::php_ini;
+use crate::core::status_page::request_dir;
 use crate::core::request::{AppKind, PoolSpec};
 use std::ffi::OsStr;
 use std::os::raw::c_int;
@@ -91,6 +92,9 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
         if name.starts_with(b".ht") {
             return answer(r, 403, &format!("{} is configuration, not content", String::from_utf8_lossy(&full)));
         }
+        if status::host_page(r, &rt) {
+            return status::serve(r, &rt, None);
+        }
         if base.is_empty() {
             return ffi::handler_t_HANDLER_GO_ON;
         }
@@ -102,6 +106,10 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
         if layer.cfg.authorizer().is_some() {
             // Not implemented under lighttpd: never serve what it guards.
             return answer(r, 500, "SuFcgiAuthorizer is not supported under lighttpd; refusing to serve what it guards");
+        }
+        if layer.is_status_page() {
+            let dir = request_dir(&full, path(&full).is_dir());
+            return status::serve(r, &rt, Some(dir));
         }
         let Some(def) = layer.cfg.app() else {
             if let Some(d) = dirs.last() {

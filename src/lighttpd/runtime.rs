@@ -48,6 +48,8 @@ pub struct Runtime {
     pub socket_dir: PathBuf,
     pub scoreboard: &'static Scoreboard,
     pub identity_contexts: Vec<u32>,
+    /// Where the host's status page is on (see `settings::status_enabled`).
+    pub status_contexts: Vec<(u32, bool)>,
     /// Per configuration context: its entry in the supervisor's vhost table
     /// (None: not known to the running supervisor, see the module comment).
     pub vhost_index: Vec<Option<u32>>,
@@ -159,6 +161,7 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
         socket_dir: host.socket_dir.clone(),
         scoreboard,
         identity_contexts: st.identity_contexts,
+        status_contexts: st.status_contexts,
         vhost_index,
         docroots: st.host.vhosts.iter().map(|v| v.document_root.clone()).collect(),
         has_owner: st.host.vhosts.iter().map(|v| v.owner.is_some()).collect(),

@@ -34,9 +34,10 @@ enum Key {
     BlockEnv,
     PhpForbid,
     Timeout,
+    Status,
 }
 
-const KEY_ORDER: [Key; 10] = [
+const KEY_ORDER: [Key; 11] = [
     Key::Owner,
     Key::MinUid,
     Key::MinGid,
@@ -47,6 +48,7 @@ const KEY_ORDER: [Key; 10] = [
     Key::BlockEnv,
     Key::PhpForbid,
     Key::Timeout,
+    Key::Status,
 ];
 
 /// Longest silence from an app before the exchange is cut (Apache's `Timeout`).
@@ -68,6 +70,7 @@ fn key_def(k: Key) -> KeyDef {
         Key::BlockEnv => KeyDef(c"sufcgi.block-env", ffi::config_values_type_t_T_CONFIG_ARRAY_VLIST, SRV),
         Key::PhpForbid => KeyDef(c"sufcgi.php-forbid", ffi::config_values_type_t_T_CONFIG_ARRAY_VLIST, SRV),
         Key::Timeout => KeyDef(c"sufcgi.timeout", ffi::config_values_type_t_T_CONFIG_INT, SRV),
+        Key::Status => KeyDef(c"sufcgi.status", ffi::config_values_type_t_T_CONFIG_BOOL, CONN),
     }
 }
 
@@ -79,6 +82,9 @@ pub struct Settings {
     pub timeout_secs: u32,
     /// Identity contexts, ascending (see the module comment).
     pub identity_contexts: Vec<u32>,
+    /// Contexts that set `sufcgi.status` (the host's status page), ascending,
+    /// with the value set.
+    pub status_contexts: Vec<(u32, bool)>,
 }
 
 fn buf_bytes(b: *const ffi::buffer) -> &'static [u8] {
@@ -182,6 +188,7 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
     // a value list ends with k_id -1.
     let ncontexts = unsafe { (*s.config_context).used as usize };
     let mut owner_of: Vec<Option<(u32, u32)>> = vec![None; ncontexts];
+    let mut status_contexts = Vec::new();
     let mut sets_owner = vec![false; ncontexts];
     unsafe {
         let p = &*(p_d as *const ffi::plugin_data_base);
@@ -217,6 +224,7 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
                     }
                     Key::PhpForbid => php_forbid = array_strings(v.v.a).into_iter().map(|(_, v)| v).collect(),
                     Key::Timeout => timeout_secs = count(key, v.v.u)?,
+                    Key::Status => status_contexts.push((ctx as u32, v.v.u != 0)),
                 }
                 cpv = cpv.add(1);
             }
@@ -267,7 +275,8 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
         let docroot = inherit(&|c| docroot_of[c].is_some()).and_then(|c| docroot_of[c].clone()).unwrap_or_default();
         host.vhosts.push(VhostConfig { name: name.clone(), owner, document_root: PathBuf::from(OsStr::from_bytes(&docroot)) });
     }
-    Ok(Settings { host, php_forbid, timeout_secs, identity_contexts })
+    status_contexts.sort_unstable();
+    Ok(Settings { host, php_forbid, timeout_secs, identity_contexts, status_contexts })
 }
 
 /// The identity context (supervisor vhost index) a request falls under.
@@ -282,4 +291,19 @@ pub unsafe fn identity_context(r: *mut ffi::request_st, contexts: &[u32]) -> u32
         }
     }
     0
+}
+
+/// Whether the host's status page (`sufcgi.status = "enable"`) answers this
+/// request: the last matching context that sets it decides.
+///
+/// # Safety
+/// `r` is the live request.
+pub unsafe fn status_enabled(r: *mut ffi::request_st, contexts: &[(u32, bool)]) -> bool {
+    for &(c, on) in contexts.iter().rev() {
+        // SAFETY: r is live; c is a context index of this configuration.
+        if unsafe { ffi::config_check_cond(r, c as i32) } != 0 {
+            return on;
+        }
+    }
+    false
 }
