@@ -6,8 +6,9 @@ body. 200 lets the request through and its `Variable-NAME` headers become
 environment variables for later apps; any other answer goes to the client as
 the app sent it.
 
-User sufcgi-az (uid 2601) is this module's own; one Apache (event MPM) serves
-it. Two runs of this module at once would share that user, so a run holds
+User sufcgi-az (uid 2601) is this module's own; one Apache (event MPM), then
+one lighttpd, serve it (lighttpd runs the request again once its authorizer let
+it through, as its own mod_fastcgi authorizers do). Two runs of this module at once would share that user, so a run holds
 LOCK_FILE.
 """
 from __future__ import annotations
@@ -64,9 +65,10 @@ def az_site():
         yield AuthzSite()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["event", "lighttpd"])
 def apache(request, az_site, sufcgi_module):
-    yield from harness.serve(request, harness.Apache(mpm="event", vhosts=az_site.vhosts()))
+    """Apache (event MPM), then lighttpd, with the same .htaccess files."""
+    yield from harness.serve(request, harness.make_server(request.param, az_site.vhosts()))
 
 
 def log_of(a: harness.Apache, mark: int = 0) -> str:

@@ -5,6 +5,7 @@
 
 use super::apr::{pstr, table_add, table_set};
 use super::{ffi, log};
+pub use crate::core::authorizer::{Captured, MAX_CAPTURED_BODY};
 use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
 use crate::core::fastcgi::response::{Event, ResponseDecoder, StderrLines};
@@ -111,18 +112,6 @@ pub enum Role {
     Authorizer,
 }
 
-/// Body bytes of a captured (authorizer) response kept; the rest is dropped.
-pub const MAX_CAPTURED_BODY: usize = 64 * 1024;
-
-/// An authorizer's answer: its CGI headers (None if it sent none before the
-/// stream ended) and the start of its body.
-#[derive(Debug, Default)]
-pub struct Captured {
-    pub headers: Option<CgiHeaders>,
-    pub body: Vec<u8>,
-    pub body_truncated: bool,
-}
-
 /// Bytes of the body read before a worker is claimed.
 pub const PREFETCH: usize = 64 * 1024;
 
@@ -211,9 +200,7 @@ impl Exchange {
                     return;
                 }
                 Event::Body(b) => {
-                    let room = MAX_CAPTURED_BODY.saturating_sub(c.body.len());
-                    c.body.extend_from_slice(&b[..b.len().min(room)]);
-                    c.body_truncated |= b.len() > room;
+                    c.keep_body(b);
                     return;
                 }
                 _ => {}

@@ -40,6 +40,74 @@ pub fn variables(h: &CgiHeaders, host_blocked: &[String]) -> (Vars, Vec<Vec<u8>>
     (ok, refused)
 }
 
+/// `Authorization: Basic …` as (user, password), as the classic FastCGI
+/// authorizers expect them in REMOTE_USER / REMOTE_PASSWD (for servers that
+/// do not decode it themselves, as httpd's `ap_get_basic_auth_components`
+/// does). None for another scheme or a malformed value.
+pub fn basic_credentials(authorization: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let rest = authorization.trim_ascii();
+    if rest.len() < 6 || !rest[..6].eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = base64_decode(rest[6..].trim_ascii())?;
+    let colon = decoded.iter().position(|&c| c == b':')?;
+    Some((decoded[..colon].to_vec(), decoded[colon + 1..].to_vec()))
+}
+
+/// Standard base64 (RFC 4648 section 4), padding required.
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    if !text.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for (i, quad) in text.chunks(4).enumerate() {
+        let last = i == text.len() / 4 - 1;
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &quad[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// Body bytes of a captured (authorizer) response kept; the rest is dropped.
+pub const MAX_CAPTURED_BODY: usize = 64 * 1024;
+
+/// An authorizer's answer: its CGI headers (None if it sent none before the
+/// stream ended) and the start of its body.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub headers: Option<CgiHeaders>,
+    pub body: Vec<u8>,
+    pub body_truncated: bool,
+}
+
+impl Captured {
+    /// Keep body bytes up to `MAX_CAPTURED_BODY`.
+    pub fn keep_body(&mut self, b: &[u8]) {
+        let room = MAX_CAPTURED_BODY.saturating_sub(self.body.len());
+        self.body.extend_from_slice(&b[..b.len().min(room)]);
+        self.body_truncated |= b.len() > room;
+    }
+}
+
 /// What the authorizer's answer means for the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -92,6 +160,18 @@ mod tests {
         assert!(matches!(v("Status: 200\r\nLocation: /x\r\n"), Verdict::Invalid(_)));
         assert!(matches!(v("Status: 100\r\n"), Verdict::Invalid(_)));
         assert!(matches!(verdict(None, &[]).0, Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded() {
+        // "alice:se:cret" and "a:" in base64, written out by hand.
+        assert_eq!(basic_credentials(b"Basic YWxpY2U6c2U6Y3JldA=="), Some((b"alice".to_vec(), b"se:cret".to_vec())));
+        assert_eq!(basic_credentials(b"basic  YTo= "), Some((b"a".to_vec(), b"".to_vec())));
+        assert_eq!(basic_credentials(b"Bearer YTo="), None);
+        assert_eq!(basic_credentials(b"Basic YWxpY2U="), None, "no colon");
+        assert_eq!(basic_credentials(b"Basic YTo"), None, "unpadded");
+        assert_eq!(basic_credentials(b"Basic Y=To"), None, "padding inside");
+        assert_eq!(basic_credentials(b"Basic !!!!"), None);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::shared_conn::{self, Shared};
 use super::waiters;
 use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::params::{self, param_value_is_safe};
-use crate::core::fastcgi::record::{self, FCGI_RESPONDER, STDIN};
+use crate::core::authorizer::{basic_credentials, verdict, Captured, Verdict, DROPPED_PARAMS, MAX_CAPTURED_BODY};
+use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
 use crate::core::fastcgi::response::{Event, ResponseDecoder, StderrLines};
 use crate::core::directives::read_busy_page;
 use crate::core::hostconfig::param_blocked;
@@ -87,6 +88,8 @@ struct Conn {
     headers_done: bool,
     /// The app's stderr, logged line by line.
     stderr: StderrLines,
+    /// An authorizer's answer, kept instead of sent.
+    capture: Option<Captured>,
     last_io: Instant,
     deadline: Option<Instant>,
 }
@@ -111,6 +114,9 @@ pub struct Ctx {
     /// The backend socket reported an event since we last read it (no read
     /// is tried before: right after sending, it would only say EAGAIN).
     readable: bool,
+    /// The request's authorizer let it through (`SuFcgiAuthorizer`): when
+    /// lighttpd runs it again, it goes to its handler.
+    authorized: bool,
 }
 
 thread_local! {
@@ -159,6 +165,7 @@ impl Ctx {
             conn: None,
             timed_out: false,
             readable: false,
+            authorized: false,
         });
         LIVE.with(|l| l.borrow_mut().push(&*ctx as *const Ctx as usize));
         ctx
@@ -167,6 +174,23 @@ impl Ctx {
     fn site(&self) -> Site<'_> {
         Site { socket_dir: &self.rt.socket_dir, scoreboard: self.rt.scoreboard }
     }
+
+    fn is_authorizer(&self) -> bool {
+        self.job.kind == AppKind::Authorizer
+    }
+
+    pub fn authorized(&self) -> bool {
+        self.authorized
+    }
+}
+
+/// Our Ctx for `r` (null if we did not take it), at our plugin slot `id`.
+///
+/// # Safety
+/// `r` is the live request; `id` our plugin id.
+pub unsafe fn ctx_of(r: *mut ffi::request_st, id: usize) -> *mut Ctx {
+    // SAFETY: plugin_ctx has one entry per loaded plugin; ours is at our id.
+    unsafe { *(*r).plugin_ctx.add(id) as *mut Ctx }
 }
 
 impl Drop for Ctx {
@@ -294,8 +318,9 @@ pub unsafe fn subrequest(c: &mut Ctx) -> ffi::handler_t {
     loop {
         match c.stage {
             Stage::Body => {
+                // (An authorizer is not sent the body: it stays for the handler.)
                 // SAFETY: the caller's contract.
-                match unsafe { collect_body(c) } {
+                match if c.is_authorizer() { Ok(true) } else { unsafe { collect_body(c) } } {
                     Ok(true) => {}
                     Ok(false) => return ffi::handler_t_HANDLER_WAIT_FOR_EVENT,
                     Err(rc) => return rc,
@@ -344,6 +369,10 @@ struct ParamSink<'a> {
     nv: Vec<u8>,
     overrides: &'a [(&'static [u8], Vec<u8>)],
     blocked: &'a [String],
+    /// Names left out (an authorizer's: `authorizer::DROPPED_PARAMS`).
+    dropped: &'a [&'a [u8]],
+    /// REMOTE_USER came from lighttpd (mod_auth authenticated the request).
+    has_remote_user: bool,
     /// The first name whose name or value carries CR or LF.
     unsafe_name: Option<Vec<u8>>,
 }
@@ -353,6 +382,7 @@ impl ParamSink<'_> {
         if param_blocked(k, self.blocked) {
             return;
         }
+        self.has_remote_user |= k == b"REMOTE_USER";
         if self.unsafe_name.is_none() && (!param_value_is_safe(k) || !param_value_is_safe(v)) {
             self.unsafe_name = Some(k.to_vec());
         }
@@ -367,7 +397,7 @@ unsafe extern "C" fn collect_param(vdata: *mut c_void, k: *const c_char, klen: u
         let sink = &mut *(vdata as *mut ParamSink<'_>);
         let key = std::slice::from_raw_parts(k as *const u8, klen);
         let val = if vlen == 0 { &[][..] } else { std::slice::from_raw_parts(v as *const u8, vlen) };
-        if !sink.overrides.iter().any(|(o, _)| *o == key) {
+        if !sink.overrides.iter().any(|(o, _)| *o == key) && !sink.dropped.contains(&key) {
             sink.add(key, val);
         }
     }
@@ -394,11 +424,29 @@ unsafe fn hide_odd_headers(r: *mut ffi::request_st) -> Vec<(*mut ffi::buffer, u3
     hidden
 }
 
+/// A request header's value (copied), if present.
+///
+/// # Safety
+/// `r` is the live request.
+unsafe fn request_header(r: *mut ffi::request_st, id: ffi::http_header_e, name: &[u8]) -> Option<Vec<u8>> {
+    // SAFETY: the caller's contract; lighttpd returns its own buffer or null.
+    unsafe {
+        let b = ffi::http_header_request_get(r, id, name.as_ptr() as *const c_char, name.len() as u32);
+        let b = b.as_ref()?;
+        if b.ptr.is_null() || b.used < 1 {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(b.ptr as *const u8, b.used as usize - 1).to_vec())
+    }
+}
+
 /// The CGI environment lighttpd builds for mod_fastcgi, with our mapping's
 /// overrides, minus blocked names; encoded once as BEGIN_REQUEST + PARAMS.
 unsafe fn build_params(c: &mut Ctx) -> Result<(), ffi::handler_t> {
-    let mut sink = ParamSink { nv: Vec::with_capacity(2048), overrides: &c.job.overrides, blocked: &c.rt.host.blocked_env, unsafe_name: None };
-    let mut opts = ffi::http_cgi_opts { authorizer: 0, break_scriptfilename_for_php: 0, docroot: std::ptr::null(), strip_request_uri: std::ptr::null() };
+    let authorizer = c.is_authorizer();
+    let dropped: &[&[u8]] = if authorizer { DROPPED_PARAMS } else { &[] };
+    let mut sink = ParamSink { nv: Vec::with_capacity(2048), overrides: &c.job.overrides, blocked: &c.rt.host.blocked_env, dropped, has_remote_user: false, unsafe_name: None };
+    let mut opts = ffi::http_cgi_opts { authorizer: authorizer as _, break_scriptfilename_for_php: 0, docroot: std::ptr::null(), strip_request_uri: std::ptr::null() };
     // lighttpd maps both `X-Foo` and `X_Foo` to HTTP_X_FOO, so a client could
     // shadow a header a proxy set (or forge CONTENT_TYPE with `Content_Type`).
     // As Apache does, headers whose names are not letters, digits and '-' are
@@ -420,12 +468,24 @@ unsafe fn build_params(c: &mut Ctx) -> Result<(), ffi::handler_t> {
         }
         sink.add(k, v);
     }
+    if authorizer {
+        // As under Apache: no body (CONTENT_LENGTH 0), and Basic credentials
+        // decoded as the classic FastCGI authorizers expect them.
+        sink.add(b"CONTENT_LENGTH", b"0");
+        // SAFETY: c.r is live; the header value is copied out at once.
+        let auth = unsafe { request_header(c.r, ffi::http_header_e_HTTP_HEADER_AUTHORIZATION, b"Authorization") };
+        if let Some((user, pw)) = auth.as_deref().and_then(basic_credentials).filter(|_| !sink.has_remote_user) {
+            sink.add(b"REMOTE_USER", &user);
+            sink.add(b"REMOTE_PASSWD", &pw);
+        }
+    }
     if let Some(k) = sink.unsafe_name.take() {
         let why = format!("refusing a request whose {} contains CR or LF", String::from_utf8_lossy(&k));
         return Err(refuse(c, 400, None, &why));
     }
     let mut out = Vec::with_capacity(sink.nv.len() + 64);
-    record::write_begin_request(&mut out, REQUEST_ID, FCGI_RESPONDER, 0);
+    let role = if authorizer { FCGI_AUTHORIZER } else { FCGI_RESPONDER };
+    record::write_begin_request(&mut out, REQUEST_ID, role, 0);
     let mut w = record::StreamWriter::new(&mut out, record::PARAMS, REQUEST_ID);
     w.push(&sink.nv);
     w.finish();
@@ -615,6 +675,7 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         got_bytes: false,
         headers_done: false,
         stderr: StderrLines::default(),
+        capture: c.is_authorizer().then(Captured::default),
         last_io: Instant::now(),
         deadline: (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed)),
     });
@@ -631,7 +692,17 @@ unsafe fn fill_stdin(c: &mut Ctx) -> Result<bool, String> {
     // SAFETY: c.r is live; chunkqueue calls operate on its own body queue.
     unsafe {
         let r = &mut *c.r;
+        let authorizer = c.is_authorizer();
         let Some(conn) = c.conn.as_mut() else { return Ok(false) };
+        if authorizer {
+            // No body for an authorizer: the empty STDIN, once.
+            if conn.stdin_done {
+                return Ok(false);
+            }
+            record::write_stream_end(&mut conn.out, STDIN, conn.id);
+            conn.stdin_done = true;
+            return Ok(true);
+        }
         // Appended behind what is still pending while that is small (the
         // params: BEGIN_REQUEST, PARAMS and a short body go in one send).
         if conn.stdin_done || conn.input_closed || conn.out.len() - conn.out_pos >= 65536 {
@@ -753,11 +824,26 @@ struct Sink<'a> {
     append_failed: bool,
     stderr: &'a mut StderrLines,
     end_status: Option<u8>,
+    /// Some for an authorizer: its headers and body are kept, never sent.
+    capture: Option<&'a mut Captured>,
 }
 
 impl Sink<'_> {
 
     fn on_event(&mut self, ev: Event<'_>) {
+        if let Some(c) = self.capture.as_deref_mut() {
+            match ev {
+                Event::Headers(h) => {
+                    c.headers = Some(h);
+                    return;
+                }
+                Event::Body(b) => {
+                    c.keep_body(b);
+                    return;
+                }
+                _ => {}
+            }
+        }
         match ev {
             Event::Headers(h) => {
                 // SAFETY: the request is live and headers come first.
@@ -792,7 +878,7 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
     // SAFETY: c.r and its connection are live.
     unsafe {
         let r = &mut *c.r;
-        if r.reqbody_queue.bytes_in != r.reqbody_length {
+        if r.reqbody_queue.bytes_in != r.reqbody_length && !c.is_authorizer() {
             if let Some(read) = (*c.con).reqbody_read {
                 let rc = read(c.r);
                 if rc != ffi::handler_t_HANDLER_GO_ON && rc != ffi::handler_t_HANDLER_WAIT_FOR_EVENT {
@@ -822,7 +908,7 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
     }
     let Some(conn) = c.conn.as_mut() else { return ffi::handler_t_HANDLER_ERROR };
 
-    let mut sink = Sink { r: c.r, headers_done: conn.headers_done, append_failed: false, stderr: &mut conn.stderr, end_status: None };
+    let mut sink = Sink { r: c.r, headers_done: conn.headers_done, append_failed: false, stderr: &mut conn.stderr, end_status: None, capture: conn.capture.as_mut() };
     let mut failure: Option<(c_int, Fate, String)> = None;
     let mut eof = false;
     let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -908,7 +994,9 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
 
 /// Settle the worker by how the exchange ended and complete the response.
 fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::handler_t {
-    let Some(conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
+    let Some(mut conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
+    let captured = conn.capture.take();
+    let why = why.map(|w| if c.is_authorizer() { format!("authorizer: {w}") } else { w });
     let headers_done = conn.headers_done;
     let answered = conn.got_bytes;
     let ask = fate == Fate::Clean && matches!(conn.backend, Backend::Own { .. }) && first_to_ask(conn.slot);
@@ -923,6 +1011,9 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     waiters::wake_front(pool.info.slot);
     if never_accepted {
         return busy(c, 1, "the worker exited before taking the request (is the app failing at start?)");
+    }
+    if let (Some(captured), None) = (captured, &why) {
+        return judge(c, captured);
     }
     // SAFETY: c.r is live.
     unsafe {
@@ -966,4 +1057,50 @@ fn ask_about_multiplexing(socket_dir: PathBuf, scoreboard: &'static Scoreboard, 
         let site = Site { socket_dir: &socket_dir, scoreboard };
         pool_link::settle(&site, &pool.info, claim, Fate::Clean, true);
     });
+}
+
+/// An authorizer's answer (`core::authorizer`, as under Apache): 200 lets
+/// the request through — its `Variable-NAME`s join the request's
+/// environment and lighttpd runs the request again, which now goes to its
+/// handler (static file, app) — anything else is the client's answer, as
+/// the app sent it.
+fn judge(c: &mut Ctx, captured: Captured) -> ffi::handler_t {
+    let (v, refused) = verdict(captured.headers.as_ref(), &c.rt.host.blocked_env);
+    for name in &refused {
+        log::request(c.r, format!("sufcgi: authorizer: ignoring Variable-{} (not a name it may set)", String::from_utf8_lossy(name)).as_bytes());
+    }
+    // SAFETY: c.r is live; nothing of the response was produced yet.
+    unsafe {
+        match v {
+            Verdict::Invalid(why) => refuse(c, 500, None, &format!("authorizer: {why}")),
+            Verdict::Allow(vars) => {
+                for (k, val) in &vars {
+                    ffi::http_header_env_set(c.r, k.as_ptr() as *const c_char, k.len() as u32, val.as_ptr() as *const c_char, val.len() as u32);
+                }
+                // lighttpd's own bound on a request going round (mod_fastcgi's too).
+                (*c.r).loops_per_request += 1;
+                if (*c.r).loops_per_request > 5 {
+                    return refuse(c, 500, None, "authorizer: too many loops while processing the request");
+                }
+                c.authorized = true;
+                // As mod_fastcgi's authorizers: the physical path is reset
+                // too, so lighttpd maps the request afresh (an app tree is
+                // claimed in handle_physical) and no handler is left.
+                ffi::http_response_reset(c.r);
+                ffi::handler_t_HANDLER_COMEBACK
+            }
+            Verdict::Deny => {
+                let Some(h) = captured.headers.as_ref() else { return refuse(c, 500, None, "authorizer: no answer") };
+                if captured.body_truncated {
+                    log::request(c.r, format!("sufcgi: authorizer: response body cut at {MAX_CAPTURED_BODY} bytes").as_bytes());
+                }
+                apply_headers(c.r, h);
+                if !captured.body.is_empty() {
+                    ffi::http_chunk_append_mem(c.r, captured.body.as_ptr() as *const c_char, captured.body.len());
+                }
+                ffi::http_response_backend_done(c.r);
+                ffi::handler_t_HANDLER_FINISHED
+            }
+        }
+    }
 }

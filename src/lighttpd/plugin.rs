@@ -1,7 +1,7 @@
 //! The plugin record lighttpd loads (`server.modules += ( "mod_sufcgi" )`)
 //! and its hooks. Every hook goes through the panic guard.
 
-use super::exchange::{self, Ctx};
+use super::exchange::{self, ctx_of};
 use super::{ffi, log, route, runtime};
 use crate::core::guard::guard;
 use std::os::raw::{c_int, c_void};
@@ -67,12 +67,6 @@ unsafe extern "C" fn handle_subrequest_start(r: *mut ffi::request_st, p_d: *mut 
         // SAFETY: lighttpd passes the live request.
         unsafe { route::subrequest_start(r, data(p_d).base.self_, slot_id(p_d)) }
     })
-}
-
-/// Our Ctx for `r`, if we took it.
-unsafe fn ctx_of(r: *mut ffi::request_st, id: usize) -> *mut Ctx {
-    // SAFETY: plugin_ctx has one entry per loaded plugin; ours is at our id.
-    unsafe { *(*r).plugin_ctx.add(id) as *mut Ctx }
 }
 
 unsafe extern "C" fn handle_subrequest(r: *mut ffi::request_st, p_d: *mut c_void) -> ffi::handler_t {

@@ -6,7 +6,7 @@
 //! claimed after lighttpd split off PATH_INFO.
 
 use super::dirconf::{self, DirError};
-use super::exchange::{Ctx, Job};
+use super::exchange::{ctx_of, Ctx, Job};
 use super::runtime::{self, Runtime};
 use super::{ffi, log, settings, status};
 use crate::core::htaccess_file::{Layer, Policy};
@@ -103,9 +103,14 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
             Ok(l) => l,
             Err(rc) => return rc,
         };
-        if layer.cfg.authorizer().is_some() {
-            // Not implemented under lighttpd: never serve what it guards.
-            return answer(r, 500, "SuFcgiAuthorizer is not supported under lighttpd; refusing to serve what it guards");
+        if let Some(def) = layer.cfg.authorizer() {
+            // Asked first; once it let the request through, lighttpd runs the
+            // request again and it goes on to its handler.
+            let c = ctx_of(r, id);
+            if c.is_null() || !(*c).authorized() {
+                let (program, args, workdir) = (def.program.clone(), def.args.clone(), def.dir.clone());
+                return claim(r, self_, id, rt, &layer, AppKind::Authorizer, program, args, workdir, PathBuf::new(), Vec::new());
+            }
         }
         if layer.is_status_page() {
             let dir = request_dir(&full, path(&full).is_dir());
@@ -217,6 +222,11 @@ unsafe fn claim(
         });
         let job = Job { kind, spec, script, busy_page: cfg.busy_page.clone(), overrides, stale };
         let ctx = Ctx::new(r, rt, job);
+        // What its authorizer left there (it let the request through) is done with.
+        let earlier = ctx_of(r, id);
+        if !earlier.is_null() {
+            drop(Box::from_raw(earlier));
+        }
         *(*r).plugin_ctx.add(id) = Box::into_raw(ctx) as *mut std::ffi::c_void;
         (*r).handler_module = self_;
         ffi::handler_t_HANDLER_GO_ON
