@@ -6,6 +6,7 @@
 //! never execs; it runs `server::run`. The parent keeps a `SupervisorHandle`:
 //! closing its control fd (dropping the handle) stops the supervisor.
 
+mod accounts;
 pub mod client;
 mod keeper;
 pub mod log;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::accounts::CachedAccounts;
 use super::log::{log_error, log_notice, log_warn};
 use super::pools::{backoff_delay, base_key, lineage_key, pool_key, Pool, PoolTable, StopReason, Stopping, Worker, CRASH_WINDOW, STREAK_RESET};
 use super::protocol::{self, FrameReader, KillReason, PoolState, PoolStatus, Request, StatusReply, WorkerState, WorkerStatus};
@@ -66,6 +67,8 @@ pub(super) struct Server {
     page_size: u64,
     next_tick: Instant,
     logged_refusals: HashSet<String>,
+    /// Owners' passwd entries and groups (accounts.rs).
+    accounts: CachedAccounts,
     stopping: bool,
 }
 
@@ -146,6 +149,7 @@ impl Server {
             page_size: page,
             next_tick: Instant::now() + TICK,
             logged_refusals: HashSet::new(),
+            accounts: CachedAccounts::default(),
             stopping: false,
         })
     }
@@ -919,7 +923,7 @@ impl Server {
             .vhosts
             .get(spec.vhost as usize)
             .ok_or_else(|| Refusal::new(500, format!("unknown vhost index {} in generation {}", spec.vhost, cfg.generation)))?;
-        let owner = identity::resolve_owner(cfg, vhost, spec, &System, &System)?;
+        let owner = identity::resolve_owner(cfg, vhost, spec, &self.accounts, &System)?;
         let mut checked = identity::check_spec(cfg, spec, &owner, &System)?;
         // What runs must be what the owner (or the host) configured, not
         // merely what a server child asked for.
@@ -963,7 +967,8 @@ impl Server {
         if self.pools.total_workers() >= total {
             return Err(Refusal::new(503, format!("the server already has {total} workers")));
         }
-        let exec = PreparedExec::new(&checked.program, &spec.args, &spec.workdir, &env, &owner, (checked.dev, checked.ino))
+        let groups = self.accounts.groups(&owner.name, owner.gid).map_err(|e| Refusal::new(500, format!("cannot look up the groups of {}: {e}", String::from_utf8_lossy(&owner.name))))?;
+        let exec = PreparedExec::new(&checked.program, &spec.args, &spec.workdir, &env, &owner, groups, (checked.dev, checked.ino))
             .map_err(|e| Refusal::new(500, format!("cannot prepare worker for {desc}: {e}")))?;
         let Some(slot_idx) = self.pools.free_slot() else {
             return Err(Refusal::new(503, "too many pools on this server (scoreboard full)"));
@@ -1132,7 +1137,7 @@ impl Server {
             log_file: None,
             userdir_user,
         };
-        let owner = identity::resolve_owner(cfg, vh, &probe, &System, &System)?;
+        let owner = identity::resolve_owner(cfg, vh, &probe, &self.accounts, &System)?;
         // Only that owner's own directory shows that owner's pools.
         let st = sys::lstat(&dir).map_err(|e| Refusal::forbidden(format!("cannot lstat status directory {}: {e}", dir.display())))?;
         if !st.is_dir() || st.uid != owner.uid {

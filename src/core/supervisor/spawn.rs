@@ -1,8 +1,8 @@
-//! Forks one worker: drops to the pool's identity and execs the program with
+//! Starts one worker: drops to the pool's identity and execs the program with
 //! the pool's listening socket as fd 0 (FCGI_LISTENSOCK_FILENO).
 //!
 //! Everything that allocates (C strings, argv/envp arrays, the group list) is
-//! prepared before `fork`; the child only makes async-signal-safe calls and
+//! prepared before the clone; the child only makes async-signal-safe calls and
 //! ends in `execve` or `_exit(127)` with a short reason on stderr.
 
 use std::ffi::CString;
@@ -59,6 +59,7 @@ impl PreparedExec {
         workdir: &Path,
         env: &[(Vec<u8>, Vec<u8>)],
         owner: &Owner,
+        groups: Vec<libc::gid_t>,
         expect: (u64, u64),
     ) -> io::Result<PreparedExec> {
         let program_c = sys::cpath(program)?;
@@ -72,10 +73,6 @@ impl PreparedExec {
             kv.push(b'=');
             kv.extend_from_slice(&v);
             envp.push(sys::cstring(&kv)?);
-        }
-        let mut groups = sys::getgrouplist(&owner.name, owner.gid)?;
-        if !groups.contains(&owner.gid) {
-            groups.insert(0, owner.gid);
         }
         Ok(PreparedExec {
             program: program_c,
@@ -135,16 +132,63 @@ fn child_fail(what: &[u8]) -> ! {
     buf[n] = b')';
     buf[n + 1] = b'\n';
     let _ = sys::write_all_fd(2, &buf[..n + 2]);
-    // SAFETY: terminating the forked child without running parent-owned destructors.
+    // SAFETY: ending the new process without running the supervisor's
+    // destructors or exit handlers (it shares the supervisor's memory).
     unsafe { libc::_exit(127) }
 }
 
-/// Forks and execs one worker. Returns the child's pid (also its process
-/// group and session id). `listen_fd` becomes the worker's fd 0, `dev_null`
-/// its fd 1 and `stderr_fd` its fd 2; every other fd is closed.
-/// `data_limit` (bytes, 0 = none) becomes RLIMIT_DATA: the hard backstop
-/// behind the supervisor's RSS watch for `SuFcgiMemoryLimit`.
-/// Must be called from a single-threaded process (the supervisor).
+/// What the new process needs, prepared before it exists: it must not allocate.
+struct ChildArgs<'a> {
+    exec: &'a PreparedExec,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    listen_fd: RawFd,
+    dev_null: RawFd,
+    stderr_fd: RawFd,
+    data_limit: u64,
+    parent: libc::pid_t,
+    nofile: Option<(u64, u64)>,
+}
+
+/// Bytes of the new process's stack (it runs a few syscalls, then execs).
+const CHILD_STACK: usize = 256 * 1024;
+
+/// The stack the new process runs on until it execs: one for the
+/// supervisor's life, reused (one child at a time: CLONE_VFORK suspends the
+/// supervisor until the child has exec'd or exited), with a guard page.
+fn child_stack() -> io::Result<*mut u8> {
+    static STACK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(&top) = STACK.get() {
+        return Ok(top as *mut u8);
+    }
+    let page = 4096;
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+    let base = unsafe {
+        libc::mmap(std::ptr::null_mut(), CHILD_STACK + page, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0)
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the lowest page of our own mapping becomes the guard.
+    if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let top = base as usize + page + CHILD_STACK;
+    Ok(*STACK.get_or_init(|| top) as *mut u8)
+}
+
+/// Starts one worker. Returns its pid (also its process group and session
+/// id). `listen_fd` becomes the worker's fd 0, `dev_null` its fd 1 and
+/// `stderr_fd` its fd 2; every other fd is closed. `data_limit` (bytes, 0 =
+/// none) becomes RLIMIT_DATA: the hard backstop behind the supervisor's RSS
+/// watch for `SuFcgiMemoryLimit`.
+///
+/// The process is made as posix_spawn makes it: clone with CLONE_VM |
+/// CLONE_VFORK on a stack of its own, so the supervisor's address space
+/// (with what it inherited from the server's parent, tens of MiB on a big
+/// host) is not copied for a process that execs a moment later; the
+/// supervisor waits meanwhile. Must be called from a single-threaded process
+/// (the supervisor).
 pub fn spawn_worker(
     exec: &PreparedExec,
     listen_fd: RawFd,
@@ -152,27 +196,46 @@ pub fn spawn_worker(
     stderr_fd: RawFd,
     data_limit: u64,
 ) -> io::Result<libc::pid_t> {
-    // Pointer arrays are built before fork: the child must not allocate.
+    // Pointer arrays are built before the clone: the child must not allocate.
     let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = exec.envp.iter().map(|c| c.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let parent = sys::getpid();
-    let nofile = WORKER_NOFILE.get().copied();
-
-    // SAFETY: fork in the single-threaded supervisor; the child below only uses
-    // async-signal-safe calls on data prepared before the fork.
-    let pid = unsafe { libc::fork() };
+    let args = ChildArgs {
+        exec,
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        listen_fd,
+        dev_null,
+        stderr_fd,
+        data_limit,
+        parent: sys::getpid(),
+        nofile: WORKER_NOFILE.get().copied(),
+    };
+    let stack = child_stack()?;
+    // SAFETY: `child_main` only makes async-signal-safe calls on `args`,
+    // which outlives the call (CLONE_VFORK: clone returns once the child
+    // has exec'd or exited), and runs on its own stack; signals stay
+    // blocked (the supervisor's mask) until the child resets them.
+    let pid = unsafe {
+        libc::clone(child_main, stack as *mut libc::c_void, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD, &args as *const ChildArgs<'_> as *mut libc::c_void)
+    };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
-    if pid > 0 {
-        return Ok(pid);
-    }
+    Ok(pid)
+}
 
-    // ---- child ----
+/// The new process, until it execs the worker (or `_exit`s through
+/// `child_fail`). It shares the supervisor's memory (CLONE_VM): it writes
+/// only to its own stack.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: arg is the ChildArgs spawn_worker passed, alive while the
+    // supervisor waits for this process to exec.
+    let a = unsafe { &*(arg as *const ChildArgs<'_>) };
+    let exec = a.exec;
     // SAFETY (whole block): async-signal-safe syscalls on fds and buffers prepared
-    // before fork; every failure ends in `child_fail`, which `_exit`s.
+    // before the clone; every failure ends in `child_fail`, which `_exit`s.
     unsafe {
         if libc::setsid() < 0 {
             child_fail(b"setsid");
@@ -180,34 +243,34 @@ pub fn spawn_worker(
         if sys::set_parent_death_signal(libc::SIGKILL).is_err() {
             child_fail(b"prctl(PR_SET_PDEATHSIG)");
         }
-        // The supervisor may have died between fork and prctl.
-        if libc::getppid() != parent {
+        // The supervisor may have died before prctl.
+        if libc::getppid() != a.parent {
             child_fail(b"supervisor exited");
         }
         sys::reset_signals();
 
-        if listen_fd == 0 {
+        if a.listen_fd == 0 {
             let fl = libc::fcntl(0, libc::F_GETFD);
             if fl < 0 || libc::fcntl(0, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
                 child_fail(b"fcntl(fd 0)");
             }
-        } else if libc::dup2(listen_fd, 0) < 0 {
+        } else if libc::dup2(a.listen_fd, 0) < 0 {
             child_fail(b"dup2(listen socket, 0)");
         }
-        if dev_null != 1 && libc::dup2(dev_null, 1) < 0 {
+        if a.dev_null != 1 && libc::dup2(a.dev_null, 1) < 0 {
             child_fail(b"dup2(/dev/null, 1)");
         }
-        if stderr_fd >= 0 && stderr_fd != 2 && libc::dup2(stderr_fd, 2) < 0 {
+        if a.stderr_fd >= 0 && a.stderr_fd != 2 && libc::dup2(a.stderr_fd, 2) < 0 {
             child_fail(b"dup2(stderr pipe, 2)");
         }
-        if data_limit > 0 {
-            let rl = libc::rlimit { rlim_cur: data_limit as libc::rlim_t, rlim_max: data_limit as libc::rlim_t };
+        if a.data_limit > 0 {
+            let rl = libc::rlimit { rlim_cur: a.data_limit as libc::rlim_t, rlim_max: a.data_limit as libc::rlim_t };
             if libc::setrlimit(libc::RLIMIT_DATA, &rl) < 0 {
                 child_fail(b"setrlimit(RLIMIT_DATA)");
             }
         }
         sys::close_fds_except(3, &[]);
-        if let Some((soft, hard)) = nofile {
+        if let Some((soft, hard)) = a.nofile {
             if sys::set_nofile_soft(soft, hard).is_err() {
                 child_fail(b"setrlimit(RLIMIT_NOFILE)");
             }
@@ -239,7 +302,7 @@ pub fn spawn_worker(
         if sys::set_parent_death_signal(libc::SIGKILL).is_err() {
             child_fail(b"prctl(PR_SET_PDEATHSIG) after setresuid");
         }
-        if libc::getppid() != parent {
+        if libc::getppid() != a.parent {
             child_fail(b"supervisor exited");
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0 {
@@ -270,9 +333,9 @@ pub fn spawn_worker(
         let mut magic = [0u8; 2];
         let script = libc::pread(fd, magic.as_mut_ptr() as *mut libc::c_void, 2, 0) == 2 && magic == *b"#!";
         if script {
-            libc::execve(exec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::execve(exec.program.as_ptr(), a.argv, a.envp);
         } else {
-            libc::syscall(libc::SYS_execveat, fd, c"".as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH);
+            libc::syscall(libc::SYS_execveat, fd, c"".as_ptr(), a.argv, a.envp, libc::AT_EMPTY_PATH);
         }
         child_fail(b"execve")
     }
