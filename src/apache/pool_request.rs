@@ -116,7 +116,7 @@ pub unsafe fn run(
             slot.per_worker.store(1, Ordering::Release);
         } else if outcome.fate == relay::Fate::Clean && outcome.refused.is_none() {
             // SAFETY: r is live.
-            unsafe { ask_about_multiplexing(r, &pool.info, slot, claim.index, role) };
+            unsafe { ask_about_multiplexing(r, &pool.info, slot, claim.index) };
         }
         slot.inflight.fetch_sub(1, Ordering::AcqRel);
         let never_accepted = link::settle(&rt.site(), &pool.info, claim, outcome.fate, outcome.answered);
@@ -142,15 +142,12 @@ enum Conn {
 ///
 /// # Safety
 /// `r` is the live request, its exchange over.
-unsafe fn ask_about_multiplexing(r: *mut ffi::request_rec, info: &PoolInfo, slot: &PoolSlot, worker: u32, role: Role) {
+unsafe fn ask_about_multiplexing(r: *mut ffi::request_rec, info: &PoolInfo, slot: &PoolSlot, worker: u32) {
     if slot.per_worker.load(Ordering::Acquire) != 0 || slot.per_worker.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return;
     }
-    if role == Role::Responder {
-        // The client has its answer before the app is asked.
-        // SAFETY: r is live.
-        unsafe { ffi::ap_rflush(r) };
-    }
+    // (Not flushed first: httpd would then send the response chunked rather
+    // than with its length, and the question takes microseconds.)
     match mux::probe(&info.socket_prefix, worker, mux::PROBE_TIMEOUT) {
         Ok(caps) => {
             let n = caps.requests_per_worker();

@@ -165,6 +165,15 @@ pub struct Timeouts {
     pub deadline: Option<Instant>,
 }
 
+/// Why an exchange that heard nothing in time was cut.
+pub(super) fn timed_out_why(t: &Timeouts) -> String {
+    if t.deadline.is_some_and(|d| Instant::now() >= d) {
+        "the request ran longer than SuFcgiRequestTimeout".to_string()
+    } else {
+        format!("the app sent nothing for {} s (Timeout)", t.io_ms / 1000)
+    }
+}
+
 fn log_app_stderr(r: *mut ffi::request_rec, line: &[u8]) {
     let mut msg = b"sufcgi: app stderr: ".to_vec();
     msg.extend_from_slice(line);
@@ -315,12 +324,7 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[
         }
         let rev = match sys::poll_fd(fd, events, wait) {
             Ok(0) => {
-                let why = if t.deadline.is_some_and(|d| Instant::now() >= d) {
-                    "the request ran longer than SuFcgiRequestTimeout".to_string()
-                } else {
-                    format!("the app sent nothing for {} s (Timeout)", t.io_ms / 1000)
-                };
-                failure = Some((ffi::HTTP_GATEWAY_TIME_OUT as Status, Fate::TimedOut, why));
+                failure = Some((ffi::HTTP_GATEWAY_TIME_OUT as Status, Fate::TimedOut, timed_out_why(t)));
                 break;
             }
             Ok(rev) => rev,

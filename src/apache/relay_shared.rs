@@ -12,7 +12,7 @@
 //! leaves the worker serving the others.
 
 use super::ffi;
-use super::relay::{conclude, write_request_start, Body, Exchange, Fate, Outcome, Role, Status, Timeouts, CHUNK, MAX_RESPONSE_HEADERS};
+use super::relay::{conclude, timed_out_why, write_request_start, Body, Exchange, Fate, Outcome, Role, Status, Timeouts, CHUNK, MAX_RESPONSE_HEADERS};
 use crate::core::fastcgi::record::{self, FCGI_KEEP_CONN, STDIN};
 use crate::core::fastcgi::response::{Event, ResponseDecoder};
 use crate::core::mux_conn::{MuxConn, Recv, SendError};
@@ -23,14 +23,6 @@ use std::time::{Duration, Instant};
 fn next_deadline(t: &Timeouts) -> Instant {
     let io = Instant::now() + Duration::from_millis(t.io_ms.max(0) as u64);
     t.deadline.map_or(io, |d| d.min(io))
-}
-
-fn timed_out_why(t: &Timeouts) -> String {
-    if t.deadline.is_some_and(|d| Instant::now() >= d) {
-        "the request ran longer than SuFcgiRequestTimeout".to_string()
-    } else {
-        format!("the app sent nothing for {} s (Timeout)", t.io_ms / 1000)
-    }
 }
 
 fn send_failure(e: SendError, t: &Timeouts) -> (Status, Fate, String) {

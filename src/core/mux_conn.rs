@@ -32,6 +32,8 @@ const WRITE_SLICE_MS: i32 = 20;
 pub struct MuxConn {
     sock: OwnedFd,
     write: Mutex<()>,
+    /// The reader's buffer (only the one reading takes it: never contended).
+    read_buf: Mutex<Vec<u8>>,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -192,7 +194,7 @@ fn header_at(b: &[u8], at: usize) -> RecordHeader {
 
 impl MuxConn {
     pub fn new(sock: OwnedFd) -> MuxConn {
-        MuxConn { sock, write: Mutex::new(()), state: Mutex::new(State::default()), cv: Condvar::new() }
+        MuxConn { sock, write: Mutex::new(()), read_buf: Mutex::new(Vec::new()), state: Mutex::new(State::default()), cv: Condvar::new() }
     }
 
     /// A free request id on this connection (lowest first), or None when it
@@ -237,7 +239,8 @@ impl MuxConn {
     /// file the whole records, hand the role back and wake everyone.
     fn read_turn(&self, wait_ms: i32) {
         let fd = self.sock.as_raw_fd();
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = self.read_buf.lock().unwrap_or_else(|e| e.into_inner());
+        buf.resize(READ_CHUNK, 0);
         let got = match sys::poll_fd(fd, libc::POLLIN, wait_ms) {
             Ok(0) => Ok(None),
             Ok(_) => match sys::recv_nonblocking(fd, &mut buf) {

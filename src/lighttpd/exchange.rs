@@ -657,7 +657,7 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         registered = !fdn.is_null();
     }
     let mut out = std::mem::take(&mut c.params);
-    if id != REQUEST_ID || matches!(backend, Backend::Shared(_)) {
+    if matches!(backend, Backend::Shared(_)) {
         // Params were encoded for request 1 on a connection of its own.
         record::retarget(&mut out, id, record::FCGI_KEEP_CONN);
     }

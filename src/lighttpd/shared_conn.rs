@@ -35,6 +35,8 @@ pub struct SharedConn {
     members: HashMap<u16, *mut ffi::connection>,
     /// Nothing more will come or go (EOF, I/O error, bad framing): why.
     closed: Option<String>,
+    /// Where reads land (kept: a fresh 64 KiB per event would show).
+    read_buf: Vec<u8>,
 }
 
 pub type Shared = Rc<RefCell<SharedConn>>;
@@ -64,6 +66,7 @@ pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, 
                 out_pos: 0,
                 members: HashMap::new(),
                 closed: None,
+                read_buf: Vec::new(),
             }));
             // SAFETY: ev is live; the handler's ctx is the RefCell inside the
             // Rc, which the registry keeps alive until `shut` unregisters it.
@@ -174,7 +177,8 @@ impl SharedConn {
     }
 
     fn read(&mut self) {
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = std::mem::take(&mut self.read_buf);
+        buf.resize(READ_CHUNK, 0);
         let mut filed: Vec<u16> = Vec::new();
         for _ in 0..READS_PER_EVENT {
             match sys::recv_nonblocking(self.fd, &mut buf) {
@@ -198,6 +202,7 @@ impl SharedConn {
                 }
             }
         }
+        self.read_buf = buf;
         filed.dedup();
         for id in filed {
             if let Some(&con) = self.members.get(&id) {
