@@ -19,7 +19,7 @@ use std::time::Instant;
 const REQUEST_ID: u16 = 1;
 /// Response headers beyond this are a broken backend, not a reason to grow.
 pub const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
-pub(super) const CHUNK: usize = 65535;
+const CHUNK: usize = 65535;
 
 
 /// Send what is pending in `out`. False when the app stopped reading (it may
@@ -202,19 +202,14 @@ impl Exchange {
     /// # Safety
     /// `self.r` is the live request.
     pub(super) unsafe fn on_event(&mut self, ev: Event<'_>) {
-        if let Some(c) = self.capture.as_mut() {
-            match ev {
-                Event::Headers(h) => {
-                    c.headers = Some(h);
-                    return;
-                }
-                Event::Body(b) => {
-                    c.keep_body(b);
-                    return;
-                }
-                _ => {}
-            }
-        }
+        // An authorizer's answer is kept, not sent.
+        let ev = match self.capture.as_mut() {
+            Some(c) => match c.keep(ev) {
+                Some(ev) => ev,
+                None => return,
+            },
+            None => ev,
+        };
         match ev {
             Event::Headers(h) => {
                 // SAFETY: headers come before any body bytes.
@@ -262,6 +257,27 @@ pub(super) fn write_request_start(out: &mut Vec<u8>, id: u16, role: Role, flags:
     body.done
 }
 
+/// Read the next piece of the request body from the client into STDIN
+/// records for request `id` in `out` (the end of STDIN once the body is
+/// over). Ok(true) when it was over; Err when the client failed.
+///
+/// # Safety
+/// `r` is the live request in its handler phase, its body being read.
+pub(super) unsafe fn next_stdin(r: *mut ffi::request_rec, client_buf: &mut Vec<u8>, out: &mut Vec<u8>, id: u16) -> Result<bool, ()> {
+    client_buf.resize(CHUNK, 0);
+    // SAFETY: client_buf is CHUNK bytes long; httpd fills at most that.
+    let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
+    if n < 0 {
+        return Err(());
+    }
+    if n == 0 {
+        record::write_stream_end(out, STDIN, id);
+        return Ok(true);
+    }
+    record::write_stream(out, STDIN, id, &client_buf[..n as usize]);
+    Ok(false)
+}
+
 /// Run one request on connected socket `sock` in `role`. An authorizer gets
 /// no body (pass `Body::empty()`) and its response comes back in
 /// `Outcome::captured`; nothing is written to the client.
@@ -293,18 +309,16 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[
                 record::write_stream_end(&mut out, STDIN, REQUEST_ID);
                 stdin_closed = true;
             } else {
-                client_buf.resize(CHUNK, 0);
-                // SAFETY: client_buf is CHUNK bytes long; httpd fills at most that.
-                let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
-                if n < 0 {
-                    failure = Some((ffi::HTTP_BAD_REQUEST as Status, Fate::Broken, "reading the request body from the client failed".into()));
-                    break;
-                } else if n == 0 {
-                    body_done = true;
-                    record::write_stream_end(&mut out, STDIN, REQUEST_ID);
-                    stdin_closed = true;
-                } else {
-                    record::write_stream(&mut out, STDIN, REQUEST_ID, &client_buf[..n as usize]);
+                // SAFETY: r is live.
+                match unsafe { next_stdin(r, &mut client_buf, &mut out, REQUEST_ID) } {
+                    Err(()) => {
+                        failure = Some((ffi::HTTP_BAD_REQUEST as Status, Fate::Broken, "reading the request body from the client failed".into()));
+                        break;
+                    }
+                    Ok(ended) => {
+                        body_done = ended;
+                        stdin_closed = ended;
+                    }
                 }
             }
         }

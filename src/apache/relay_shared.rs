@@ -12,11 +12,10 @@
 //! leaves the worker serving the others.
 
 use super::ffi;
-use super::relay::{conclude, timed_out_why, write_request_start, Body, Exchange, Fate, Outcome, Role, Status, Timeouts, CHUNK, MAX_RESPONSE_HEADERS};
-use crate::core::fastcgi::record::{self, FCGI_KEEP_CONN, STDIN};
+use super::relay::{conclude, next_stdin, timed_out_why, write_request_start, Body, Exchange, Fate, Outcome, Role, Status, Timeouts, MAX_RESPONSE_HEADERS};
+use crate::core::fastcgi::record::FCGI_KEEP_CONN;
 use crate::core::fastcgi::response::{Event, ResponseDecoder};
 use crate::core::mux_conn::{MuxConn, Recv, SendError};
-use std::os::raw::c_char;
 use std::time::{Duration, Instant};
 
 /// The sooner of the next silence limit and the request's deadline.
@@ -78,19 +77,15 @@ pub unsafe fn exchange_shared(r: *mut ffi::request_rec, conn: &MuxConn, pairs: &
     // answer in between (an app may answer before it has read everything).
     let mut client_buf: Vec<u8> = Vec::new();
     while failure.is_none() && !body_done {
-        client_buf.resize(CHUNK, 0);
-        // SAFETY: client_buf is CHUNK bytes long; httpd fills at most that.
-        let n = unsafe { ffi::ap_get_client_block(r, client_buf.as_mut_ptr() as *mut c_char, CHUNK as _) };
         out.clear();
-        if n < 0 {
-            // The client's fault: this request is aborted, the worker serves on.
-            failure = Some((ffi::HTTP_BAD_REQUEST as Status, Fate::Clean, "reading the request body from the client failed".into()));
-            break;
-        } else if n == 0 {
-            body_done = true;
-            record::write_stream_end(&mut out, STDIN, id);
-        } else {
-            record::write_stream(&mut out, STDIN, id, &client_buf[..n as usize]);
+        // SAFETY: r is live.
+        match unsafe { next_stdin(r, &mut client_buf, &mut out, id) } {
+            Err(()) => {
+                // The client's fault: this request is aborted, the worker serves on.
+                failure = Some((ffi::HTTP_BAD_REQUEST as Status, Fate::Clean, "reading the request body from the client failed".into()));
+                break;
+            }
+            Ok(ended) => body_done = ended,
         }
         if let Err(e) = conn.send(&out, next_deadline(t)) {
             failure = Some(send_failure(e, t));

@@ -6,6 +6,7 @@
 
 use crate::core::directives::is_env_name;
 use crate::core::fastcgi::cgi_headers::CgiHeaders;
+use crate::core::fastcgi::response::Event;
 use crate::core::fastcgi::params::param_value_is_safe;
 use crate::core::hostconfig::{param_blocked, ALWAYS_BLOCKED_ENV};
 
@@ -100,11 +101,19 @@ pub struct Captured {
 }
 
 impl Captured {
-    /// Keep body bytes up to `MAX_CAPTURED_BODY`.
-    pub fn keep_body(&mut self, b: &[u8]) {
-        let room = MAX_CAPTURED_BODY.saturating_sub(self.body.len());
-        self.body.extend_from_slice(&b[..b.len().min(room)]);
-        self.body_truncated |= b.len() > room;
+    /// Keep the response's headers, and its body up to `MAX_CAPTURED_BODY`;
+    /// any other event (stderr, the end) is handed back for the caller.
+    pub fn keep<'a>(&mut self, ev: Event<'a>) -> Option<Event<'a>> {
+        match ev {
+            Event::Headers(h) => self.headers = Some(h),
+            Event::Body(b) => {
+                let room = MAX_CAPTURED_BODY.saturating_sub(self.body.len());
+                self.body.extend_from_slice(&b[..b.len().min(room)]);
+                self.body_truncated |= b.len() > room;
+            }
+            other => return Some(other),
+        }
+        None
     }
 }
 
@@ -160,6 +169,17 @@ mod tests {
         assert!(matches!(v("Status: 200\r\nLocation: /x\r\n"), Verdict::Invalid(_)));
         assert!(matches!(v("Status: 100\r\n"), Verdict::Invalid(_)));
         assert!(matches!(verdict(None, &[]).0, Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn capture_keeps_headers_and_a_bounded_body_and_hands_back_the_rest() {
+        let mut c = Captured::default();
+        assert!(c.keep(Event::Headers(parse_cgi_headers(b"Status: 401\r\n").unwrap())).is_none());
+        assert!(c.keep(Event::Body(&vec![b'x'; MAX_CAPTURED_BODY - 1])).is_none());
+        assert!(c.keep(Event::Body(b"yz")).is_none());
+        assert_eq!((c.body.len(), c.body_truncated), (MAX_CAPTURED_BODY, true));
+        assert_eq!(c.headers.as_ref().map(|h| h.status), Some(401));
+        assert!(matches!(c.keep(Event::Stderr(b"e")), Some(Event::Stderr(b"e"))));
     }
 
     #[test]

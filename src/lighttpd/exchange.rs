@@ -831,19 +831,14 @@ struct Sink<'a> {
 impl Sink<'_> {
 
     fn on_event(&mut self, ev: Event<'_>) {
-        if let Some(c) = self.capture.as_deref_mut() {
-            match ev {
-                Event::Headers(h) => {
-                    c.headers = Some(h);
-                    return;
-                }
-                Event::Body(b) => {
-                    c.keep_body(b);
-                    return;
-                }
-                _ => {}
-            }
-        }
+        // An authorizer's answer is kept, not sent.
+        let ev = match self.capture.as_deref_mut() {
+            Some(c) => match c.keep(ev) {
+                Some(ev) => ev,
+                None => return,
+            },
+            None => ev,
+        };
         match ev {
             Event::Headers(h) => {
                 // SAFETY: the request is live and headers come first.

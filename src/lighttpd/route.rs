@@ -29,7 +29,7 @@ thread_local! {
     static ROUTED: std::cell::RefCell<Option<(usize, PathBuf, Rc<Layer>)>> = const { std::cell::RefCell::new(None) };
 }
 
-fn buf(b: &ffi::buffer) -> &[u8] {
+pub(super) fn buf(b: &ffi::buffer) -> &[u8] {
     if b.ptr.is_null() || b.used == 0 {
         return &[];
     }
@@ -42,7 +42,7 @@ fn path(b: &[u8]) -> PathBuf {
 }
 
 /// End the request with `status` (lighttpd writes the error page).
-unsafe fn answer(r: *mut ffi::request_st, status: c_int, why: &str) -> ffi::handler_t {
+pub(super) unsafe fn answer(r: *mut ffi::request_st, status: c_int, why: &str) -> ffi::handler_t {
     log::request(r, format!("sufcgi: {why}").as_bytes());
     // SAFETY: r is live (the caller's contract).
     unsafe {

@@ -5,32 +5,14 @@
 //! that directory, as under Apache. Here the two cannot be confused: the
 //! host's setting comes only from lighttpd.conf. Nothing is spawned.
 
+use super::route::{answer, buf};
 use super::runtime::Runtime;
-use super::{ffi, log, settings};
+use super::{ffi, settings};
 use crate::core::status_page::{render, wants_json};
 use crate::core::supervisor::protocol::StatusReply;
 use crate::core::supervisor::{supervisor_socket_path, Client};
 use std::os::raw::{c_char, c_int};
 use std::path::PathBuf;
-
-/// End the request with an empty-bodied `status` (lighttpd's error page).
-unsafe fn fail(r: *mut ffi::request_st, status: c_int, why: &str) -> ffi::handler_t {
-    log::request(r, format!("sufcgi: {why}").as_bytes());
-    // SAFETY: r is live (the caller's contract).
-    unsafe {
-        (*r).http_status = status;
-        (*r).handler_module = std::ptr::null();
-    }
-    ffi::handler_t_HANDLER_FINISHED
-}
-
-fn buf(b: &ffi::buffer) -> &[u8] {
-    if b.ptr.is_null() || b.used == 0 {
-        return &[];
-    }
-    // SAFETY: a lighttpd buffer holds `used` bytes including the final NUL.
-    unsafe { std::slice::from_raw_parts(b.ptr as *const u8, b.used as usize - 1) }
-}
 
 /// Whether the host's page answers this request.
 ///
@@ -53,19 +35,19 @@ pub unsafe fn serve(r: *mut ffi::request_st, rt: &Runtime, owner_dir: Option<Pat
         if rr.http_method != ffi::http_method_t_HTTP_METHOD_GET && rr.http_method != ffi::http_method_t_HTTP_METHOD_HEAD {
             let allow = b"GET, HEAD";
             ffi::http_header_response_set(r, ffi::http_header_e_HTTP_HEADER_ALLOW, c"Allow".as_ptr(), 5, allow.as_ptr() as *const c_char, allow.len() as u32);
-            return fail(r, 405, "the status page answers GET only");
+            return answer(r, 405, "the status page answers GET only");
         }
         let context = settings::identity_context(r, &rt.identity_contexts) as usize;
         let Some(vhost) = rt.vhost_index.get(context).copied().flatten() else {
-            return fail(r, 503, "this host's owner or document root changed on reload; restart lighttpd to apply it");
+            return answer(r, 503, "this host's owner or document root changed on reload; restart lighttpd to apply it");
         };
         let customer = owner_dir.is_some();
         // A connection of its own, as under Apache: status pages are rare.
         let reply = Client::connect(&supervisor_socket_path(&rt.socket_dir)).and_then(|mut c| c.status(rt.host.generation, vhost, owner_dir, None));
         let (pools, truncated) = match reply {
             Ok(StatusReply::Pools { pools, truncated }) => (pools, truncated),
-            Ok(StatusReply::Refused { status, reason }) => return fail(r, status as c_int, &format!("status page refused: {reason}")),
-            Err(e) => return fail(r, 503, &format!("status page: supervisor unreachable: {e}")),
+            Ok(StatusReply::Refused { status, reason }) => return answer(r, status as c_int, &format!("status page refused: {reason}")),
+            Err(e) => return answer(r, 503, &format!("status page: supervisor unreachable: {e}")),
         };
         let (body, ctype) = render(&pools, customer, truncated, wants_json(buf(&rr.uri.query)));
         let set = |id: ffi::http_header_e, k: &[u8], v: &[u8]| {
