@@ -85,6 +85,27 @@ RUNNING_AS = re.compile(rf"running as {USER} \(uid {UID}\)")
 
 # ---------------------------------------------------------------- helpers
 
+
+class Restore:
+    """Putting the system back after a test that changed it: every step runs,
+    failures are collected; the test's own failure, if any, comes first."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+
+    def step(self, what, fn):
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - every step runs
+            self.problems.append(f"{what}: {e}")
+
+    def finish(self, primary: BaseException | None):
+        if primary is not None:
+            if self.problems:
+                primary.add_note("restoring the system also failed:\n" + "\n".join(self.problems))
+            raise primary
+        assert not self.problems, "restoring the system failed:\n" + "\n".join(self.problems)
+
 def run(*argv, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
     res = subprocess.run(list(argv), env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and res.returncode != 0:
@@ -409,13 +430,8 @@ def test_apt_install_a2enmod_graceful_serves_as_the_owner(deb):
         primary = e
 
     # ---- restore the system, then check that it was restored
-    problems: list[str] = []
-
-    def step(what, fn):
-        try:
-            fn()
-        except BaseException as e:  # noqa: BLE001 - every step runs
-            problems.append(f"{what}: {e}")
+    restore = Restore()
+    step, problems = restore.step, restore.problems
 
     def stop_ours():
         if STARTED_MARKER.exists() or (not was_running and system_master()):
@@ -453,11 +469,7 @@ def test_apt_install_a2enmod_graceful_serves_as_the_owner(deb):
     if not user_existed:
         step("remove the test user", _remove_user)
 
-    if primary is not None:
-        if problems:
-            primary.add_note("restoring the system also failed:\n" + "\n".join(problems))
-        raise primary
-    assert not problems, "restoring the system failed:\n" + "\n".join(problems)
+    restore.finish(primary)
     assert not installed("sufcgi")
     assert run("dpkg-query", "-W", "sufcgi", check=False).returncode != 0, "sufcgi not purged"
     assert not so.exists()
@@ -831,13 +843,8 @@ def test_lighttpd_apt_install_lighty_enable_mod_restart_serves_as_the_owner(ligh
         primary = e
 
     # ---- restore the system, then check that it was restored
-    problems: list[str] = []
-
-    def step(what, fn):
-        try:
-            fn()
-        except BaseException as e:  # noqa: BLE001 - every step runs
-            problems.append(f"{what}: {e}")
+    restore = Restore()
+    step, problems = restore.step, restore.problems
 
     def stop_ours():
         if LT_STARTED_MARKER.exists() or (not was_running and lt_system_master()):
@@ -874,11 +881,7 @@ def test_lighttpd_apt_install_lighty_enable_mod_restart_serves_as_the_owner(ligh
     else:
         print(f"\nlighttpd's stderr kept in {stderr_log}")
 
-    if primary is not None:
-        if problems:
-            primary.add_note("restoring the system also failed:\n" + "\n".join(problems))
-        raise primary
-    assert not problems, "restoring the system failed:\n" + "\n".join(problems)
+    restore.finish(primary)
     assert run("dpkg-query", "-W", LT_PKG, check=False).returncode != 0, f"{LT_PKG} not purged"
     assert not os.path.lexists(LT_SO)
     for f in (LT_AVAILABLE, LT_ENABLED, LT_SITE):

@@ -202,14 +202,7 @@ impl Exchange {
     /// # Safety
     /// `self.r` is the live request.
     pub(super) unsafe fn on_event(&mut self, ev: Event<'_>) {
-        // An authorizer's answer is kept, not sent.
-        let ev = match self.capture.as_mut() {
-            Some(c) => match c.keep(ev) {
-                Some(ev) => ev,
-                None => return,
-            },
-            None => ev,
-        };
+        let Some(ev) = Captured::pass(self.capture.as_mut(), ev) else { return };
         match ev {
             Event::Headers(h) => {
                 // SAFETY: headers come before any body bytes.

@@ -115,6 +115,15 @@ impl Captured {
         }
         None
     }
+
+    /// `ev` for the client, or None when `capture` kept it (an authorizer's
+    /// answer is kept, not sent).
+    pub fn pass<'a>(capture: Option<&mut Captured>, ev: Event<'a>) -> Option<Event<'a>> {
+        match capture {
+            Some(c) => c.keep(ev),
+            None => Some(ev),
+        }
+    }
 }
 
 /// What the authorizer's answer means for the request.

@@ -831,14 +831,7 @@ struct Sink<'a> {
 impl Sink<'_> {
 
     fn on_event(&mut self, ev: Event<'_>) {
-        // An authorizer's answer is kept, not sent.
-        let ev = match self.capture.as_deref_mut() {
-            Some(c) => match c.keep(ev) {
-                Some(ev) => ev,
-                None => return,
-            },
-            None => ev,
-        };
+        let Some(ev) = Captured::pass(self.capture.as_deref_mut(), ev) else { return };
         match ev {
             Event::Headers(h) => {
                 // SAFETY: the request is live and headers come first.
