@@ -31,6 +31,14 @@ build: deps-build lighttpd-src
 	cp target/lighttpd/release/libsufcgi.so $(LIGHTTPD_MODULE).tmp
 	mv -f $(LIGHTTPD_MODULE).tmp $(LIGHTTPD_MODULE)
 	@echo "built $(LIGHTTPD_MODULE)"
+	@# The supervisor program both modules exec, looked for beside each of them:
+	@# the core alone, so without either server's glue (own target dir again).
+	$(CARGO) build --release --no-default-features --features supervisor-bin \
+	  --bin sufcgi-supervisor --target-dir target/supervisor
+	for d in $(BUILD) $(BUILD)/lighttpd; do \
+	  cp target/supervisor/release/sufcgi-supervisor $$d/sufcgi-supervisor.tmp && \
+	  mv -f $$d/sufcgi-supervisor.tmp $$d/sufcgi-supervisor; done
+	@echo "built $(BUILD)/sufcgi-supervisor"
 
 # lighttpd ships no headers: take them from Debian's source package for exactly
 # the installed version, through an apt sources list private to this build

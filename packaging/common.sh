@@ -23,6 +23,17 @@ install_module() {
 	strip --remove-section=.comment --remove-section=.note --strip-unneeded "$2"
 }
 
+# install_supervisor MODULE_SO DEST_DIR: the supervisor program the module
+# execs, from beside the built module to beside the installed one (it looks
+# for it there), stripped, mode 0755.
+install_supervisor() {
+	local prog
+	prog="$(dirname "$1")/sufcgi-supervisor"
+	[ -f "$prog" ] || { echo "$prog does not exist: run \`make build\` first" >&2; exit 1; }
+	install -m 755 "$prog" "$2/sufcgi-supervisor"
+	strip --remove-section=.comment --remove-section=.note --strip-unneeded "$2/sufcgi-supervisor"
+}
+
 # stage_docs DOC LINTIAN_OVERRIDES PKG: README, SECURITY.md, copyright,
 # changelog, lintian overrides and the htaccess examples.
 stage_docs() {

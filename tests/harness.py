@@ -35,6 +35,8 @@ MPMS = ("event", "worker", "prefork")
 SERVERS = MPMS + ("lighttpd",)
 LIGHTTPD_BIN = "/usr/sbin/lighttpd"
 LIGHTTPD_MODULES_DIR = Path("/usr/lib/lighttpd")
+# The supervisor program both modules exec, built beside each (`make build`).
+SUPERVISOR_PROGRAM = "sufcgi-supervisor"
 LIGHTTPD_MODULE_PATH = Path(os.environ.get("SUFCGI_LIGHTTPD_MODULE", REPO / "build" / "lighttpd" / "mod_sufcgi.so"))
 WWW_DATA = (pwd.getpwnam("www-data").pw_uid, grp.getgrnam("www-data").gr_gid)
 
@@ -794,6 +796,11 @@ class Lighttpd(Server):
             # A copy, never a link: a rebuild must not change a running server's file.
             shutil.copy(LIGHTTPD_MODULE_PATH, self.modules / "mod_sufcgi.so.tmp")
             os.replace(self.modules / "mod_sufcgi.so.tmp", self.modules / "mod_sufcgi.so")
+            # The supervisor program the plugin execs, looked for beside it.
+            prog = LIGHTTPD_MODULE_PATH.parent / SUPERVISOR_PROGRAM
+            if prog.is_file():
+                shutil.copy(prog, self.modules / f"{SUPERVISOR_PROGRAM}.tmp")
+                os.replace(self.modules / f"{SUPERVISOR_PROGRAM}.tmp", self.modules / SUPERVISOR_PROGRAM)
 
     def _argv(self, *extra) -> list[str]:
         return [LIGHTTPD_BIN, "-D", "-f", str(self.conf), "-m", str(self.modules), *extra]

@@ -290,6 +290,14 @@ def apxs(var: str) -> str:
 
 # ---------------------------------------------------------------- tests
 
+def _assert_supervisor_program(moddir: Path):
+    """The supervisor program the module execs: beside it, 0755, stripped."""
+    prog = moddir / harness.SUPERVISOR_PROGRAM
+    assert prog.is_file(), f"{prog} missing"
+    assert prog.stat().st_mode & 0o777 == 0o755
+    assert not run("nm", "--defined-only", str(prog), check=False).stdout.strip(), "not stripped"
+
+
 def test_package_contents(deb):
     """Name, Depends on the httpd module ABI, conffiles, files, and a conf that changes nothing."""
     arch = run("dpkg", "--print-architecture").stdout.strip()
@@ -319,6 +327,7 @@ def test_package_contents(deb):
 
         so = Path(apxs("LIBEXECDIR")) / "mod_sufcgi.so"
         assert (root / str(so).lstrip("/")).is_file()
+        _assert_supervisor_program(root / str(so.parent).lstrip("/"))
         load = (root / "etc/apache2/mods-available/sufcgi.load").read_text()
         assert [l for l in load.splitlines() if l and not l.startswith("#")] == \
             [f"LoadModule sufcgi_module {so}"]
@@ -416,6 +425,9 @@ def test_apt_install_a2enmod_graceful_serves_as_the_owner(deb):
         master = system_master()
         assert master and worker in harness.descendants(master), \
             f"worker {worker} is not a descendant of the system Apache ({master})"
+        # Its supervisor is the packaged program, exec'd beside the module.
+        sup = harness.proc_ppid(worker)
+        assert os.readlink(f"/proc/{sup}/exe") == str(so.parent / harness.SUPERVISOR_PROGRAM), sup
         second = harness.request(port, "/perl/hello.fcgi", host=HOSTNAME)
         assert second.status == 200 and RUNNING_AS.search(second.body.decode(errors="replace")), second
         assert f"(pid {worker}) has served 2 request(s)" in second.body.decode(), second
@@ -687,6 +699,7 @@ def test_lighttpd_package_contents(lighttpd_deb):
 
         so = root / str(LT_SO).lstrip("/")
         assert so.is_file()
+        _assert_supervisor_program(so.parent)
         assert so.stat().st_mode & 0o777 == 0o644
         syms = run("nm", "-D", "--defined-only", str(so)).stdout
         assert re.search(r" T mod_sufcgi_plugin_init$", syms, re.M), "not a lighttpd plugin"

@@ -65,6 +65,7 @@ doc="$stage/usr/share/doc/sufcgi"
 install -d -m 755 "$stage/DEBIAN" "$stage$libexecdir" "$stage/etc/apache2/mods-available" "$doc/examples"
 
 install_module "$module" "$stage$libexecdir/mod_sufcgi.so"
+install_supervisor "$module" "$stage$libexecdir"
 
 sed "s|@LIBEXECDIR@|$libexecdir|" "$here/sufcgi.load.in" >"$stage/etc/apache2/mods-available/sufcgi.load"
 install -m 644 "$here/sufcgi.conf" "$stage/etc/apache2/mods-available/sufcgi.conf"

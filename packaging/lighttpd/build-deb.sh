@@ -86,6 +86,7 @@ doc="$stage/usr/share/doc/$pkg"
 install -d -m 755 "$stage/DEBIAN" "$stage$moddir" "$stage/etc/lighttpd/conf-available" "$doc/examples"
 
 install_module "$module" "$stage$moddir/mod_sufcgi.so"
+install_supervisor "$module" "$stage$moddir"
 
 install -m 644 "$here/20-sufcgi.conf" "$stage/etc/lighttpd/conf-available/20-sufcgi.conf"
 

@@ -190,15 +190,21 @@ pub unsafe fn ensure_supervisor(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server
             return Ok(());
         }
         let persist = runtime::persist((*(*s).process).pool).ok_or("cannot allocate the process record")?;
-        if persist.scoreboard.is_null() {
-            let sb = Scoreboard::create(runtime::SCOREBOARD_SLOTS).map_err(|e| format!("cannot create the scoreboard: {e}"))?;
-            let (p, n) = sb.as_raw();
-            persist.scoreboard = p;
-            persist.scoreboard_slots = n;
-        }
+        let raw = match persist.scoreboard {
+            Some(raw) => raw,
+            None => {
+                let sb = Scoreboard::create(runtime::SCOREBOARD_SLOTS, hc.ceilings.max_workers)
+                    .map_err(|e| format!("cannot create the scoreboard: {e}"))?;
+                persist.scoreboard = Some(sb.as_raw());
+                sb.as_raw()
+            }
+        };
         // The mapping lives for the whole process (never unmapped), shared by
         // every generation's children and the supervisor.
-        let scoreboard = Scoreboard::from_raw(persist.scoreboard, persist.scoreboard_slots);
+        let scoreboard = Scoreboard::from_raw(raw);
+        if let Some(note) = scoreboard.capacity_note(hc.ceilings.max_workers) {
+            log::server(s, log::WARNING, &format!("sufcgi: {note}"));
+        }
 
         let mut updated = false;
         if persist.supervisor_pid > 0 {

@@ -7,7 +7,7 @@
 //! lives in the process pool's userdata instead.
 
 use super::ffi;
-use crate::core::scoreboard::Scoreboard;
+use crate::core::scoreboard::{RawScoreboard, Scoreboard};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -15,15 +15,17 @@ use std::sync::{Arc, RwLock};
 /// Number of scoreboard slots: the most pools that can be live at once.
 pub const SCOREBOARD_SLOTS: u32 = 8192;
 
-const PERSIST_KEY: &std::ffi::CStr = c"sufcgi:persist";
+/// Versioned: a module upgraded by a graceful restart must not read an older
+/// module's record with a different layout.
+const PERSIST_KEY: &std::ffi::CStr = c"sufcgi:persist:2";
 
 /// Lives in the process pool, written only by the single-threaded parent.
 #[repr(C)]
 pub struct Persist {
     pub supervisor_pid: libc::pid_t,
     pub control_fd: libc::c_int,
-    pub scoreboard: *mut u8,
-    pub scoreboard_slots: u32,
+    /// None until the scoreboard is created.
+    pub scoreboard: Option<RawScoreboard>,
 }
 
 /// The process-lifetime record, created on first use.
@@ -43,7 +45,7 @@ pub unsafe fn persist(pool: *mut ffi::apr_pool_t) -> Option<&'static mut Persist
             if p.is_null() {
                 return None;
             }
-            p.write(Persist { supervisor_pid: 0, control_fd: -1, scoreboard: std::ptr::null_mut(), scoreboard_slots: 0 });
+            p.write(Persist { supervisor_pid: 0, control_fd: -1, scoreboard: None });
             // The key must outlive the pool: a static string.
             ffi::apr_pool_userdata_setn(p as *const _, PERSIST_KEY.as_ptr(), None, pool);
             data = p as *mut _;

@@ -472,7 +472,7 @@ mod tests {
     const LNK: u32 = libc::S_IFLNK as u32;
 
     fn st(kind: u32, perm: u32, uid: u32) -> FileStat {
-        FileStat { dev: 1, ino: 42, mode: kind | perm, uid, gid: uid, nlink: if kind == DIR { 2 } else { 1 }, mtime_ns: 0 }
+        FileStat { dev: 1, ino: 42, mode: kind | perm, uid, gid: uid, nlink: if kind == DIR { 2 } else { 1 }, size: 0, mtime_ns: 0 }
     }
 
     #[derive(Default)]

@@ -3,8 +3,9 @@
 //! without asking the supervisor: it claims the entry with a compare-and-swap,
 //! connects to that worker's own socket, and releases the entry afterwards.
 //!
-//! The privileged parent maps it (anonymous, shared) before forking anything,
-//! so every child and the supervisor see the same pages. Only atomics live
+//! The privileged parent maps it (a memfd, shared) before forking anything,
+//! so every child and the supervisor (which maps the same memfd after its
+//! exec) see the same pages. Only atomics live
 //! here: no pointers, nothing a child could use to steer the supervisor beyond
 //! hints the supervisor re-checks. A worker entry packs (epoch, state) into one
 //! word so a child can never release an entry that the supervisor has since
@@ -13,6 +14,7 @@
 use crate::core::limits::MAX_POOL_WORKERS;
 use crate::core::sys;
 use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -179,7 +181,10 @@ impl WorkerSlot {
 }
 
 /// One pool: its limits as the supervisor clamped them, queue counters, and
-/// its workers.
+/// its workers. The worker entries are a slice as long as the host's
+/// MaxWorkers ceiling at the scoreboard's creation, not `MAX_POOL_WORKERS`:
+/// a pool's pages are touched by every process that serves it, so 5,000
+/// pools cost 5,000 × (64 + 64 × ceiling) bytes rather than 5,000 pages.
 #[repr(C, align(64))]
 pub struct PoolSlot {
     /// Bumped each time the slot is given to a pool: cached references to an
@@ -212,10 +217,11 @@ pub struct PoolSlot {
     /// multiplex (or is being asked), up to `mux::MAX_SHARED` when it does.
     pub per_worker: AtomicU32,
     _pad: [u32; 1],
-    pub workers: [WorkerSlot; MAX_POOL_WORKERS as usize],
+    pub workers: [WorkerSlot],
 }
 
-const _: () = assert!(std::mem::size_of::<PoolSlot>() == 64 + std::mem::size_of::<WorkerSlot>() * MAX_POOL_WORKERS as usize);
+/// Bytes of a slot before its worker entries.
+const SLOT_HEADER: usize = 64;
 
 /// A worker claimed for one request. Dropping it without `release` or
 /// `retire` retires the worker (the request did not end cleanly).
@@ -298,7 +304,7 @@ impl Drop for Claim<'_> {
 
 impl PoolSlot {
     fn worker_limit(&self) -> usize {
-        (self.max_workers.load(Ordering::Acquire) as usize).min(MAX_POOL_WORKERS as usize)
+        (self.max_workers.load(Ordering::Acquire) as usize).min(self.workers.len())
     }
 
     /// Claim an idle worker, lowest index first (so high entries go idle and
@@ -492,10 +498,24 @@ impl PoolSlot {
 
 /// The shared mapping. It is never unmapped: it lives as long as the process
 /// (and its forks) that created it, across module reloads; copies made with
-/// `from_raw` merely alias it.
+/// `from_raw` or `clone` merely alias it.
+#[derive(Clone)]
 pub struct Scoreboard {
-    ptr: *mut PoolSlot,
-    nslots: u32,
+    base: *mut u8,
+    raw: RawScoreboard,
+}
+
+/// What it takes to find the scoreboard again: in Apache's process record
+/// across module reloads, and (fd and shape) on the exec'd supervisor's
+/// command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawScoreboard {
+    pub ptr: *mut u8,
+    pub slots: u32,
+    /// Worker entries per slot.
+    pub workers: u32,
+    /// The memfd behind the mapping (close-on-exec; the supervisor gets a copy).
+    pub fd: i32,
 }
 
 // SAFETY: the mapping is only ever accessed through atomics, and it outlives
@@ -505,61 +525,119 @@ unsafe impl Send for Scoreboard {}
 unsafe impl Sync for Scoreboard {}
 
 impl Scoreboard {
-    pub fn create(nslots: u32) -> io::Result<Scoreboard> {
-        if nslots == 0 {
+    /// A fresh, zeroed scoreboard of `slots` pools of up to `workers` workers
+    /// each (clamped to 1..=MAX_POOL_WORKERS).
+    pub fn create(slots: u32, workers: u32) -> io::Result<Scoreboard> {
+        let workers = workers.clamp(1, MAX_POOL_WORKERS);
+        let len = Self::byte_len(slots, workers)?;
+        let fd = sys::memfd_create(c"sufcgi-scoreboard")?;
+        sys::ftruncate(fd.as_raw_fd(), len as u64)?;
+        let sb = Self::map(fd.as_raw_fd(), slots, workers, len)?;
+        // The fd is kept for the life of the process, like the mapping.
+        let _ = fd.into_raw_fd();
+        Ok(sb)
+    }
+
+    /// Maps the scoreboard another process created (the exec'd supervisor),
+    /// checking that the memfd is as large as its shape says.
+    pub fn attach(fd: i32, slots: u32, workers: u32) -> io::Result<Scoreboard> {
+        if workers == 0 || workers > MAX_POOL_WORKERS {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "scoreboard: bad worker count"));
+        }
+        let len = Self::byte_len(slots, workers)?;
+        if sys::fstat(fd)?.size != len as u64 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "scoreboard: size does not match its shape"));
+        }
+        Self::map(fd, slots, workers, len)
+    }
+
+    fn byte_len(slots: u32, workers: u32) -> io::Result<usize> {
+        if slots == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "scoreboard needs at least one slot"));
         }
-        let len = (nslots as usize)
-            .checked_mul(std::mem::size_of::<PoolSlot>())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "scoreboard too large"))?;
-        // SAFETY: anonymous shared mapping with no address hint; result checked
-        // against MAP_FAILED. Pages are only backed once touched, so unused
-        // slots cost address space, not memory.
+        (slots as usize)
+            .checked_mul(Self::stride_of(workers))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "scoreboard too large"))
+    }
+
+    fn stride_of(workers: u32) -> usize {
+        SLOT_HEADER + workers as usize * std::mem::size_of::<WorkerSlot>()
+    }
+
+    fn map(fd: i32, slots: u32, workers: u32, len: usize) -> io::Result<Scoreboard> {
+        // SAFETY: a shared mapping of `len` bytes of our own memfd with no
+        // address hint; result checked against MAP_FAILED. Pages are only
+        // backed once touched, so unused slots cost address space, not memory.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd,
                 0,
             )
         };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // Anonymous mappings are zero-filled, and all-zero atomics are valid zeros.
-        Ok(Scoreboard { ptr: p as *mut PoolSlot, nslots })
+        // A new memfd reads as zeros, and all-zero atomics are valid zeros.
+        Ok(Scoreboard { base: p as *mut u8, raw: RawScoreboard { ptr: p as *mut u8, slots, workers, fd } })
     }
 
-    /// Rebuild from raw parts (the glue keeps ptr+len across Apache's module reload).
+    /// Rebuild from raw parts (the glue keeps them across Apache's module reload).
     ///
     /// # Safety
-    /// `ptr` and `nslots` must come from `as_raw` of a Scoreboard made by `create`
-    /// in this process or an ancestor it was forked from; the mapping must still exist.
-    pub unsafe fn from_raw(ptr: *mut u8, nslots: u32) -> Scoreboard {
-        Scoreboard { ptr: ptr as *mut PoolSlot, nslots }
+    /// `raw` must come from `as_raw` of a Scoreboard made by `create` or
+    /// `attach` in this process or an ancestor it was forked from; the
+    /// mapping must still exist.
+    pub unsafe fn from_raw(raw: RawScoreboard) -> Scoreboard {
+        Scoreboard { base: raw.ptr, raw }
     }
 
-    pub fn as_raw(&self) -> (*mut u8, u32) {
-        (self.ptr as *mut u8, self.nslots)
+    pub fn as_raw(&self) -> RawScoreboard {
+        self.raw
     }
 
     pub fn len(&self) -> u32 {
-        self.nslots
+        self.raw.slots
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nslots == 0
+        self.raw.slots == 0
+    }
+
+    /// Worker entries per slot: the most workers any pool can have.
+    pub fn worker_capacity(&self) -> u32 {
+        self.raw.workers
+    }
+
+    /// What to tell the host when its MaxWorkers ceiling outgrew the
+    /// scoreboard (raised by a graceful restart; the mapping is sized once).
+    pub fn capacity_note(&self, ceiling: u32) -> Option<String> {
+        let want = ceiling.min(MAX_POOL_WORKERS);
+        (want > self.raw.workers).then(|| {
+            format!(
+                "SuFcgiCeiling MaxWorkers {ceiling}: pools keep at most {} workers each until the server is fully restarted (the scoreboard is sized at start)",
+                self.raw.workers
+            )
+        })
     }
 
     pub fn slot(&self, index: u32) -> Option<&PoolSlot> {
-        if index >= self.nslots {
+        if index >= self.raw.slots {
             return None;
         }
-        // SAFETY: index < nslots, so the slot lies inside the live mapping;
-        // PoolSlot is made of atomics, so shared references across processes are sound.
-        Some(unsafe { &*self.ptr.add(index as usize) })
+        let stride = Self::stride_of(self.raw.workers);
+        // SAFETY: index < slots, so the slot's `stride` bytes lie inside the
+        // live mapping, which is 64-byte aligned (page-aligned base, stride a
+        // multiple of 64). The slice-to-DST cast carries the number of worker
+        // entries as the slot's length. PoolSlot is made of atomics, so shared
+        // references across processes are sound.
+        Some(unsafe {
+            let first = self.base.add(index as usize * stride) as *const WorkerSlot;
+            &*(std::ptr::slice_from_raw_parts(first, self.raw.workers as usize) as *const PoolSlot)
+        })
     }
 }
 
@@ -577,7 +655,7 @@ mod tests {
 
     #[test]
     fn claim_release_cycle() {
-        let sb = Scoreboard::create(2).unwrap();
+        let sb = Scoreboard::create(2, 8).unwrap();
         let p = pool(&sb, 2);
         assert!(p.claim().is_none(), "no worker yet");
         p.workers[0].set(1, IDLE);
@@ -597,7 +675,7 @@ mod tests {
 
     #[test]
     fn a_multiplexing_pool_shares_busy_workers_up_to_its_share() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 2);
         p.workers[0].set(1, IDLE);
         p.workers[1].set(1, IDLE);
@@ -626,7 +704,7 @@ mod tests {
 
     #[test]
     fn dropped_claim_retires_the_worker() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(4, IDLE);
         drop(p.claim().unwrap());
@@ -635,7 +713,7 @@ mod tests {
 
     #[test]
     fn max_requests_recycles() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.max_requests.store(2, Ordering::Release);
         p.workers[0].set(1, IDLE);
@@ -646,7 +724,7 @@ mod tests {
 
     #[test]
     fn release_after_supervisor_replaced_the_worker_is_harmless() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(1, IDLE);
         let c = p.claim().unwrap();
@@ -658,7 +736,7 @@ mod tests {
 
     #[test]
     fn retiring_pool_retires_on_release() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(1, IDLE);
         let c = p.claim().unwrap();
@@ -669,7 +747,7 @@ mod tests {
 
     #[test]
     fn supervisor_retire_if_only_takes_idle() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(7, IDLE);
         let c = p.claim().unwrap();
@@ -682,7 +760,7 @@ mod tests {
 
     #[test]
     fn pipelined_request_takes_over_the_worker() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(1, IDLE);
         assert!(p.enqueue().is_none(), "an idle worker is claimed, not queued behind");
@@ -703,7 +781,7 @@ mod tests {
 
     #[test]
     fn pipelining_never_exceeds_max_requests() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.max_requests.store(2, Ordering::Release);
         p.workers[0].set(1, IDLE);
@@ -717,7 +795,7 @@ mod tests {
 
     #[test]
     fn no_pipelining_behind_an_old_request() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(1, IDLE);
         let _a = p.claim().unwrap();
@@ -728,7 +806,7 @@ mod tests {
 
     #[test]
     fn supervisor_stop_clears_a_pipelined_worker() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(3, IDLE);
         let a = p.claim().unwrap();
@@ -742,7 +820,7 @@ mod tests {
 
     #[test]
     fn newcomers_do_not_overtake_sleepers() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(1, IDLE);
         assert!(p.newcomer_may_take(), "nobody waits");
@@ -785,7 +863,7 @@ mod tests {
 
     #[test]
     fn queue_is_bounded() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         assert!(p.enter_queue());
         assert!(p.enter_queue());
@@ -800,7 +878,7 @@ mod tests {
 
     #[test]
     fn waiter_is_woken_by_release_in_another_process() {
-        let sb = Scoreboard::create(1).unwrap();
+        let sb = Scoreboard::create(1, 8).unwrap();
         let p = pool(&sb, 1);
         p.workers[0].set(1, IDLE);
         let held = p.claim().unwrap();
@@ -840,13 +918,47 @@ mod tests {
 
     #[test]
     fn slots_are_separate_and_aliases_share() {
-        let sb = Scoreboard::create(3).unwrap();
+        let sb = Scoreboard::create(3, 8).unwrap();
         assert!(sb.slot(3).is_none());
+        assert_eq!(sb.worker_capacity(), 8);
+        let s0 = sb.slot(0).unwrap();
+        assert_eq!((s0.workers.len(), std::mem::size_of_val(s0)), (8, 64 + 8 * 64));
         sb.slot(1).unwrap().spawns.store(7, Ordering::Release);
-        assert_eq!(sb.slot(0).unwrap().spawns.load(Ordering::Acquire), 0);
-        let (ptr, n) = sb.as_raw();
+        assert_eq!(s0.spawns.load(Ordering::Acquire), 0);
+        // The last worker entry of one slot ends where the next slot begins.
+        s0.workers[7].set(9, IDLE);
+        assert_eq!(sb.slot(1).unwrap().generation.load(Ordering::Acquire), 0);
+        assert_eq!(sb.slot(1).unwrap().workers[0].load(), (0, EMPTY));
         // SAFETY: same mapping, same process.
-        let again = unsafe { Scoreboard::from_raw(ptr, n) };
+        let again = unsafe { Scoreboard::from_raw(sb.as_raw()) };
         assert_eq!(again.slot(1).unwrap().spawns.load(Ordering::Acquire), 7);
+        // A second mapping of the memfd (what the exec'd supervisor makes) shares the pages.
+        let raw = sb.as_raw();
+        let other = Scoreboard::attach(raw.fd, 3, 8).unwrap();
+        assert_ne!(other.as_raw().ptr, raw.ptr);
+        assert_eq!(other.slot(1).unwrap().spawns.load(Ordering::Acquire), 7);
+        assert_eq!(other.slot(0).unwrap().workers[7].load(), (9, IDLE));
+        other.slot(2).unwrap().rejected.store(3, Ordering::Release);
+        assert_eq!(sb.slot(2).unwrap().rejected.load(Ordering::Acquire), 3);
+        assert!(Scoreboard::attach(raw.fd, 3, 4).is_err(), "a shape that does not match the size");
+        assert!(Scoreboard::attach(raw.fd, 3, 0).is_err());
+    }
+
+    #[test]
+    fn capacity_follows_the_ceiling() {
+        let sb = Scoreboard::create(1, 4).unwrap();
+        assert_eq!(sb.slot(0).unwrap().workers.len(), 4);
+        assert!(sb.capacity_note(4).is_none());
+        assert!(sb.capacity_note(2).is_none());
+        assert!(sb.capacity_note(16).unwrap().contains("at most 4 workers"));
+        let p = sb.slot(0).unwrap();
+        p.max_workers.store(16, Ordering::Release);
+        for w in &p.workers {
+            w.set(1, IDLE);
+        }
+        let claims: Vec<_> = (0..4).map(|_| p.claim().unwrap()).collect();
+        assert!(p.claim().is_none(), "a max_workers above the capacity reads as the capacity");
+        drop(claims);
+        assert_eq!(Scoreboard::create(1, 1000).unwrap().worker_capacity(), MAX_POOL_WORKERS);
     }
 }

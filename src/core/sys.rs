@@ -52,6 +52,7 @@ pub struct FileStat {
     pub uid: u32,
     pub gid: u32,
     pub nlink: u64,
+    pub size: u64,
     /// Modification time in nanoseconds since the epoch (reload detection).
     pub mtime_ns: i64,
 }
@@ -65,6 +66,7 @@ impl FileStat {
             uid: st.st_uid,
             gid: st.st_gid,
             nlink: st.st_nlink as u64,
+            size: st.st_size as u64,
             mtime_ns: (st.st_mtime as i64).saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64),
         }
     }
@@ -289,6 +291,42 @@ pub fn open_dev_null(flags: libc::c_int) -> io::Result<OwnedFd> {
     let fd = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), flags | libc::O_CLOEXEC) })?;
     // SAFETY: freshly opened fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An anonymous shared-memory file (close-on-exec), for mappings that must
+/// outlive an exec in another process.
+pub fn memfd_create(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: NUL-terminated name; result checked.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: freshly created fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn ftruncate(fd: RawFd, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a caller-owned fd.
+    cvt_retry(|| unsafe { libc::ftruncate(fd, len as libc::off_t) }).map(|_| ())
+}
+
+/// Places `fds[i]` at descriptor `i + first` (without close-on-exec), for a
+/// child about to exec. Async-signal-safe: it first moves every source above
+/// the targets, so a source that sits on another's target is never lost.
+pub fn place_fds(fds: &[RawFd], first: RawFd) -> io::Result<()> {
+    let above = first + fds.len() as RawFd;
+    let mut moved = [0 as RawFd; 8];
+    if fds.len() > moved.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"));
+    }
+    for (i, &fd) in fds.iter().enumerate() {
+        // SAFETY: F_DUPFD_CLOEXEC on a caller-owned fd; result checked.
+        moved[i] = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) })?;
+    }
+    for (i, &fd) in moved[..fds.len()].iter().enumerate() {
+        // SAFETY: dup2 onto a fixed number clears close-on-exec there.
+        cvt(unsafe { libc::dup2(fd, first + i as RawFd) })?;
+        // SAFETY: our own temporary copy.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
 }
 
 /// Closes every fd >= `from` except those in `keep`. Async-signal-safe.

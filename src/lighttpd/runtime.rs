@@ -137,7 +137,12 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
             log::server(srv, &format!("sufcgi: {why}; sufcgi requests will be answered 503"));
             unavailable = Some(why.to_string());
         } else {
-            let sb = SCOREBOARD.get_or_try_init(|| Scoreboard::create(SCOREBOARD_SLOTS)).map_err(|e| format!("cannot create the scoreboard: {e}"))?;
+            let sb = SCOREBOARD
+                .get_or_try_init(|| Scoreboard::create(SCOREBOARD_SLOTS, st.host.ceilings.max_workers))
+                .map_err(|e| format!("cannot create the scoreboard: {e}"))?;
+            if let Some(note) = sb.capacity_note(st.host.ceilings.max_workers) {
+                log::server(srv, &format!("sufcgi: {note}"));
+            }
             let k = supervisor::start_keeper(&st.host, sb).map_err(|e| format!("cannot start the supervisor: {e}"))?;
             let (pid, fd) = (k.pid, k.lifeline.into_raw_fd());
             if let Some(old) = running.take() {

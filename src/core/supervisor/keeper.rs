@@ -34,7 +34,7 @@ pub fn start_keeper(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<Kee
     let first = bind(cfg)?;
     let (life_rd, life_wr) = sys::pipe()?;
     let (pid_rd, pid_wr) = sys::pipe()?;
-    let (sb_ptr, nslots) = scoreboard.as_raw();
+    let sb = scoreboard.clone();
     let cfg = cfg.clone();
     // SAFETY: the caller guarantees a single-threaded process; the children
     // run only our code and leave through `_exit`.
@@ -53,8 +53,6 @@ pub fn start_keeper(cfg: &HostConfig, scoreboard: &Scoreboard) -> io::Result<Kee
             unsafe { libc::_exit(0) };
         }
         drop(pid_wr);
-        // SAFETY: the mapping was created before fork and is inherited (MAP_SHARED).
-        let sb = unsafe { Scoreboard::from_raw(sb_ptr, nslots) };
         keep(cfg, sb, life_rd, first);
     }
     drop(first);
@@ -82,7 +80,8 @@ fn keep(cfg: HostConfig, sb: Scoreboard, lifeline: OwnedFd, first: Listener) -> 
     for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGPIPE, libc::SIGINT] {
         sys::ignore_signal(sig);
     }
-    sys::close_fds_except(3, &[lifeline.as_raw_fd(), first.fd.as_raw_fd()]);
+    // The scoreboard's memfd stays: every supervisor this keeper starts maps it.
+    sys::close_fds_except(3, &[lifeline.as_raw_fd(), first.fd.as_raw_fd(), sb.as_raw().fd]);
     let mut first = Some(first);
     let mut failures: u32 = 0;
     loop {

@@ -3,11 +3,14 @@
 //!
 //! `start` prepares the socket directory and the supervisor socket in the
 //! parent (so errors are reported synchronously), then forks. The child
-//! never execs; it runs `server::run`. The parent keeps a `SupervisorHandle`:
+//! execs the `sufcgi-supervisor` program (see exec.rs) or, without it, runs
+//! `server::run` in place; either way its first message on the control
+//! channel is the host configuration. The parent keeps a `SupervisorHandle`:
 //! closing its control fd (dropping the handle) stops the supervisor.
 
 mod accounts;
 pub mod client;
+pub mod exec;
 mod keeper;
 pub mod log;
 mod justify;
@@ -125,12 +128,13 @@ pub fn start_on(cfg: &HostConfig, scoreboard: &Scoreboard, bound: Listener) -> i
     let (parent_end, child_end) = sys::socketpair()?;
     // Before fork, so even the first frame carries the sender's credentials.
     sys::set_passcred(child_end.as_raw_fd())?;
-    let (sb_ptr, nslots) = scoreboard.as_raw();
-    let cfg = cfg.clone();
+    let frame = protocol::encode_config(cfg)?;
     let parent_pid = sys::getpid();
+    let plan = exec::ExecPlan::find(parent_pid, &path, scoreboard.as_raw()).map_err(|why| exec::note_in_place(&why)).ok();
+    let sb = scoreboard.clone();
 
     // SAFETY: the caller guarantees a single-threaded process; the child only
-    // runs our own code and leaves through `_exit`.
+    // runs our own code and leaves through exec or `_exit`.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let e = io::Error::last_os_error();
@@ -139,22 +143,43 @@ pub fn start_on(cfg: &HostConfig, scoreboard: &Scoreboard, bound: Listener) -> i
     }
     if pid == 0 {
         drop(parent_end);
-        become_supervisor(parent_pid, &child_end, &listener);
-        // SAFETY: the mapping was created before fork and is inherited (MAP_SHARED).
-        let sb = unsafe { Scoreboard::from_raw(sb_ptr, nslots) };
+        let sb_fd = sb.as_raw().fd;
+        become_supervisor(parent_pid, &[child_end.as_raw_fd(), listener.as_raw_fd(), sb_fd]);
+        if let Some(plan) = plan {
+            let e = plan.exec(child_end.as_raw_fd(), listener.as_raw_fd(), sb_fd);
+            log::log(log::Level::Error, format_args!("cannot exec the supervisor program: {e}; running it in place"));
+        }
+        let cfg = match exec::read_initial_config(child_end.as_raw_fd()) {
+            Ok(c) => c,
+            Err(e) => {
+                log::log(log::Level::Error, format_args!("supervisor start failed: {e}"));
+                // SAFETY: leaving the forked child.
+                unsafe { libc::_exit(1) }
+            }
+        };
+        raise_nofile();
         server::run(cfg, sb, child_end, listener, path);
     }
     drop(child_end);
     drop(listener);
-    Ok(SupervisorHandle { pid, control: Some(parent_end), detached: false })
+    let handle = SupervisorHandle { pid, control: Some(parent_end), detached: false };
+    if let Some(fd) = handle.control.as_ref() {
+        if let Err(e) = sys::send_all(fd.as_raw_fd(), &frame) {
+            let _ = handle.shutdown(Duration::from_secs(1));
+            return Err(io::Error::new(e.kind(), format!("the supervisor did not take its configuration: {e}")));
+        }
+    }
+    Ok(handle)
 }
 
-/// Process hygiene for the freshly forked supervisor (runs in the child).
-fn become_supervisor(parent_pid: libc::pid_t, control: &OwnedFd, listener: &OwnedFd) {
+/// Process hygiene for the freshly forked supervisor (runs in the child,
+/// before any exec): signals, parent death, and only `keep` left open.
+fn become_supervisor(parent_pid: libc::pid_t, keep: &[RawFd]) {
     // Inherited server signal handlers must not run here.
     sys::reset_signals();
     // The server signals its whole process group on restart (HUP, USR1, WINCH):
-    // the supervisor survives restarts and learns about them over the control channel.
+    // the supervisor survives restarts and learns about them over the control
+    // channel. Ignored signals stay ignored across exec.
     for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGPIPE] {
         sys::ignore_signal(sig);
     }
@@ -171,22 +196,26 @@ fn become_supervisor(parent_pid: libc::pid_t, control: &OwnedFd, listener: &Owne
         fail("server exited during start-up");
     }
     // Never let the server's listening sockets (or anything else) reach a worker.
-    sys::close_fds_except(3, &[control.as_raw_fd(), listener.as_raw_fd()]);
-    // One fd per server child: lift the soft limit to the hard one (workers get
-    // the server's original limit back).
-    if let Ok((soft, hard)) = sys::nofile_limit() {
-        let _ = spawn::WORKER_NOFILE.set((soft, hard));
-        let want = hard.min(1 << 20);
-        if want > soft {
-            let _ = sys::set_nofile_soft(want, hard);
-        }
-    }
+    sys::close_fds_except(3, keep);
     match sys::open_dev_null(libc::O_RDONLY) {
         // SAFETY: dup2 onto fd 0; `null` is a valid open fd.
         Ok(null) => unsafe {
             libc::dup2(null.as_raw_fd(), 0);
         },
         Err(_) => fail("open /dev/null"),
+    }
+}
+
+/// One fd per server child: lift the soft limit to the hard one (workers get
+/// the server's original limit back). In the process that runs the
+/// supervisor, after any exec.
+fn raise_nofile() {
+    if let Ok((soft, hard)) = sys::nofile_limit() {
+        let _ = spawn::WORKER_NOFILE.set((soft, hard));
+        let want = hard.min(1 << 20);
+        if want > soft {
+            let _ = sys::set_nofile_soft(want, hard);
+        }
     }
 }
 

@@ -976,7 +976,11 @@ impl Server {
         let Some(slot) = self.slot(slot_idx) else {
             return Err(Refusal::new(500, "scoreboard slot out of range"));
         };
-        let limits = checked.limits;
+        let mut limits = checked.limits;
+        // The scoreboard has room for the ceiling it was created with (see
+        // `Scoreboard::capacity_note` for a ceiling raised since).
+        limits.max_workers = limits.max_workers.min(self.sb.worker_capacity());
+        limits.min_workers = limits.min_workers.min(limits.max_workers);
         let slot_generation = slot.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
         // Only the entries this pool can use are reset (and so touched):
         // nobody looks past max_workers, and untouched shared pages cost nothing.

@@ -149,7 +149,7 @@ fn supervisor_end_to_end_as_root() {
     let mut cfg = HostConfig::new(sock_dir.clone(), 0, 0);
     cfg.generation = 3;
     cfg.vhosts.push(VhostConfig { name: "ut.example:80".into(), owner: None, document_root: www.clone() });
-    let sb = Scoreboard::create(8).unwrap();
+    let sb = Scoreboard::create(8, 8).unwrap();
     // An fd the "server" leaked without CLOEXEC must not reach the supervisor.
     // SAFETY: plain open of a device; closed below.
     let leaked = unsafe { libc::open(c"/dev/zero".as_ptr(), libc::O_RDONLY) };
