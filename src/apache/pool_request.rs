@@ -111,17 +111,18 @@ pub unsafe fn run(
             Conn::Shared(mc) => unsafe { relay_shared::exchange_shared(r, mc, pairs, body, &timeouts, role) },
         };
         drop(conn);
+        let worker = claim.index;
+        slot.inflight.fetch_sub(1, Ordering::AcqRel);
+        let never_accepted = link::settle(&rt.site(), &pool.info, claim, outcome.fate, outcome.answered);
+        if never_accepted {
+            return Err(NotRun::Busy { retry_after: 1, why: "the worker exited before taking the request (is the app failing at start?)".into() });
+        }
         if outcome.refused == Some(record::CANT_MPX_CONN) {
             // It said it multiplexes, then refused to: believe the refusal.
             slot.per_worker.store(1, Ordering::Release);
         } else if outcome.fate == relay::Fate::Clean && outcome.refused.is_none() {
             // SAFETY: r is live.
-            unsafe { ask_about_multiplexing(r, &pool.info, slot, claim.index) };
-        }
-        slot.inflight.fetch_sub(1, Ordering::AcqRel);
-        let never_accepted = link::settle(&rt.site(), &pool.info, claim, outcome.fate, outcome.answered);
-        if never_accepted {
-            return Err(NotRun::Busy { retry_after: 1, why: "the worker exited before taking the request (is the app failing at start?)".into() });
+            unsafe { ask_about_multiplexing(r, &pool.info, slot, worker) };
         }
         return Ok(outcome);
     }
@@ -135,9 +136,9 @@ enum Conn {
 }
 
 /// After the pool's first clean request, ask its app once whether it
-/// multiplexes (`core::mux`): the worker is still ours, and up. The answer
-/// is the pool's, in the scoreboard, for every server process; the first
-/// process to get here asks, the others meanwhile give one request per
+/// multiplexes (`core::mux`): the worker that just answered is up. The
+/// answer is the pool's, in the scoreboard, for every server process; the
+/// first process to get here asks, the others meanwhile give one request per
 /// worker, as to any app.
 ///
 /// # Safety
@@ -148,15 +149,16 @@ unsafe fn ask_about_multiplexing(r: *mut ffi::request_rec, info: &PoolInfo, slot
     }
     // (Not flushed first: httpd would then send the response chunked rather
     // than with its length, and the question takes microseconds.)
-    match mux::probe(&info.socket_prefix, worker, mux::PROBE_TIMEOUT) {
-        Ok(caps) => {
-            let n = caps.requests_per_worker();
-            slot.per_worker.store(n, Ordering::Release);
-            if n > 1 {
-                let msg = format!("sufcgi: the app multiplexes (FCGI_MPXS_CONNS=1, FCGI_MAX_REQS={}): up to {n} requests per worker share a connection", caps.max_reqs.map_or("unset".into(), |m| m.to_string()));
-                log::request(r, log::INFO, msg.as_bytes());
-            }
+    match mux::ask(&info.socket_prefix, worker, slot) {
+        Ok(caps) if caps.requests_per_worker() > 1 => {
+            let msg = format!(
+                "sufcgi: the app multiplexes (FCGI_MPXS_CONNS=1, FCGI_MAX_REQS={}): up to {} requests per worker share a connection",
+                caps.max_reqs.map_or("unset".into(), |m| m.to_string()),
+                caps.requests_per_worker()
+            );
+            log::request(r, log::INFO, msg.as_bytes());
         }
+        Ok(_) => {}
         Err(e) => log::request(r, log::INFO, format!("sufcgi: the app did not answer FCGI_GET_VALUES ({e}); one request per connection").as_bytes()),
     }
 }

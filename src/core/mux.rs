@@ -1,6 +1,6 @@
 //! Whether an app multiplexes (FastCGI spec 4.1): asked once per pool with
-//! FCGI_GET_VALUES on a connection of its own, after the pool's first clean
-//! request (the app is then known to be up and in its accept loop, so an
+//! FCGI_GET_VALUES on a connection of its own, right after the pool's first
+//! clean request (the app is then known to be up and in its accept loop, so an
 //! app that ignores the question costs one short wait, once). Only an app
 //! that answers `FCGI_MPXS_CONNS=1` is ever given several requests at once,
 //! and then over one shared connection per server process
@@ -10,10 +10,12 @@
 use crate::core::fastcgi::params::parse_name_values;
 use crate::core::fastcgi::record::{self, RecordHeader, GET_VALUES_RESULT, HEADER_LEN, NULL_REQUEST_ID, UNKNOWN_TYPE};
 use crate::core::request::connect_worker;
+use crate::core::scoreboard::PoolSlot;
 use crate::core::sys;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Most requests one multiplexing worker is given at once, whatever it
@@ -64,6 +66,30 @@ impl Capabilities {
             return 1;
         }
         self.max_reqs.unwrap_or(MAX_SHARED).clamp(1, MAX_SHARED)
+    }
+}
+
+/// Ask worker `index` of the pool at `prefix`, after a request of the pool
+/// ended cleanly on it, and file the answer in the pool's scoreboard slot
+/// (whose `per_worker` the caller set to 1, "being asked"). The worker is
+/// not claimed for the question: a request that arrives meanwhile takes it
+/// and waits in its backlog for the microseconds the answer takes (a
+/// claimed worker would make it queue, or refuse it with SuFcgiQueueLimit
+/// 0). An app that serves one connection at a time and is busy by then
+/// answers late or not at all: it does not multiplex either. A worker gone
+/// meanwhile (nothing to connect to) leaves the question to a later request.
+pub fn ask(prefix: &Path, index: u32, slot: &PoolSlot) -> io::Result<Capabilities> {
+    match probe(prefix, index, PROBE_TIMEOUT) {
+        Ok(caps) => {
+            slot.per_worker.store(caps.requests_per_worker(), Ordering::Release);
+            Ok(caps)
+        }
+        Err(e) => {
+            if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) {
+                slot.per_worker.store(0, Ordering::Release);
+            }
+            Err(e)
+        }
     }
 }
 

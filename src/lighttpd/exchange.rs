@@ -989,12 +989,11 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     let answered = conn.got_bytes;
     let ask = fate == Fate::Clean && matches!(conn.backend, Backend::Own { .. }) && first_to_ask(conn.slot);
     let (claim, pool) = close_conn(c.r, c.con, conn);
-    let never_accepted = if ask {
-        ask_about_multiplexing(c.rt.socket_dir.clone(), c.rt.scoreboard, pool.clone(), claim);
-        false
-    } else {
-        pool_link::settle(&c.site(), &pool.info, claim, fate, answered)
-    };
+    let worker = claim.index;
+    let never_accepted = pool_link::settle(&c.site(), &pool.info, claim, fate, answered);
+    if ask && !never_accepted {
+        ask_about_multiplexing(c.rt.scoreboard, pool.clone(), worker);
+    }
     // A worker of this pool may be free now: the next waiter's turn.
     waiters::wake_front(pool.info.slot);
     if never_accepted {
@@ -1028,23 +1027,24 @@ fn first_to_ask(slot: &PoolSlot) -> bool {
     slot.per_worker.load(Ordering::Acquire) == 0 && slot.per_worker.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
 }
 
-/// Ask the app once whether it multiplexes (`core::mux`), on the worker this
-/// request just used, which stays claimed meanwhile, as under Apache. The
-/// question is a blocking round trip (at most `mux::PROBE_TIMEOUT`, for an
-/// app that ignores it), so it runs on a short-lived thread of its own, never
-/// on lighttpd's event loop; it touches only the socket and the scoreboard.
-fn ask_about_multiplexing(socket_dir: PathBuf, scoreboard: &'static Scoreboard, pool: Arc<Pool>, claim: Claim<'static>) {
-    // Should no thread start, the closure and the claim in it are dropped:
-    // the worker is retired (the supervisor starts another) and the pool
-    // keeps one request per connection.
-    let _ = std::thread::Builder::new().name("sufcgi-mux-probe".into()).spawn(move || {
-        let slot = pool.slot(scoreboard);
-        if let (Ok(caps), Some(slot)) = (mux::probe(&pool.info.socket_prefix, claim.index, mux::PROBE_TIMEOUT), slot) {
-            slot.per_worker.store(caps.requests_per_worker(), Ordering::Release);
+/// Ask the app once whether it multiplexes (`core::mux::ask`), on the worker
+/// this request just used, as under Apache. The question is a blocking round
+/// trip (at most `mux::PROBE_TIMEOUT`, for an app that ignores it), so it
+/// runs on a short-lived thread of its own, never on lighttpd's event loop;
+/// it touches only the socket and the scoreboard.
+fn ask_about_multiplexing(scoreboard: &'static Scoreboard, pool: Arc<Pool>, worker: u32) {
+    let asking = pool.clone();
+    let spawned = std::thread::Builder::new().name("sufcgi-mux-probe".into()).spawn(move || {
+        if let Some(slot) = asking.slot(scoreboard) {
+            let _ = mux::ask(&asking.info.socket_prefix, worker, slot);
         }
-        let site = Site { socket_dir: &socket_dir, scoreboard };
-        pool_link::settle(&site, &pool.info, claim, Fate::Clean, true);
     });
+    if spawned.is_err() {
+        // No thread: a later request asks.
+        if let Some(slot) = pool.slot(scoreboard) {
+            slot.per_worker.store(0, Ordering::Release);
+        }
+    }
 }
 
 /// An authorizer's answer (`core::authorizer`, as under Apache): 200 lets
