@@ -118,3 +118,16 @@ def test_an_unsafe_program_is_never_run(start, tmp_path, request, unsafe, site):
     log = s.log_since(0)
     assert "runs inside a copy of the server" in log, log[-2000:]
     assert re.search(rf"{re.escape(PROGRAM)} is not owned by root or is writable by others", log), log[-2000:]
+
+
+def test_the_program_is_not_for_running_by_hand():
+    """Started by hand it says what it is for; from another build (a package
+    upgraded under a running server) it names both protocol versions."""
+    import subprocess
+    prog = harness.MODULE_PATH.parent / PROGRAM
+    res = subprocess.run([str(prog)], capture_output=True, text=True, timeout=10)
+    assert res.returncode == 2 and "not by hand" in res.stderr, res
+    res = subprocess.run([str(prog), "--server-pid", str(os.getpid()), "--socket", "/nonexistent/s.sock",
+                          "--scoreboard", "1,1", "--protocol", "250"], capture_output=True, text=True, timeout=10)
+    assert res.returncode == 1, res
+    assert re.search(r"\[sufcgi:error\] .*speaks supervisor protocol \d+, the module 250", res.stderr), res.stderr

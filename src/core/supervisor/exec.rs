@@ -56,6 +56,8 @@ impl ExecPlan {
             c(socket.as_os_str().as_bytes())?,
             c(b"--scoreboard")?,
             c(format!("{},{}", sb.slots, sb.workers).as_bytes())?,
+            c(b"--protocol")?,
+            c(protocol::VERSION.to_string().as_bytes())?,
         ];
         Ok(ExecPlan { program: c(program.as_os_str().as_bytes())?, argv })
     }
@@ -135,6 +137,9 @@ pub fn read_initial_config(control: RawFd) -> io::Result<HostConfig> {
 
 /// What the command line says.
 struct Args {
+    /// The module's `protocol::VERSION`: a program from another build
+    /// (a package upgraded under a running server) says so and stops.
+    protocol: u8,
     server_pid: libc::pid_t,
     socket: PathBuf,
     slots: u32,
@@ -145,12 +150,14 @@ fn parse_args(args: &[std::ffi::OsString]) -> Option<Args> {
     let mut server_pid = None;
     let mut socket = None;
     let mut shape = None;
+    let mut protocol = None;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next()?;
         match flag.as_bytes() {
             b"--server-pid" => server_pid = value.to_str()?.parse().ok(),
             b"--socket" => socket = Some(PathBuf::from(value)),
+            b"--protocol" => protocol = value.to_str()?.parse().ok(),
             b"--scoreboard" => {
                 let (s, w) = value.to_str()?.split_once(',')?;
                 shape = Some((s.parse().ok()?, w.parse().ok()?));
@@ -159,7 +166,7 @@ fn parse_args(args: &[std::ffi::OsString]) -> Option<Args> {
         }
     }
     let (slots, workers) = shape?;
-    Some(Args { server_pid: server_pid?, socket: socket?, slots, workers })
+    Some(Args { protocol: protocol?, server_pid: server_pid?, socket: socket?, slots, workers })
 }
 
 /// `sufcgi-supervisor`'s main: only ever started by the module.
@@ -173,6 +180,13 @@ pub fn main() -> i32 {
         log_error!("supervisor start failed: {what}");
         1
     };
+    if a.protocol != protocol::VERSION {
+        return fail(format!(
+            "this {PROGRAM_NAME} speaks supervisor protocol {}, the module {}: they are from different builds (restart the server after an upgrade)",
+            protocol::VERSION,
+            a.protocol
+        ));
+    }
     // Both survive exec, but a server that died in between leaves us orphaned.
     if sys::set_parent_death_signal(libc::SIGTERM).is_err() {
         return fail("prctl(PR_SET_PDEATHSIG)".into());
@@ -223,14 +237,15 @@ mod tests {
 
     #[test]
     fn command_line() {
-        let a = parse_args(&args(&[PROGRAM_NAME, "--server-pid", "42", "--socket", "/run/s/supervisor.sock", "--scoreboard", "8192,16"])).unwrap();
-        assert_eq!((a.server_pid, a.slots, a.workers), (42, 8192, 16));
+        let a = parse_args(&args(&[PROGRAM_NAME, "--server-pid", "42", "--socket", "/run/s/supervisor.sock", "--scoreboard", "8192,16", "--protocol", "2"])).unwrap();
+        assert_eq!((a.server_pid, a.slots, a.workers, a.protocol), (42, 8192, 16, 2));
         assert_eq!(a.socket, Path::new("/run/s/supervisor.sock"));
         assert!(parse_args(&args(&[PROGRAM_NAME])).is_none(), "nothing given");
-        assert!(parse_args(&args(&[PROGRAM_NAME, "--server-pid", "42", "--socket", "/s"])).is_none(), "no shape");
-        assert!(parse_args(&args(&[PROGRAM_NAME, "--server-pid", "x", "--socket", "/s", "--scoreboard", "1,1"])).is_none());
+        assert!(parse_args(&args(&[PROGRAM_NAME, "--server-pid", "42", "--socket", "/s", "--protocol", "2"])).is_none(), "no shape");
+        assert!(parse_args(&args(&[PROGRAM_NAME, "--server-pid", "42", "--socket", "/s", "--scoreboard", "1,1"])).is_none(), "no protocol");
+        assert!(parse_args(&args(&[PROGRAM_NAME, "--server-pid", "x", "--socket", "/s", "--scoreboard", "1,1", "--protocol", "2"])).is_none());
         assert!(parse_args(&args(&[PROGRAM_NAME, "--bogus", "1"])).is_none());
-        assert!(parse_args(&args(&[PROGRAM_NAME, "--scoreboard", "1;1", "--server-pid", "1", "--socket", "/s"])).is_none());
+        assert!(parse_args(&args(&[PROGRAM_NAME, "--scoreboard", "1;1", "--server-pid", "1", "--socket", "/s", "--protocol", "2"])).is_none());
     }
 
     #[test]
