@@ -37,6 +37,11 @@ use std::time::{Duration, Instant};
 
 const REQUEST_ID: u16 = 1;
 const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
+/// A connection is kept for the worker's next request only after a request
+/// this small, with no body: the app then read all of it at once (libfcgi
+/// reads 8 KiB at a time and drops what it buffered of a finished request),
+/// so nothing of it is left to be taken for the start of the next one.
+const KEEP_MAX_REQUEST: usize = 8192;
 /// Body bytes collected before a worker is claimed (as under Apache).
 const PREFETCH: i64 = 64 * 1024;
 /// Reads per scheduling of one request: others get their turn in between.
@@ -67,7 +72,9 @@ pub struct Job {
 enum Backend {
     /// A connection of its own, registered with lighttpd.
     Own { fd: c_int, fdn: *mut ffi::fdnode },
-    /// This process's connection to a multiplexing worker (shared_conn.rs).
+    /// This process's connection to the worker (shared_conn.rs): shared
+    /// with the worker's other requests when the app multiplexes, kept from
+    /// one request to the next when it does not.
     Shared(Shared),
 }
 
@@ -78,6 +85,12 @@ struct Conn {
     backend: Backend,
     /// Its FastCGI request id (1 on a connection of its own).
     id: u16,
+    /// Small and without a body: its connection may be kept afterwards.
+    keepable: bool,
+    /// It went out on a kept connection: the request's records, to send
+    /// once more on a fresh connection should the app have closed the kept
+    /// one before answering.
+    resend: Option<Vec<u8>>,
     out: Vec<u8>,
     out_pos: usize,
     stdin_done: bool,
@@ -209,15 +222,16 @@ impl Drop for Ctx {
             let aborted_cleanly = matches!(&conn.backend, Backend::Shared(s) if s.borrow().closed().is_none());
             let fate = if conn.dec.is_done() || aborted_cleanly { Fate::Clean } else { Fate::Broken };
             let answered = conn.got_bytes;
-            let (claim, pool) = close_conn(self.r, self.con, conn);
+            let (claim, pool) = close_conn(self.r, self.con, conn, false);
             pool_link::settle(&self.site(), &pool.info, claim, fate, answered);
         }
     }
 }
 
-/// Unregister and close the backend socket, log what is left of the app's
-/// stderr; hand back what must be settled.
-fn close_conn(r: *mut ffi::request_st, con: *mut ffi::connection, mut conn: Conn) -> (Claim<'static>, Arc<Pool>) {
+/// Unregister and close the backend socket (or leave the connection to the
+/// worker, kept when `keep`), log what is left of the app's stderr; hand
+/// back what must be settled.
+fn close_conn(r: *mut ffi::request_st, con: *mut ffi::connection, mut conn: Conn, keep: bool) -> (Claim<'static>, Arc<Pool>) {
     conn.stderr.flush(|line| log_app_stderr(r, line));
     match &conn.backend {
         // SAFETY: con is live while its request is; fdn was registered on its
@@ -231,7 +245,7 @@ fn close_conn(r: *mut ffi::request_st, con: *mut ffi::connection, mut conn: Conn
                 libc::close(*fd);
             }
         },
-        Backend::Shared(s) => shared_conn::leave(s, conn.id, conn.dec.is_done()),
+        Backend::Shared(s) => shared_conn::leave(s, conn.id, conn.dec.is_done(), keep),
     }
     conn.slot.inflight.fetch_sub(1, Ordering::AcqRel);
     (conn.claim, conn.pool)
@@ -534,7 +548,8 @@ fn find_worker(c: &mut Ctx) -> Found {
             continue;
         };
         if waiters::may_claim(pool.info.slot, me) {
-            if let Some(claim) = slot.claim() {
+            // An idle worker, else (a multiplexing app) a share of a busy one.
+            if let Some(claim) = slot.claim().or_else(|| slot.share()) {
                 if take(c, claim, slot, pool) {
                     return Found::Worker;
                 }
@@ -572,7 +587,10 @@ fn find_worker(c: &mut Ctx) -> Found {
             // of a worker whose request began moments ago (as under Apache),
             // so the worker finds the next request waiting when it is done
             // instead of idling while lighttpd hands it over.
-            if waiters::may_claim(pool.info.slot, me) {
+            // Not where connections are kept: a request in the backlog would
+            // wait behind the kept connection the worker reads, and the
+            // hand-over on the event loop costs no more than the backlog.
+            if waiters::may_claim(pool.info.slot, me) && !keeps_connections(c.con, slot) {
                 if let Some(claim) = slot.enqueue() {
                     if take(c, claim, slot, pool) {
                         return Found::Worker;
@@ -616,19 +634,36 @@ fn busy(c: &mut Ctx, retry_after: u32, why: &str) -> ffi::handler_t {
     refuse(c, 503, Some(retry_after), &format!("503: {why}"))
 }
 
-/// Connect to the claimed worker and register the socket with lighttpd; or,
-/// for an app that multiplexes, join this process's connection to it.
+/// Whether this process keeps its connections to the pool's workers from
+/// one request to the next: once the app was asked whether it multiplexes
+/// (a kept connection would hold up the question), and only while lighttpd
+/// runs as one process (`server.max-worker` 0): a worker waiting on a
+/// connection kept by one process would be lost to the others.
+fn keeps_connections(con: *mut ffi::connection, slot: &PoolSlot) -> bool {
+    // SAFETY: the connection and its server are live.
+    let single = unsafe { (*(*con).srv).srvconf.max_worker == 0 };
+    single && slot.per_worker.load(Ordering::Acquire) != 0
+}
+
+/// Connect to the claimed worker and register the socket with lighttpd; or
+/// join this process's connection to it (a multiplexing app's, or one kept
+/// from the worker's last request).
 fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Arc<Pool>) -> Result<(), ()> {
     // SAFETY: the connection and its server are live.
     let ev = unsafe { (*(*c.con).srv).ev };
-    let backend = if claim.shared || slot.requests_per_worker() > 1 {
+    let keeps = keeps_connections(c.con, slot);
+    // SAFETY: c.r is live.
+    let bodiless = unsafe { (*c.r).reqbody_length == 0 } || c.is_authorizer();
+    let keepable = keeps && bodiless && c.params.len() + record::HEADER_LEN <= KEEP_MAX_REQUEST;
+    // A pipelined request has a connection of its own, in the busy worker's backlog.
+    let backend = if claim.shared || slot.requests_per_worker() > 1 || (keeps && !claim.pipelined) {
         let key = (pool.info.slot, pool.info.slot_generation, claim.index, claim.epoch);
         // SAFETY: c.con is the request's live connection, ev its server's.
-        unsafe { shared_conn::join(key, ev, c.con, || connect_worker(&pool.info.socket_prefix, claim.index)) }.map(|(s, id)| (Backend::Shared(s), id))
+        unsafe { shared_conn::join(key, ev, c.con, || connect_worker(&pool.info.socket_prefix, claim.index)) }.map(|(s, id, reused)| (Backend::Shared(s), id, reused))
     } else {
-        connect_worker(&pool.info.socket_prefix, claim.index).map(|sock| (Backend::Own { fd: sock.into_raw_fd(), fdn: std::ptr::null_mut() }, REQUEST_ID))
+        connect_worker(&pool.info.socket_prefix, claim.index).map(|sock| (Backend::Own { fd: sock.into_raw_fd(), fdn: std::ptr::null_mut() }, REQUEST_ID, false))
     };
-    let (mut backend, id) = match backend {
+    let (mut backend, id, reused) = match backend {
         Ok(b) => b,
         Err(e) => {
             // The worker went away between claim and connect: take another.
@@ -657,6 +692,9 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         registered = !fdn.is_null();
     }
     let mut out = std::mem::take(&mut c.params);
+    // On a kept connection the app may have hung up since: keep the records
+    // for a second try (a request without a body, so they are all of it).
+    let resend = (reused && slot.requests_per_worker() == 1 && bodiless).then(|| out.clone());
     if matches!(backend, Backend::Shared(_)) {
         // Params were encoded for request 1 on a connection of its own.
         record::retarget(&mut out, id, record::FCGI_KEEP_CONN);
@@ -667,6 +705,8 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         pool,
         backend,
         id,
+        keepable,
+        resend,
         out,
         out_pos: 0,
         stdin_done: false,
@@ -964,6 +1004,12 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
         return finish(c, Fate::Clean, 200, None);
     }
     if eof {
+        if !conn.got_bytes {
+            if let Some(records) = conn.resend.take() {
+                // SAFETY: the caller's contract.
+                return unsafe { again_on_a_fresh_connection(c, records) };
+            }
+        }
         let why = match conn.dec.finish() {
             Err(e) if conn.got_bytes => format!("the app's response ended early: {e}"),
             _ => "the app closed the connection without answering".to_string(),
@@ -980,6 +1026,24 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
     ffi::handler_t_HANDLER_WAIT_FOR_EVENT
 }
 
+/// The app closed the kept connection this request went out on before it
+/// answered anything (an app that does not keep connections, or a worker on
+/// its way out): give the worker back and run the request again, on a fresh
+/// connection. Only requests without a body, whose records are all kept.
+///
+/// # Safety
+/// `c.r` and its connection are live.
+unsafe fn again_on_a_fresh_connection(c: &mut Ctx, records: Vec<u8>) -> ffi::handler_t {
+    let Some(conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
+    let (claim, pool) = close_conn(c.r, c.con, conn, false);
+    pool_link::settle(&c.site(), &pool.info, claim, Fate::Clean, false);
+    waiters::wake_front(pool.info.slot);
+    c.params = records;
+    c.stage = Stage::Queue;
+    // SAFETY: the caller's contract.
+    unsafe { subrequest(c) }
+}
+
 /// Settle the worker by how the exchange ended and complete the response.
 fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::handler_t {
     let Some(mut conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
@@ -988,7 +1052,18 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     let headers_done = conn.headers_done;
     let answered = conn.got_bytes;
     let ask = fate == Fate::Clean && matches!(conn.backend, Backend::Own { .. }) && first_to_ask(conn.slot);
-    let (claim, pool) = close_conn(c.r, c.con, conn);
+    // Kept for the worker's next request when this one left nothing behind
+    // on it, and no request waits in the worker's backlog (it must find the
+    // worker in accept()).
+    let keep = fate == Fate::Clean
+        && why.is_none()
+        && conn.keepable
+        && conn.dec.is_done()
+        && conn.stdin_done
+        && !conn.input_closed
+        && conn.out_pos == conn.out.len()
+        && conn.claim.worker().queued() == 0;
+    let (claim, pool) = close_conn(c.r, c.con, conn, keep);
     let worker = claim.index;
     let never_accepted = pool_link::settle(&c.site(), &pool.info, claim, fate, answered);
     if ask && !never_accepted {

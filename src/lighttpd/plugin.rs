@@ -2,7 +2,7 @@
 //! and its hooks. Every hook goes through the panic guard.
 
 use super::exchange::{self, ctx_of};
-use super::{ffi, log, route, runtime};
+use super::{ffi, log, route, runtime, shared_conn};
 use crate::core::guard::guard;
 use std::os::raw::{c_int, c_void};
 
@@ -36,7 +36,11 @@ unsafe extern "C" fn init() -> *mut c_void {
     unsafe { libc::calloc(1, std::mem::size_of::<PluginData>()) }
 }
 
-unsafe extern "C" fn cleanup(_p_d: *mut c_void) {}
+unsafe extern "C" fn cleanup(_p_d: *mut c_void) {
+    // Connections kept open to workers: closed before lighttpd frees its
+    // event handler (a reload starts with none).
+    guard("cleanup", (), |_| {}, shared_conn::close_all)
+}
 
 unsafe extern "C" fn priv_defaults(srv: *mut ffi::server, p_d: *mut c_void) -> ffi::handler_t {
     guard("priv_defaults", ffi::handler_t_HANDLER_ERROR, |m| log::server(srv, m), || {

@@ -1,10 +1,18 @@
-//! lighttpd: this process's one connection to a multiplexing worker, shared
-//! by the requests running on it — the event-loop twin of
-//! `core::mux_conn` (same `Router`, no threads, nothing blocks). What is
-//! read is filed under its request id and the requests that got records are
-//! scheduled; what requests send goes out from one queue of whole records,
-//! so records never interleave. The connection closes when its last request
-//! leaves (an abandoned request is aborted with FCGI_ABORT_REQUEST first).
+//! lighttpd: this process's one connection to a worker — shared by the
+//! requests running on it when the app multiplexes, kept from one request to
+//! the next when it does not. The event-loop twin of `core::mux_conn` (same
+//! `Router`, no threads, nothing blocks). What is read is filed under its
+//! request id and the requests that got records are scheduled; what requests
+//! send goes out from one queue of whole records, so records never
+//! interleave.
+//!
+//! When its last request leaves, the connection stays open for the worker's
+//! next request if that request ended cleanly and left nothing behind (see
+//! `leave`); otherwise it closes (an abandoned request is aborted with
+//! FCGI_ABORT_REQUEST first). lighttpd is one process, so a worker waiting
+//! on a kept connection is only ever wanted by this process (exchange.rs
+//! keeps connections only then). An idle kept connection that the app
+//! closes, or that receives anything, is closed and forgotten.
 
 use super::exchange::schedule;
 use super::ffi;
@@ -45,13 +53,15 @@ thread_local! {
     static SHARED: RefCell<HashMap<Key, Shared>> = RefCell::new(HashMap::new());
 }
 
-/// A request id on this process's shared connection to the worker `key`
-/// names, opened with `connect` when there is none (or it closed).
+/// A request id on this process's connection to the worker `key` names,
+/// opened with `connect` when there is none (or it closed). The flag says
+/// whether the connection was already open (kept, or shared).
 ///
 /// # Safety
 /// `con` is the live connection of the request; `ev` its server's event handler.
-pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, connect: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<(Shared, u16)> {
+pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, connect: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<(Shared, u16, bool)> {
     let existing = SHARED.with(|m| m.borrow().get(&key).filter(|s| s.borrow().closed.is_none()).cloned());
+    let reused = existing.is_some();
     let shared = match existing {
         Some(s) => s,
         None => {
@@ -89,12 +99,15 @@ pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, 
         s.members.insert(id, con);
         id
     };
-    Ok((shared, id))
+    Ok((shared, id, reused))
 }
 
 /// Request `id` leaves; `finished`: it took its END_REQUEST. The last one
-/// out closes the connection.
-pub fn leave(shared: &Shared, id: u16, finished: bool) {
+/// out closes the connection unless `keep` (the caller's judgement that the
+/// worker may be given its next request on it) and nothing is left on it:
+/// no request id open (an abandoned one waits for its END_REQUEST), nothing
+/// unsent.
+pub fn leave(shared: &Shared, id: u16, finished: bool, keep: bool) {
     let mut s = shared.borrow_mut();
     s.members.remove(&id);
     if s.router.close(id, finished) && s.closed.is_none() && !s.members.is_empty() {
@@ -102,16 +115,44 @@ pub fn leave(shared: &Shared, id: u16, finished: bool) {
         record::write_abort_request(&mut rec, id);
         s.queue(&rec);
     }
-    if s.members.is_empty() {
+    let kept = keep && s.closed.is_none() && s.router.is_idle() && s.pending_out() == 0;
+    if s.members.is_empty() && !kept {
         s.shut();
         let key = s.key;
         drop(s);
-        SHARED.with(|m| {
-            let mut m = m.borrow_mut();
-            if m.get(&key).is_some_and(|cur| Rc::ptr_eq(cur, shared)) {
-                m.remove(&key);
+        forget(key, shared);
+    }
+}
+
+/// Take the connection out of the registry (if it is still the one there).
+fn forget(key: Key, shared: &Shared) {
+    SHARED.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.get(&key).is_some_and(|cur| Rc::ptr_eq(cur, shared)) {
+            m.remove(&key);
+        }
+    });
+}
+
+/// Close every connection (lighttpd stops or reloads: its event handler is
+/// about to go, and with it every fd registered on it). Only kept, idle
+/// connections are left by then: requests end before the server does.
+pub fn close_all() {
+    let all: Vec<Shared> = SHARED.with(|m| m.borrow_mut().drain().map(|(_, s)| s).collect());
+    for shared in all {
+        let mut s = shared.borrow_mut();
+        if !s.fdn.is_null() {
+            // SAFETY: fdn is registered on ev, which lighttpd frees only after
+            // its plugins' cleanup; no event is dispatched any more, so the
+            // node can go at once (not through sched_close).
+            unsafe {
+                ffi::fdevent_fdnode_event_del(s.ev, s.fdn);
+                ffi::fdevent_unregister(s.ev, s.fdn);
+                libc::close(s.fd);
             }
-        });
+            s.fdn = std::ptr::null_mut();
+        }
+        s.closed.get_or_insert_with(|| "server stopping".into());
     }
 }
 
@@ -146,6 +187,11 @@ impl SharedConn {
     fn close_with(&mut self, why: String) {
         self.closed.get_or_insert(why);
         self.schedule_members();
+        if self.members.is_empty() {
+            // A kept connection the app closed (or sent something on): the
+            // caller of the event handler takes it out of the registry.
+            self.shut();
+        }
     }
 
     fn schedule_members(&self) {
@@ -242,6 +288,21 @@ unsafe extern "C" fn on_event(ctx: *mut c_void, revents: c_int) -> ffi::handler_
     }
     if revents & (ffi::FDEVENT_IN | ffi::FDEVENT_HUP | ffi::FDEVENT_ERR | ffi::FDEVENT_RDHUP) as c_int != 0 {
         s.read();
+    }
+    if s.closed.is_some() && s.members.is_empty() {
+        // An idle kept connection that ended: out of the registry. That may
+        // drop the last reference to `cell`, which is not touched after.
+        let key = s.key;
+        drop(s);
+        let ours = SHARED.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.get(&key).is_some_and(|cur| std::ptr::eq(Rc::as_ptr(cur), cell)) {
+                m.remove(&key)
+            } else {
+                None
+            }
+        });
+        drop(ours);
     }
     ffi::handler_t_HANDLER_FINISHED
 }
