@@ -82,11 +82,14 @@ pub fn ask(prefix: &Path, index: u32, slot: &PoolSlot) -> io::Result<Capabilitie
     match probe(prefix, index, PROBE_TIMEOUT) {
         Ok(caps) => {
             slot.per_worker.store(caps.requests_per_worker(), Ordering::Release);
+            slot.asked.store(1, Ordering::Release);
             Ok(caps)
         }
         Err(e) => {
             if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) {
                 slot.per_worker.store(0, Ordering::Release);
+            } else {
+                slot.asked.store(1, Ordering::Release);
             }
             Err(e)
         }

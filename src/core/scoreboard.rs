@@ -216,7 +216,9 @@ pub struct PoolSlot {
     /// server process asked the app (FCGI_GET_VALUES), 1 when it does not
     /// multiplex (or is being asked), up to `mux::MAX_SHARED` when it does.
     pub per_worker: AtomicU32,
-    _pad: [u32; 1],
+    /// 1 once the question behind `per_worker` was answered (or timed out):
+    /// `per_worker` 1 also means "being asked".
+    pub asked: AtomicU32,
     pub workers: [WorkerSlot],
 }
 

@@ -635,14 +635,17 @@ fn busy(c: &mut Ctx, retry_after: u32, why: &str) -> ffi::handler_t {
 }
 
 /// Whether this process keeps its connections to the pool's workers from
-/// one request to the next: once the app was asked whether it multiplexes
-/// (a kept connection would hold up the question), and only while lighttpd
-/// runs as one process (`server.max-worker` 0): a worker waiting on a
-/// connection kept by one process would be lost to the others.
+/// one request to the next: once the app answered whether it multiplexes
+/// (the question is asked on a connection of its own, which a worker
+/// reading a kept connection would leave unaccepted in its backlog — and the
+/// supervisor takes a connection waiting there for a worker still
+/// starting), and only while lighttpd runs as one process
+/// (`server.max-worker` 0): a worker waiting on a connection kept by one
+/// process would be lost to the others.
 fn keeps_connections(con: *mut ffi::connection, slot: &PoolSlot) -> bool {
     // SAFETY: the connection and its server are live.
     let single = unsafe { (*(*con).srv).srvconf.max_worker == 0 };
-    single && slot.per_worker.load(Ordering::Acquire) != 0
+    single && slot.asked.load(Ordering::Acquire) != 0
 }
 
 /// Connect to the claimed worker and register the socket with lighttpd; or

@@ -587,9 +587,13 @@ impl Server {
             let Some(slot) = self.slot(pool.slot) else { return };
             let live = pool.live();
             let below_min = live < pool.limits.min_workers;
-            let waiting = slot.waiting.load(Ordering::Acquire) > 0;
-            let idle = slot.workers[..pool.workers.len()].iter().any(|w| w.load().1 == worker_state::IDLE);
-            let wanted = below_min || (waiting && !idle && live < pool.limits.max_workers && !self.starting(pool));
+            // More requests waiting than idle workers to take them. (Not "none
+            // idle": where requests are handed a released worker at once, as
+            // lighttpd's event loop does, a worker is idle for moments
+            // between them, and a pool looked at then would never grow.)
+            let waiting = slot.waiting.load(Ordering::Acquire) as usize;
+            let idle = slot.workers[..pool.workers.len()].iter().filter(|w| w.load().1 == worker_state::IDLE).count();
+            let wanted = below_min || (waiting > idle && live < pool.limits.max_workers && !self.starting(pool));
             if !wanted || !self.spawn_into(id) {
                 return;
             }
@@ -994,6 +998,7 @@ impl Server {
         slot.waiting.store(0, Ordering::Release);
         slot.sleepers.store(0, Ordering::Release);
         slot.per_worker.store(0, Ordering::Release);
+        slot.asked.store(0, Ordering::Release);
         slot.inflight.store(0, Ordering::Release);
         slot.backoff_until.store(0, Ordering::Release);
         slot.state.store(pool_state::ACTIVE, Ordering::Release);
