@@ -532,8 +532,7 @@ impl Scoreboard {
     pub fn create(slots: u32, workers: u32) -> io::Result<Scoreboard> {
         let workers = workers.clamp(1, MAX_POOL_WORKERS);
         let len = Self::byte_len(slots, workers)?;
-        let fd = sys::memfd_create(c"sufcgi-scoreboard")?;
-        sys::ftruncate(fd.as_raw_fd(), len as u64)?;
+        let fd = sys::memfd_sized(c"sufcgi-scoreboard", len as u64)?;
         let sb = Self::map(fd.as_raw_fd(), slots, workers, len)?;
         // The fd is kept for the life of the process, like the mapping.
         let _ = fd.into_raw_fd();
@@ -547,8 +546,8 @@ impl Scoreboard {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "scoreboard: bad worker count"));
         }
         let len = Self::byte_len(slots, workers)?;
-        if sys::fstat(fd)?.size != len as u64 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "scoreboard: size does not match its shape"));
+        if sys::fstat(fd)?.size != len as u64 || !sys::size_sealed(fd) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "scoreboard: size does not match its shape, or is not sealed"));
         }
         Self::map(fd, slots, workers, len)
     }
@@ -944,6 +943,11 @@ mod tests {
         assert_eq!(sb.slot(2).unwrap().rejected.load(Ordering::Acquire), 3);
         assert!(Scoreboard::attach(raw.fd, 3, 4).is_err(), "a shape that does not match the size");
         assert!(Scoreboard::attach(raw.fd, 3, 0).is_err());
+        // Nobody who inherits the fd can change its size under a mapping.
+        // SAFETY: ftruncate on our own fd; the seal makes it fail.
+        assert_eq!(unsafe { libc::ftruncate(raw.fd, 0) }, -1, "shrinking a sealed scoreboard");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::ftruncate(raw.fd, 1 << 30) }, -1, "growing a sealed scoreboard");
     }
 
     #[test]

@@ -293,18 +293,27 @@ pub fn open_dev_null(flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// An anonymous shared-memory file (close-on-exec), for mappings that must
-/// outlive an exec in another process.
-pub fn memfd_create(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+/// An anonymous shared-memory file of `len` bytes (close-on-exec), for
+/// mappings that must outlive an exec in another process. Its size is
+/// sealed: a process that inherits the fd (a server child) cannot shrink it
+/// under another's mapping, which would make that process fault (SIGBUS).
+pub fn memfd_sized(name: &std::ffi::CStr, len: u64) -> io::Result<OwnedFd> {
     // SAFETY: NUL-terminated name; result checked.
-    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
     // SAFETY: freshly created fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscall on our own fd.
+    cvt_retry(|| unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) })?;
+    // SAFETY: F_ADD_SEALS on our own memfd.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) })?;
+    Ok(fd)
 }
 
-pub fn ftruncate(fd: RawFd, len: u64) -> io::Result<()> {
-    // SAFETY: plain syscall on a caller-owned fd.
-    cvt_retry(|| unsafe { libc::ftruncate(fd, len as libc::off_t) }).map(|_| ())
+/// Whether a memfd's size is sealed (see `memfd_sized`).
+pub fn size_sealed(fd: RawFd) -> bool {
+    // SAFETY: F_GET_SEALS only reads.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
 }
 
 /// Places `fds[i]` at descriptor `i + first` (without close-on-exec), for a
