@@ -116,25 +116,36 @@ pub struct Passwd {
     pub home: Vec<u8>,
 }
 
+/// Runs a `get*_r` lookup with a buffer for its strings, doubling the buffer
+/// while it says ERANGE (up to 1 MiB). `attempt` returns the lookup's error
+/// code, or what it made of the answer.
+fn with_lookup_buffer<T>(mut attempt: impl FnMut(&mut [libc::c_char]) -> Result<T, libc::c_int>) -> io::Result<T> {
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        match attempt(&mut buf) {
+            Ok(v) => return Ok(v),
+            Err(libc::ERANGE) if buf.len() < (1 << 20) => {
+                let n = buf.len() * 2;
+                buf.resize(n, 0);
+            }
+            Err(rc) => return Err(io::Error::from_raw_os_error(rc)),
+        }
+    }
+}
+
 fn getpw_with<F>(mut call: F) -> io::Result<Option<Passwd>>
 where
     F: FnMut(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> libc::c_int,
 {
-    let mut buf: Vec<libc::c_char> = vec![0; 1024];
-    loop {
+    with_lookup_buffer(|buf| {
         // SAFETY: zeroed passwd is a valid out-struct; buf is writable for buf.len() bytes;
         // on success `result` points at `pw`, whose strings point into `buf` (both alive here).
         unsafe {
             let mut pw: libc::passwd = std::mem::zeroed();
             let mut result: *mut libc::passwd = std::ptr::null_mut();
             let rc = call(&mut pw, buf.as_mut_ptr(), buf.len(), &mut result);
-            if rc == libc::ERANGE && buf.len() < (1 << 20) {
-                let n = buf.len() * 2;
-                buf.resize(n, 0);
-                continue;
-            }
             if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc));
+                return Err(rc);
             }
             if result.is_null() {
                 return Ok(None);
@@ -146,9 +157,9 @@ where
                     CStr::from_ptr(p).to_bytes().to_vec()
                 }
             };
-            return Ok(Some(Passwd { name: cs(pw.pw_name), uid: pw.pw_uid, gid: pw.pw_gid, home: cs(pw.pw_dir) }));
+            Ok(Some(Passwd { name: cs(pw.pw_name), uid: pw.pw_uid, gid: pw.pw_gid, home: cs(pw.pw_dir) }))
         }
-    }
+    })
 }
 
 /// `getpwnam_r`; `Ok(None)` when there is no such user.
@@ -167,25 +178,19 @@ pub fn getpwuid(uid: u32) -> io::Result<Option<Passwd>> {
 /// `getgrnam_r`: the gid of group `name`; `Ok(None)` when there is no such group.
 pub fn getgrnam_gid(name: &[u8]) -> io::Result<Option<u32>> {
     let c = cstring(name)?;
-    let mut buf: Vec<libc::c_char> = vec![0; 1024];
-    loop {
+    with_lookup_buffer(|buf| {
         // SAFETY: zeroed group is a valid out-struct; buf is writable for
         // buf.len() bytes; only gr_gid is read, on success.
         unsafe {
             let mut gr: libc::group = std::mem::zeroed();
             let mut result: *mut libc::group = std::ptr::null_mut();
             let rc = libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut result);
-            if rc == libc::ERANGE && buf.len() < (1 << 20) {
-                let n = buf.len() * 2;
-                buf.resize(n, 0);
-                continue;
-            }
             if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc));
+                return Err(rc);
             }
-            return Ok((!result.is_null()).then_some(gr.gr_gid));
+            Ok((!result.is_null()).then_some(gr.gr_gid))
         }
-    }
+    })
 }
 
 /// Supplementary groups of `name` (including `gid`), from the group database.
