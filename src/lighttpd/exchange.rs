@@ -87,10 +87,10 @@ struct Conn {
     id: u16,
     /// Small and without a body: its connection may be kept afterwards.
     keepable: bool,
-    /// It went out on a kept connection: the request's records, to send
-    /// once more on a fresh connection should the app have closed the kept
-    /// one before answering.
-    resend: Option<Vec<u8>>,
+    /// It went out on a kept connection, without a body: it may run once
+    /// more on a fresh connection should the app have closed the kept one
+    /// before answering.
+    may_resend: bool,
     out: Vec<u8>,
     out_pos: usize,
     stdin_done: bool,
@@ -695,9 +695,9 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         registered = !fdn.is_null();
     }
     let mut out = std::mem::take(&mut c.params);
-    // On a kept connection the app may have hung up since: keep the records
-    // for a second try (a request without a body, so they are all of it).
-    let resend = (reused && slot.requests_per_worker() == 1 && bodiless).then(|| out.clone());
+    // On a kept connection the app may have hung up since: a request without
+    // a body can run again (its params are built anew from the request).
+    let may_resend = reused && slot.requests_per_worker() == 1 && bodiless;
     if matches!(backend, Backend::Shared(_)) {
         // Params were encoded for request 1 on a connection of its own.
         record::retarget(&mut out, id, record::FCGI_KEEP_CONN);
@@ -709,7 +709,7 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         backend,
         id,
         keepable,
-        resend,
+        may_resend,
         out,
         out_pos: 0,
         stdin_done: false,
@@ -1007,11 +1007,9 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
         return finish(c, Fate::Clean, 200, None);
     }
     if eof {
-        if !conn.got_bytes {
-            if let Some(records) = conn.resend.take() {
-                // SAFETY: the caller's contract.
-                return unsafe { again_on_a_fresh_connection(c, records) };
-            }
+        if !conn.got_bytes && conn.may_resend {
+            // SAFETY: the caller's contract.
+            return unsafe { again_on_a_fresh_connection(c) };
         }
         let why = match conn.dec.finish() {
             Err(e) if conn.got_bytes => format!("the app's response ended early: {e}"),
@@ -1032,16 +1030,19 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
 /// The app closed the kept connection this request went out on before it
 /// answered anything (an app that does not keep connections, or a worker on
 /// its way out): give the worker back and run the request again, on a fresh
-/// connection. Only requests without a body, whose records are all kept.
+/// connection. Only requests without a body: nothing of theirs was consumed.
 ///
 /// # Safety
 /// `c.r` and its connection are live.
-unsafe fn again_on_a_fresh_connection(c: &mut Ctx, records: Vec<u8>) -> ffi::handler_t {
+unsafe fn again_on_a_fresh_connection(c: &mut Ctx) -> ffi::handler_t {
     let Some(conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
     let (claim, pool) = close_conn(c.r, c.con, conn, false);
     pool_link::settle(&c.site(), &pool.info, claim, Fate::Clean, false);
     waiters::wake_front(pool.info.slot);
-    c.params = records;
+    // SAFETY: the caller's contract.
+    if let Err(rc) = unsafe { build_params(c) } {
+        return rc;
+    }
     c.stage = Stage::Queue;
     // SAFETY: the caller's contract.
     unsafe { subrequest(c) }
