@@ -108,6 +108,16 @@ def build_site() -> Site:
     put(w / "c" / ".htaccess", "AddHandler sufcgi-script .fcgi\n", A)
     compile_c_app(c_src, w / "c" / "env.fcgi", A)
 
+    # AcceptPathInfo Off (httpd's core directive, allowed by FileInfo): script URLs
+    # with path info are 404, as under mod_cgi and mod_fcgid; an app tree too.
+    mkdir(w / "pathinfo_off", A)
+    put(w / "pathinfo_off" / ".htaccess",
+        "AddHandler sufcgi-script .fcgi\nSuFcgiWrapper /usr/bin/php-cgi .php\nAcceptPathInfo Off\n", A)
+    put_app(w / "pathinfo_off" / "env.fcgi", "env.pl", A)
+    put(w / "pathinfo_off" / "env.php", (APPS / "env.php").read_bytes(), A, 0o644)
+    put(w / "pathinfo_off" / "plain.txt", "plain\n", A)
+    _flup_app_dir(w / "pathinfo_app_off", A, "SuFcgiApp envapp.py\nAcceptPathInfo Off\n")
+
     # The C env app mounted with SuFcgiApp: compared against mod_proxy_fcgi.
     mkdir(w / "cmp", A)
     compile_c_app(c_src, w / "cmp" / "envc", A)
@@ -180,7 +190,7 @@ LIFECYCLE_USERS = {
     "idle": 2101, "minw": 2102, "maxreq": 2103, "php": 2104, "queue": 2105, "busy": 2106,
     "qtimeout": 2107, "reqtimeout": 2108, "iotimeout": 2109, "memory": 2110, "kill": 2111,
     "crashloop": 2112, "supervisor": 2113, "reload": 2114, "graceful": 2115, "slow": 2116,
-    "fast": 2117, "log": 2118, "slowstart": 2119, "ceiling": 2120,
+    "fast": 2117, "log": 2118, "slowstart": 2119, "ceiling": 2120, "firstkill": 2121, "killstorm": 2122,
 }
 
 

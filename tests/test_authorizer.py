@@ -49,6 +49,10 @@ class AuthzSite:
         put(appguard / ".htaccess", "SuFcgiApp app.py\nSuFcgiAuthorizer authz.py\n", u.ids)
         put_app(appguard / "app.py", "envapp.py", u.ids)
         put_app(appguard / "authz.py", "authz.py", u.ids)
+        bare = mkdir(u.www / "bare", u.ids)
+        put(bare / ".htaccess", "SuFcgiAuthorizer authz_bare.pl\n", u.ids)
+        put_app(bare / "authz_bare.pl", "authz_bare.pl", u.ids)
+        put(bare / "file.txt", "behind a bare authorizer\n", u.ids)
         authcfg = mkdir(u.www / "authcfg", u.ids)
         put(authcfg / ".htaccess", "SuFcgiAuthorizer authz.py\n", u.ids)
         put_app(authcfg / "authz.py", "authz.py", u.ids)
@@ -204,3 +208,28 @@ def test_an_app_tree_with_path_info_is_guarded_too(apache, az_site):
     assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("/appguard", "/foo/bar", "x=1")
     assert env["AUTHZ_UID"] == str(az_site.user.uid) and env["REMOTE_USER"] == "alice"
     assert int(env["AUTHZ_PID"]) != r.json()["pid"], "the authorizer and the app are separate pools"
+
+
+def test_variable_names_with_dashes_become_underscores(apache, az_site):
+    """lighttpd's and mod_fcgid's mapping: Variable-X-LIGHTTPD-FCGI-AUTH sets X_LIGHTTPD_FCGI_AUTH;
+    a refused name spelt with dashes (LD-PRELOAD) stays refused."""
+    mark = apache.log_mark()
+    r = apache.get("/guard/env.fcgi?lighty", host=SITE)
+    assert r.status == 200, f"{r}{log_of(apache, mark)}"
+    j = r.json()
+    env = j["env"]
+    assert env.get("X_LIGHTTPD_FCGI_AUTH") == "from-the-authorizer", f"{env}{log_of(apache, mark)}"
+    assert "LD_PRELOAD" not in env and "LD_PRELOAD" not in j.get("process_env", {})
+    apache.wait_log(mark, lambda t: "LD-PRELOAD" in t, "a log line about the refused Variable-LD-PRELOAD")
+
+
+def test_a_bare_empty_header_block_from_an_authorizer_is_a_200(apache, az_site):
+    """The FastCGI spec's example authorizers answer "let it through" with the blank line
+    alone (no header): lighttpd and mod_fcgid take it as 200, and so does sufcgi, for the
+    AUTHORIZER role only (a responder's empty block stays an error: the unit tests of
+    core::fastcgi::response)."""
+    mark = apache.log_mark()
+    r = apache.get("/bare/file.txt", host=SITE)
+    assert (r.status, r.body) == (200, b"behind a bare authorizer\n"), f"{r}{log_of(apache, mark)}"
+    r = apache.get("/bare/file.txt?deny", host=SITE)
+    assert (r.status, r.body) == (403, b"no\n"), f"{r}{log_of(apache, mark)}"

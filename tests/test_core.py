@@ -93,6 +93,36 @@ def test_SuFcgiApp_at_subpath_sets_script_name_and_path_info(server, site, path,
     assert env["REQUEST_URI"] == path
 
 
+def test_AcceptPathInfo_off_makes_script_urls_with_path_info_not_found(server, site):
+    """As under mod_cgi and mod_fcgid: `AcceptPathInfo Off` makes `/x.fcgi/foo` a 404 for
+    AddHandler scripts, wrapped scripts and (set explicitly there) an app tree, as for a
+    static file beside them; `Default` keeps CGI's rule, path info accepted."""
+    j = get_json(server, "/perl/env.fcgi/foo", ALICE)
+    assert j["env"]["PATH_INFO"] == "/foo", "AcceptPathInfo Default: path info accepted"
+    assert get_json(server, "/php/env.php/foo", ALICE)["app"] == "php"
+    if server.mpm == "lighttpd":
+        # lighttpd has no AcceptPathInfo: its own mod_cgi and mod_fastcgi always take the
+        # path info of an existing script, and so does the plugin (README: lighttpd).
+        j = get_json(server, "/pathinfo_off/env.fcgi/foo", ALICE)
+        assert j["env"]["PATH_INFO"] == "/foo"
+        return
+    for path in ("/pathinfo_off/env.fcgi/foo", "/pathinfo_off/env.php/foo", "/pathinfo_off/plain.txt/foo",
+                 "/pathinfo_app_off/foo/bar"):
+        r = server.get(path, host=ALICE)
+        assert r.status == 404, f"GET {path} under AcceptPathInfo Off: {r}\n{server.log_tail(10)}"
+    assert get_json(server, "/pathinfo_off/env.fcgi", ALICE)["app"] == "perl"
+    assert get_json(server, "/pathinfo_off/env.php", ALICE)["app"] == "php"
+    assert get_json(server, "/pathinfo_app_off/", ALICE)["app"] == "flup"
+
+
+def test_log_lines_name_pools_by_server_name_and_port(server, site):
+    harness.only_apache(server, "lighttpd names a pool by its configuration block")
+    get_json(server, "/app/", ALICE)
+    log = server.log_since(0)
+    assert f"{ALICE}:{server.port} " in log, f"no pool named {ALICE}:{server.port}\n{server.log_tail(10)}"
+    assert f"{ALICE}:0 " not in log
+
+
 def test_SuFcgiApp_off_subtree_is_served_statically(server, site):
     r = server.get("/app/static/hello.txt", host=ALICE)
     assert (r.status, r.body) == (200, b"static hello\n"), r

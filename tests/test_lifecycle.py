@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import threading
@@ -476,6 +477,75 @@ def test_worker_killed_during_request_gives_502_then_recovers(server, lc):
     assert box and box[0].status == 502, f"request whose worker was killed: expected 502, got {box}{log_of(a)}"
     j = ok_json(a, "/k/fast", host)
     assert j["pid"] != victim
+
+
+def test_worker_killed_while_serving_its_first_request_is_not_a_crash_at_start(server, lc):
+    """A worker that accepted a request has started, however soon it is killed (the OOM
+    killer, an admin's kill -9): the next request gets a fresh worker at once, never a 503
+    "backing off" for a pool whose only worker had just started. (The app's child keeps
+    the killed request's connection open, so the supervisor always learns of the death
+    before the server does: the case where it used to count as a crash at start.)"""
+    a = server()
+    host = lc.host("firstkill")
+    for attempt in range(3):
+        # A fresh pool each time (its own directory): the worker must be young.
+        d = lc.app_dir("firstkill", f"fk{attempt}", "SuFcgiApp lc_app.py\nSuFcgiMaxWorkers 1\n")
+        holder, box = in_thread(harness.timed_request, a.port, f"/fk{attempt}/forkhold?hold=4", host=host, timeout=20)
+        victim = read_pid_file(d / "last_sleep_pid", box=box, a=a)
+        age = harness.proc_age(victim)
+        mark = a.log_mark()
+        os.kill(victim, signal.SIGKILL)
+        if age < 0.8:
+            break
+        holder.join(25)
+        # Too slow a start to test "within the crash window": again with a new pool.
+    else:
+        pytest.fail(f"the worker was never younger than 0.8 s when killed (last {age:.2f} s): machine too slow",
+                    pytrace=False)
+    MEASURED[KIND[0] + ": first-request kill: worker age at kill (s)"] = round(age, 2)
+    a.wait_log(mark, lambda t: f"worker pid {victim} " in t and "signal 9" in t, "the supervisor to reap the killed worker")
+    r = harness.timed_request(a.port, f"/fk{attempt}/fast", host=host, timeout=20)
+    assert r.status == 200, f"the request after the kill: expected 200 from a new worker, got {r!r}{log_of(a)}"
+    assert r.response.json()["pid"] != victim
+    holder.join(25)
+    assert box and box[0].status == 502, f"the killed worker's request: expected 502, got {box}{log_of(a)}"
+    assert "backing off, next start" not in a.log_since(0), f"a started worker's kill was taken for a crash loop{log_of(a)}"
+
+
+def test_kill_storm_loses_only_what_the_killed_workers_held(server, lc):
+    """kill -9 of a random php-cgi worker every 0.4 s and a graceful restart, under load:
+    no pool backs off, and no more requests fail than the killed workers held (each held at
+    most its request and the pipelined ones in its backlog, scoreboard.rs PIPELINE_DEPTH 2)."""
+    a = server()
+    host = lc.host("killstorm")
+    user = lc.users["killstorm"]
+    d = lc.app_dir("killstorm", "ks", "SuFcgiWrapper /usr/bin/php-cgi .php\nSuFcgiMaxWorkers 3\n", app=None)
+    put(d / "pid.php", (APPS / "lc_pid.php").read_bytes(), user.ids)
+    assert a.get("/ks/pid.php", host=host).status == 200, log_of(a)
+    proc, q = harness.hammer_in_process(a.port, host, "/ks/pid.php", 4, 6.0, pause_after_error=0.0)
+    kills = 0
+    t0 = time.monotonic()
+    graceful_done = False
+    while time.monotonic() - t0 < 5.5:
+        pids = workers(user)
+        if pids:
+            try:
+                os.kill(random.choice(pids), signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+        if not graceful_done and time.monotonic() - t0 > 2.5:
+            a.graceful()
+            graceful_done = True
+        time.sleep(0.4)
+    counts = q.get(timeout=60)
+    proc.join(10)
+    failed = sum(n for k, n in counts.items() if k != "200")
+    MEASURED[KIND[0] + ": kill storm: kills / statuses"] = (kills, counts)
+    assert counts.get("200", 0) > 0, f"nothing was served: {counts}{log_of(a)}"
+    log = a.log_since(0)
+    assert "backing off, next start" not in log, f"a pool backed off under outside kills: {counts}{log_of(a)}"
+    assert failed <= kills * 3, f"{failed} failed requests for {kills} killed workers: {counts}{log_of(a)}"
 
 
 def test_app_dying_at_start_backs_off_with_503s(server, lc):

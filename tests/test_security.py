@@ -384,6 +384,58 @@ def test_p3_unsafe_files_are_refused_and_php_cgi_is_accepted(apache, sec):
         _refused(apache, "userdir", "/~sufcgi-sec-ud/p3/", ("not inside the home directory",), d)
 
 
+def test_p3_a_wrapped_script_in_a_directory_others_may_write_is_refused(apache, sec):
+    """The WordPress forums' "chmod 777 your uploads folder": another local user renames a
+    file the owner's PHP wrote there (a PHP payload named upload.gif) to evil.php. The file
+    is still the owner's and 0644, so only the directory tells: it and every directory up
+    to the configuring .htaccess must be the owner's and writable by nobody else (suEXEC's
+    and suPHP's rule). `php_flag engine off` directories keep serving their files as files."""
+    a, b = sec.u["a"], sec.u["b"]
+    A = a.ids
+    d = sec.app_dir("a", "p3_wdir", "SuFcgiWrapper /usr/bin/php-cgi .php\n", apps=())
+    payload = b"<?php echo 'payload ran as ' . posix_getuid();\n"
+    put(d / "index.php", (APPS / "env.php").read_bytes(), A)
+    up = mkdir(d / "up", A, 0o777)
+    put(up / "upload.gif", payload, A)
+    run_as(b.uid, b.gid, f"import os; os.rename({str(up / 'upload.gif')!r}, {str(up / 'evil.php')!r})")
+    assert (up / "evil.php").stat().st_uid == a.uid, "the renamed file is still the owner's"
+    assert ok_json(apache, "/p3_wdir/index.php", "a")["uid"] == a.uid, "the directory itself is fine"
+    text = _refused(apache, "a", "/p3_wdir/up/evil.php", ("writable",))
+    assert f"{up} is writable by group or others (mode 0777)" in text, f"the log line names the directory{log_of(apache)}"
+    # The owner's own script in a group-writable directory, and one level deeper below it.
+    gw = mkdir(d / "gw", A, 0o775)
+    put(gw / "mine.php", payload, A)
+    mkdir(gw / "deeper", A, 0o755)
+    put(gw / "deeper" / "mine.php", payload, A)
+    _refused(apache, "a", "/p3_wdir/gw/mine.php", (f"{gw} is writable",))
+    _refused(apache, "a", "/p3_wdir/gw/deeper/mine.php", (f"{gw} is writable",))
+    # An uploads directory with the PHP engine off serves its files as files (as mod_php does).
+    off = mkdir(d / "off", A, 0o777)
+    put(off / ".htaccess", "php_flag engine off\n", A)
+    put(off / "shown.php", payload, A)
+    r = apache.get("/p3_wdir/off/shown.php", host=host("a"))
+    assert (r.status, r.body) == (200, payload), f"engine off: the file itself{log_of(apache)}"
+
+
+def test_p3_a_config_file_made_writable_while_its_pool_runs_is_refused(apache, sec):
+    """The once-a-second look at a running pool's files compares their mode and owner too,
+    not only their content: an .htaccess made group-writable is refused from then on."""
+    a = sec.u["a"]
+    d = sec.app_dir("a", "p3_live_mode", "SuFcgiApp envapp.py\n")
+    assert ok_json(apache, "/p3_live_mode/", "a")["uid"] == a.uid
+    os.chmod(d / ".htaccess", 0o664)
+    mark = apache.log_mark()
+    wait_for(lambda: apache.get("/p3_live_mode/", host=host("a")).status == 403, 10,
+             "the running pool's .htaccess, now group-writable, to be refused")
+    apache.wait_log(mark, lambda t: "config file" in t and "writable" in t, "a log line naming the config file")
+    # Every server process that had the pool cached has looked again (once a second).
+    time.sleep(1.5)
+    statuses = [apache.get("/p3_live_mode/", host=host("a")).status for _ in range(30)]
+    assert set(statuses) == {403}, f"some requests still served by the running pool: {statuses}{log_of(apache, mark)}"
+    os.chmod(d / ".htaccess", 0o644)
+    wait_for(lambda: apache.get("/p3_live_mode/", host=host("a")).status == 200, 10, "the pool to serve again")
+
+
 # ---------------------------------------------------------------- 4. check-vs-exec race
 
 def _swap_race(apache, sec, rel, good: bytes, planted_owned_by_b: Path, seconds: float):

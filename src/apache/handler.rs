@@ -11,7 +11,7 @@ use crate::core::directives::{read_busy_page, DirConfig};
 use crate::core::fastcgi::params::param_value_is_safe;
 use crate::core::hostconfig::param_blocked;
 use crate::core::mapping::split_mount;
-use crate::core::identity::check_wrapped_script;
+use crate::core::identity::WrappedScript;
 use crate::core::request::{AppKind, PoolInfo, PoolSpec};
 use std::ffi::OsStr;
 use std::os::raw::c_int;
@@ -65,8 +65,17 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
         let uri = bytes(rr.uri).unwrap_or(b"").to_vec();
         let is_file = rr.finfo.filetype == ffi::apr_filetype_e_APR_REG;
 
+        // AcceptPathInfo Off, as mod_cgi and mod_fcgid honour it: a URL that
+        // names more than the file is not found. (httpd's own split, before an
+        // app's mount point takes the rest of the URL as PATH_INFO.)
+        if rr.used_path_info == ffi::AP_REQ_REJECT_PATH_INFO as c_int && !path_info.is_empty() {
+            log::request(r, log::INFO, b"sufcgi: AcceptPathInfo off disallows the path info of this URL");
+            return ffi::HTTP_NOT_FOUND as c_int;
+        }
         // (program, args, workdir) and the CGI variables this mode decides.
         let mut overrides: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        // The script a wrapper serves, checked once its pool's owner is known.
+        let mut wrapped: Option<WrappedScript> = None;
         let (program, args, workdir) = match kind {
             AppKind::App => {
                 let Some(def) = cfg.app() else { return ffi::DECLINED };
@@ -87,11 +96,10 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                     return ffi::HTTP_NOT_FOUND as c_int;
                 }
                 let Some(w) = cfg.wrapper_for(&filename) else { return ffi::DECLINED };
-                // A wrapper the host set in a wildcard <Directory /home/*/www>
-                // runs in the script's own directory.
-                let wildcard = w.dir.as_os_str().as_bytes().iter().any(|c| matches!(c, b'*' | b'?' | b'['));
-                let dir = if wildcard { path(&filename).parent().map(Path::to_path_buf).unwrap_or_default() } else { w.dir.clone() };
-                (w.command.clone(), cfg.wrapper_args(w), dir)
+                let script = WrappedScript::new(path(&filename), w);
+                let workdir = w.workdir_for(&script.file);
+                wrapped = Some(script);
+                (w.command.clone(), cfg.wrapper_args(w), workdir)
             }
             AppKind::Script => {
                 if !is_file {
@@ -150,12 +158,11 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             Ok(b) => b,
             Err(status) => return refuse(r, status as u32, "reading the request body from the client failed"),
         };
-        let script = path(&filename);
         let check = |info: &PoolInfo| -> Result<(), (u32, String)> {
-            if kind != AppKind::Wrapper {
-                return Ok(());
+            match &wrapped {
+                Some(script) => script.check(info.uid).map_err(|why| (ffi::HTTP_FORBIDDEN, format!("refusing to run a script: {why}"))),
+                None => Ok(()),
             }
-            check_wrapped_script(&script, info.uid).map_err(|why| (ffi::HTTP_FORBIDDEN, format!("refusing to run a script: {why}")))
         };
         match pool_request::run(r, &rt, &spec, &pairs, &body, relay::Role::Responder, &check) {
             Ok(outcome) => {

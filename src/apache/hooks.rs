@@ -109,12 +109,30 @@ unsafe fn host_config(
             };
             let core = *((*srv).module_config as *mut *mut ffi::core_server_config).add(core_index);
             let docroot = core.as_ref().and_then(|c| bytes(c.ap_document_root)).unwrap_or(b"");
-            let name = format!("{}:{}", String::from_utf8_lossy(bytes((*srv).server_hostname).unwrap_or(b"")), (*srv).port);
+            let name = vhost_name(srv);
             hc.vhosts.push(VhostConfig { name, owner, document_root: PathBuf::from(OsStr::from_bytes(docroot)) });
             index += 1;
             srv = (*srv).next;
         }
         Ok((hc, indices))
+    }
+}
+
+/// `ServerName:port` for log lines and the status page: the port of the
+/// ServerName, else the one the vhost listens on, else none (`*:*`).
+///
+/// # Safety
+/// `srv` is a server_rec of a fully read configuration.
+unsafe fn vhost_name(srv: *const ffi::server_rec) -> String {
+    // SAFETY: the caller's contract; `addrs` is null or a list httpd built.
+    unsafe {
+        let host = String::from_utf8_lossy(bytes((*srv).server_hostname).unwrap_or(b"")).into_owned();
+        let listened = (*srv).addrs.as_ref().map_or(0, |a| a.host_port);
+        match (*srv).port {
+            0 if listened == 0 => host,
+            0 => format!("{host}:{listened}"),
+            port => format!("{host}:{port}"),
+        }
     }
 }
 

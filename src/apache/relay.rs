@@ -290,7 +290,7 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[
     let mut client_buf: Vec<u8> = Vec::new();
     let mut backend_buf = BACKEND_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     backend_buf.resize(CHUNK + 8, 0);
-    let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS);
+    let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS).for_authorizer(role == Role::Authorizer);
     let mut ex = Exchange::new(r, role);
     let mut failure: Option<(Status, Fate, String)> = None;
 

@@ -64,7 +64,7 @@ pub unsafe fn exchange_shared(r: *mut ffi::request_rec, conn: &MuxConn, pairs: &
         // SAFETY: r is live (the caller's contract).
         return unsafe { conclude(r, ex, &dec, failure, false) };
     };
-    let mut dec = ResponseDecoder::new(id, MAX_RESPONSE_HEADERS);
+    let mut dec = ResponseDecoder::new(id, MAX_RESPONSE_HEADERS).for_authorizer(role == Role::Authorizer);
     let mut got_bytes = false;
     let mut failure: Option<(Status, Fate, String)> = None;
 

@@ -23,7 +23,10 @@ pub fn variable_allowed(name: &[u8], host_blocked: &[String]) -> bool {
 /// Environment variables as (NAME, value).
 pub type Vars = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// `Variable-NAME` headers of a 200 as (NAME, value), and the refused names.
+/// `Variable-NAME` headers of a 200 as (NAME, value), and the refused names
+/// (as the authorizer wrote them). A `-` in NAME becomes `_`, as lighttpd and
+/// mod_fcgid map it (`Variable-X-LIGHTTPD-FCGI-AUTH` sets
+/// `X_LIGHTTPD_FCGI_AUTH`); the mapped name must be one it may set.
 pub fn variables(h: &CgiHeaders, host_blocked: &[String]) -> (Vars, Vec<Vec<u8>>) {
     const PREFIX: &[u8] = b"variable-";
     let (mut ok, mut refused) = (Vec::new(), Vec::new());
@@ -31,11 +34,12 @@ pub fn variables(h: &CgiHeaders, host_blocked: &[String]) -> (Vars, Vec<Vec<u8>>
         if k.len() <= PREFIX.len() || !k[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
             continue;
         }
-        let name = &k[PREFIX.len()..];
-        if variable_allowed(name, host_blocked) && param_value_is_safe(v) {
-            ok.push((name.to_vec(), v.clone()));
+        let written = &k[PREFIX.len()..];
+        let name: Vec<u8> = written.iter().map(|&c| if c == b'-' { b'_' } else { c }).collect();
+        if variable_allowed(&name, host_blocked) && param_value_is_safe(v) {
+            ok.push((name, v.clone()));
         } else {
-            refused.push(name.to_vec());
+            refused.push(written.to_vec());
         }
     }
     (ok, refused)
@@ -163,10 +167,19 @@ mod tests {
 
     #[test]
     fn a_200_allows_and_exports_variables() {
-        let h = parse_cgi_headers(b"Status: 200 OK\r\nVariable-AUTH_USER: bob\r\nvariable-Remote_User: bob\r\nX-Other: 1\r\nVariable-LD_PRELOAD: /x.so\r\nVariable-X-Y: 1\r\nVariable-SECRET: s\r\n").unwrap();
+        let h = parse_cgi_headers(b"Status: 200 OK\r\nVariable-AUTH_USER: bob\r\nvariable-Remote_User: bob\r\nX-Other: 1\r\nVariable-LD_PRELOAD: /x.so\r\nVariable-X-Y: 1\r\nVariable-SECRET: s\r\nVariable-LD-PRELOAD: /y.so\r\nVariable-X-LIGHTTPD-FCGI-AUTH: yes\r\nVariable-1-X: 1\r\n").unwrap();
         let (got, refused) = verdict(Some(&h), &["SECRET".to_string()]);
-        assert_eq!(got, Verdict::Allow(vec![(b"AUTH_USER".to_vec(), b"bob".to_vec()), (b"Remote_User".to_vec(), b"bob".to_vec())]));
-        assert_eq!(refused, vec![b"LD_PRELOAD".to_vec(), b"X-Y".to_vec(), b"SECRET".to_vec()]);
+        assert_eq!(
+            got,
+            Verdict::Allow(vec![
+                (b"AUTH_USER".to_vec(), b"bob".to_vec()),
+                (b"Remote_User".to_vec(), b"bob".to_vec()),
+                (b"X_Y".to_vec(), b"1".to_vec()),
+                (b"X_LIGHTTPD_FCGI_AUTH".to_vec(), b"yes".to_vec()),
+            ])
+        );
+        // Refused names stay refused when spelt with '-' (LD-PRELOAD is LD_PRELOAD).
+        assert_eq!(refused, vec![b"LD_PRELOAD".to_vec(), b"SECRET".to_vec(), b"LD-PRELOAD".to_vec(), b"1-X".to_vec()]);
         // No Status header is a 200 too.
         assert!(matches!(v("Variable-A: 1\r\n"), Verdict::Allow(_)));
     }

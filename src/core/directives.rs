@@ -4,6 +4,7 @@
 
 use crate::core::limits::{parse_size, Limits, MAX_POOL_WORKERS};
 use crate::core::php_ini::{self, PhpDirective, PhpSetting};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Upper bound for worker counts written in `.htaccess`; the host ceiling clamps further.
@@ -80,6 +81,36 @@ pub struct Wrapper {
     pub args: Vec<Vec<u8>>,
     /// Directory where the directive was written: the pool's working directory.
     pub dir: PathBuf,
+}
+
+impl Wrapper {
+    /// Whether the host wrote the directive in a wildcard `<Directory>`
+    /// (`/home/*/www`): there is no one directory it was written in.
+    fn is_wildcard(&self) -> bool {
+        self.dir.as_os_str().as_bytes().iter().any(|c| matches!(c, b'*' | b'?' | b'['))
+    }
+
+    /// The pool's working directory for `script`: where the directive was
+    /// written, or for a wildcard `<Directory>` the script's own directory.
+    pub fn workdir_for(&self, script: &Path) -> PathBuf {
+        if self.is_wildcard() {
+            script.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            self.dir.clone()
+        }
+    }
+
+    /// The directory whose configuration wrapped `script`: `dir`, or for a
+    /// wildcard `<Directory>` the directory it matched on the script's path
+    /// (as many leading components as the pattern has; httpd's wildcards
+    /// never match a `/`).
+    pub fn config_dir_for(&self, script: &Path) -> PathBuf {
+        if !self.is_wildcard() {
+            return self.dir.clone();
+        }
+        let depth = self.dir.components().count();
+        script.components().take(depth).collect()
+    }
 }
 
 /// Merged per-directory settings.
@@ -504,7 +535,6 @@ fn relative_path(v: &[u8]) -> Result<PathBuf, String> {
 }
 
 fn path_from_bytes(v: &[u8]) -> Result<PathBuf, String> {
-    use std::os::unix::ffi::OsStrExt;
     if v.is_empty() || v.contains(&0) {
         return Err("empty path or NUL byte in path".into());
     }
@@ -733,6 +763,21 @@ mod tests {
         assert!(m.wrapper_for(b"shell.php").is_none(), "served as a plain file, as mod_php does");
         assert!(m.wrapper_for(b"x.pl").is_some());
         assert!(parent.wrapper_for(b"index.php").is_some());
+    }
+
+    #[test]
+    fn a_wrappers_pool_and_configuring_directory_for_a_script() {
+        let w = |dir: &str| Wrapper { ext: b".php".to_vec(), command: "/usr/bin/php-cgi".into(), args: vec![], dir: dir.into() };
+        let script = Path::new("/home/a/www/blog/up/x.php");
+        let plain = w("/home/a/www");
+        assert_eq!(plain.workdir_for(script), Path::new("/home/a/www"));
+        assert_eq!(plain.config_dir_for(script), Path::new("/home/a/www"));
+        // A host's wildcard <Directory>: the pool runs in the script's own
+        // directory; the directory the pattern matched configured it.
+        let wild = w("/home/*/www");
+        assert_eq!(wild.workdir_for(script), Path::new("/home/a/www/blog/up"));
+        assert_eq!(wild.config_dir_for(script), Path::new("/home/a/www"));
+        assert_eq!(w("/home/?/w[w]w/blog").config_dir_for(script), Path::new("/home/a/www/blog"));
     }
 
     #[test]

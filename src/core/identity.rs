@@ -268,25 +268,76 @@ fn lookup_failed(what: &str, e: io::Error) -> Refusal {
 }
 
 /// A script served through a wrapper runs with the pool owner's rights, so it
-/// must be the owner's (`uid`) own regular file that nobody else can change.
-/// Checked by the server glue on each request (the wrapper's pool is shared
-/// by all of the owner's scripts).
-pub fn check_wrapped_script(file: &Path, uid: u32) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::symlink_metadata(file).map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
-    if !md.file_type().is_file() {
-        return Err(format!("{} is not a regular file", file.display()));
+/// must be the owner's (`uid`) own regular file that nobody else can change
+/// or replace: nobody else may write the file, nor any directory from the
+/// script's own up to `config_dir` (the directory whose configuration wrapped
+/// it), where another user could rename a file of theirs into its place (as
+/// suEXEC and suPHP refuse). Checked by the server glue on each request (the
+/// wrapper's pool is shared by all of the owner's scripts).
+pub fn check_wrapped_script(file: &Path, config_dir: &Path, uid: u32) -> Result<(), String> {
+    check_wrapped_script_in(&System, file, config_dir, uid)
+}
+
+/// A script a wrapper serves, and the directory whose configuration wrapped
+/// it: what `check_wrapped_script` needs, as both servers' glue keep it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WrappedScript {
+    pub file: PathBuf,
+    pub config_dir: PathBuf,
+}
+
+impl WrappedScript {
+    pub fn new(file: PathBuf, w: &super::directives::Wrapper) -> WrappedScript {
+        let config_dir = w.config_dir_for(&file);
+        WrappedScript { file, config_dir }
     }
-    if md.uid() != uid {
-        return Err(format!("{} is owned by uid {}, not by the site owner (uid {uid})", file.display(), md.uid()));
+
+    /// `check_wrapped_script` for a pool of `uid`.
+    pub fn check(&self, uid: u32) -> Result<(), String> {
+        check_wrapped_script(&self.file, &self.config_dir, uid)
     }
-    if md.mode() & 0o022 != 0 {
-        return Err(format!("{} is writable by group or others", file.display()));
+}
+
+fn check_wrapped_script_in(fs: &dyn FsView, file: &Path, config_dir: &Path, uid: u32) -> Result<(), String> {
+    let shown = file.display();
+    let st = fs.lstat(file).map_err(|e| format!("cannot stat {shown}: {e}"))?;
+    if !st.is_file() {
+        return Err(format!("{shown} is not a regular file"));
     }
-    if md.mode() & 0o6000 != 0 {
-        return Err(format!("{} is setuid or setgid", file.display()));
+    if st.uid != uid {
+        return Err(format!("{shown} is owned by uid {}, not by the site owner (uid {uid})", st.uid));
+    }
+    if st.mode & GROUP_OTHER_WRITE != 0 {
+        return Err(format!("{shown} is writable by group or others (mode {})", perm_text(st.mode)));
+    }
+    if st.mode & (S_ISUID | S_ISGID) != 0 {
+        return Err(format!("{shown} is setuid or setgid (mode {})", perm_text(st.mode)));
+    }
+    for dir in script_dirs(file, config_dir) {
+        let mut dst = fs.lstat(dir).map_err(|e| format!("cannot stat directory {}: {e}", dir.display()))?;
+        let mut named = dir.to_path_buf();
+        if dst.is_symlink() {
+            // A symlinked directory (a deployment's `current -> releases/5`)
+            // is judged by the directory it names: that is where files are.
+            named = fs.realpath(dir).map_err(|e| format!("cannot resolve directory {}: {e}", dir.display()))?;
+            dst = fs.lstat(&named).map_err(|e| format!("cannot stat directory {}: {e}", named.display()))?;
+        }
+        check_dir_stat(&named, &dst, uid)?;
     }
     Ok(())
+}
+
+/// The directories whose writers could put another file in `file`'s place:
+/// its own and each one above it up to `config_dir` (only its own when it
+/// is not below `config_dir`, e.g. a wrapper set for a `<Location>`).
+fn script_dirs<'a>(file: &'a Path, config_dir: &Path) -> Vec<&'a Path> {
+    let mut dirs: Vec<&Path> = file.parent().into_iter().collect();
+    if path_within(config_dir, file) {
+        while let Some(d) = dirs.last().copied().filter(|d| *d != config_dir).and_then(Path::parent) {
+            dirs.push(d);
+        }
+    }
+    dirs
 }
 
 /// Decides the identity of a pool: `SuFcgiOwner`, else the `~user` of a userdir
@@ -543,6 +594,63 @@ mod tests {
         f.add("/usr/bin/php-cgi8.2", st(REG, 0o755, 0));
         f.links.insert("/usr/bin/php-cgi".into(), "/usr/bin/php-cgi8.2".into());
         f
+    }
+
+    #[test]
+    fn a_wrapped_script_needs_every_directory_up_to_its_configuration_to_be_the_owners_alone() {
+        let mut f = world();
+        f.add("/home/a/www/blog", st(DIR, 0o755, 1001));
+        f.add("/home/a/www/blog/index.php", st(REG, 0o644, 1001));
+        f.add("/home/a/www/blog/up", st(DIR, 0o777, 1001));
+        f.add("/home/a/www/blog/up/evil.php", st(REG, 0o644, 1002));
+        f.add("/home/a/www/blog/up/mine.php", st(REG, 0o644, 1001));
+        let www = Path::new("/home/a/www");
+        let check = |file: &str| check_wrapped_script_in(&f, Path::new(file), www, 1001);
+        assert_eq!(check("/home/a/www/blog/index.php"), Ok(()));
+        // Another user's file renamed into a world-writable directory, and
+        // the owner's own file there: both refused, naming the directory.
+        assert!(check("/home/a/www/blog/up/evil.php").unwrap_err().contains("owned by uid 1002"));
+        let why = check("/home/a/www/blog/up/mine.php").unwrap_err();
+        assert!(why.contains("directory /home/a/www/blog/up is writable by group or others (mode 0777)"), "{why}");
+        // Group-writable further up (but below the configuring directory) is refused too.
+        f.add("/home/a/www/blog", st(DIR, 0o775, 1001));
+        let check = |file: &str| check_wrapped_script_in(&f, Path::new(file), www, 1001);
+        assert!(check("/home/a/www/blog/index.php").unwrap_err().contains("directory /home/a/www/blog is writable"));
+        // Above the configuring directory is the host's business, not checked here.
+        f.add("/home/a/www/blog", st(DIR, 0o755, 1001));
+        f.add("/home/a", st(DIR, 0o777, 1001));
+        assert_eq!(check_wrapped_script_in(&f, Path::new("/home/a/www/blog/index.php"), www, 1001), Ok(()));
+        // The configuring directory itself is checked.
+        f.add("/home/a/www", st(DIR, 0o757, 1001));
+        assert!(check_wrapped_script_in(&f, Path::new("/home/a/www/x.php"), www, 1001).is_err());
+    }
+
+    #[test]
+    fn a_symlinked_directory_of_a_wrapped_script_is_judged_by_its_target() {
+        let mut f = world();
+        f.add("/home/a/www/current", st(LNK, 0o777, 1001));
+        f.links.insert("/home/a/www/current".into(), "/home/a/releases/5".into());
+        f.add("/home/a/releases/5", st(DIR, 0o755, 1001));
+        f.add("/home/a/www/current/index.php", st(REG, 0o644, 1001));
+        let www = Path::new("/home/a/www");
+        assert_eq!(check_wrapped_script_in(&f, Path::new("/home/a/www/current/index.php"), www, 1001), Ok(()));
+        f.add("/home/a/releases/5", st(DIR, 0o777, 1001));
+        let why = check_wrapped_script_in(&f, Path::new("/home/a/www/current/index.php"), www, 1001).unwrap_err();
+        assert!(why.contains("directory /home/a/releases/5 is writable"), "{why}");
+        f.links.insert("/home/a/www/current".into(), "/home/b/www".into());
+        f.add("/home/b/www", st(DIR, 0o755, 1002));
+        assert!(check_wrapped_script_in(&f, Path::new("/home/a/www/current/index.php"), www, 1001).unwrap_err().contains("owned by uid 1002"));
+    }
+
+    #[test]
+    fn a_wrapped_script_outside_its_configuring_directory_has_only_its_own_checked() {
+        let mut f = world();
+        f.add("/srv/aliased", st(DIR, 0o755, 1001));
+        f.add("/srv/aliased/x.php", st(REG, 0o644, 1001));
+        f.add("/srv", st(DIR, 0o777, 0));
+        assert_eq!(check_wrapped_script_in(&f, Path::new("/srv/aliased/x.php"), Path::new("/home/a/www"), 1001), Ok(()));
+        f.add("/srv/aliased", st(DIR, 0o775, 1001));
+        assert!(check_wrapped_script_in(&f, Path::new("/srv/aliased/x.php"), Path::new("/home/a/www"), 1001).is_err());
     }
 
     #[test]

@@ -65,12 +65,17 @@ impl Pool {
     }
 }
 
+/// What the once-a-second look compares: content (mtime, inode) and what
+/// the supervisor's checks judge (mode, owner), so a file made writable by
+/// others is noticed and refused as soon as one made anew would be.
 fn stamp(files: &[PathBuf]) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in files {
-        let m = std::fs::symlink_metadata(f).map(|m| (m.mtime(), m.mtime_nsec(), m.ino())).unwrap_or((0, 0, 0));
-        for v in [m.0, m.1, m.2 as i64] {
+        let m = std::fs::symlink_metadata(f)
+            .map(|m| [m.mtime(), m.mtime_nsec(), m.ino() as i64, m.mode() as i64, m.uid() as i64])
+            .unwrap_or_default();
+        for v in m {
             for b in v.to_le_bytes() {
                 h ^= b as u64;
                 h = h.wrapping_mul(0x0100_0000_01b3);
@@ -316,4 +321,30 @@ fn ask<T>(socket_dir: &Path, f: impl Fn(&mut Client) -> std::io::Result<T>) -> s
         }
     }
     Err(last_err.unwrap_or_else(|| std::io::Error::other("supervisor link failed")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_file_stamp_changes_with_the_mode_not_only_the_content() {
+        let dir = std::env::temp_dir().join(format!("sufcgi-stamp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join(".htaccess");
+        std::fs::write(&f, "SuFcgiApp app.py\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let files = vec![f.clone()];
+        let before = stamp(&files);
+        assert_eq!(stamp(&files), before, "nothing changed");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let writable = stamp(&files);
+        assert_ne!(writable, before, "made group-writable");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(stamp(&files), before, "back as it was");
+        std::fs::remove_file(&f).unwrap();
+        assert_ne!(stamp(&files), before, "gone");
+        let _ = std::fs::remove_dir(&dir);
+    }
 }

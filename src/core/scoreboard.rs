@@ -145,6 +145,12 @@ impl WorkerSlot {
         self.word().queued
     }
 
+    /// Requests given to this epoch of the entry so far (claims, shares and
+    /// pipelined connections).
+    pub fn assigned(&self) -> u32 {
+        self.word().assigned
+    }
+
     /// Supervisor side: publish a new state unconditionally (counters reset).
     pub fn set(&self, epoch: u32, state: u32) {
         self.word.store(pack(epoch, state), Ordering::Release);

@@ -21,7 +21,7 @@ use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN}
 use crate::core::fastcgi::response::{Event, ResponseDecoder, StderrLines};
 use crate::core::directives::read_busy_page;
 use crate::core::hostconfig::param_blocked;
-use crate::core::identity::check_wrapped_script;
+use crate::core::identity::WrappedScript;
 use crate::core::pool_link::{self, Fate, Pool, PoolError, Site};
 use crate::core::request::{connect_worker, AppKind, PoolSpec};
 use crate::core::mux;
@@ -59,8 +59,8 @@ enum Stage {
 pub struct Job {
     pub kind: AppKind,
     pub spec: PoolSpec,
-    /// The wrapped script (must be the pool owner's).
-    pub script: PathBuf,
+    /// The script a wrapper serves (checked against the pool's owner).
+    pub script: Option<WrappedScript>,
     pub busy_page: Option<PathBuf>,
     /// CGI variables this request's mapping decides (SuFcgiApp mounts).
     pub overrides: Vec<(&'static [u8], Vec<u8>)>,
@@ -535,10 +535,8 @@ fn find_worker(c: &mut Ctx) -> Found {
             },
         };
         if !c.checked {
-            if c.job.kind == AppKind::Wrapper {
-                if let Err(why) = check_wrapped_script(&c.job.script, pool.info.uid) {
-                    return Found::Done(refuse(c, 403, None, &format!("refusing to run a script: {why}")));
-                }
+            if let Some(Err(why)) = c.job.script.as_ref().map(|s| s.check(pool.info.uid)) {
+                return Found::Done(refuse(c, 403, None, &format!("refusing to run a script: {why}")));
             }
             c.checked = true;
         }
@@ -714,7 +712,7 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         out_pos: 0,
         stdin_done: false,
         input_closed: false,
-        dec: ResponseDecoder::new(id, MAX_RESPONSE_HEADERS),
+        dec: ResponseDecoder::new(id, MAX_RESPONSE_HEADERS).for_authorizer(c.is_authorizer()),
         got_bytes: false,
         headers_done: false,
         stderr: StderrLines::default(),

@@ -10,6 +10,7 @@ use super::exchange::{ctx_of, Ctx, Job};
 use super::runtime::{self, Runtime};
 use super::{ffi, log, settings, status};
 use crate::core::htaccess_file::{Layer, Policy};
+use crate::core::identity::WrappedScript;
 use crate::core::mapping::split_mount;
 use crate::core::php_ini;
 use crate::core::status_page::request_dir;
@@ -109,7 +110,7 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
             let c = ctx_of(r, id);
             if c.is_null() || !(*c).authorized() {
                 let (program, args, workdir) = (def.program.clone(), def.args.clone(), def.dir.clone());
-                return claim(r, self_, id, rt, &layer, AppKind::Authorizer, program, args, workdir, PathBuf::new(), Vec::new());
+                return claim(r, self_, id, rt, &layer, AppKind::Authorizer, program, args, workdir, None, Vec::new());
             }
         }
         if layer.is_status_page() {
@@ -135,7 +136,7 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
             overrides.push((b"PATH_TRANSLATED", translated));
         }
         let (program, args, workdir) = (def.program.clone(), def.args.clone(), def.dir.clone());
-        claim(r, self_, id, rt, &layer, AppKind::App, program, args, workdir, PathBuf::new(), overrides)
+        claim(r, self_, id, rt, &layer, AppKind::App, program, args, workdir, None, overrides)
     }
 }
 
@@ -170,14 +171,12 @@ pub unsafe fn subrequest_start(r: *mut ffi::request_st, self_: *const ffi::plugi
         };
         let fname = file.as_os_str().as_bytes();
         if let Some(w) = layer.cfg.wrapper_for(fname) {
-            // A wrapper the host set for a wildcard directory runs in the script's own directory.
-            let wildcard = w.dir.as_os_str().as_bytes().iter().any(|c| matches!(c, b'*' | b'?' | b'['));
-            let dir = if wildcard { parent.to_path_buf() } else { w.dir.clone() };
-            let (cmd, args) = (w.command.clone(), layer.cfg.wrapper_args(w));
-            return claim(r, self_, id, rt, &layer, AppKind::Wrapper, cmd, args, dir, file.clone(), Vec::new());
+            let (cmd, args, dir) = (w.command.clone(), layer.cfg.wrapper_args(w), w.workdir_for(&file));
+            let script = Some(WrappedScript::new(file.clone(), w));
+            return claim(r, self_, id, rt, &layer, AppKind::Wrapper, cmd, args, dir, script, Vec::new());
         }
         if layer.is_script(fname) {
-            return claim(r, self_, id, rt, &layer, AppKind::Script, file.clone(), Vec::new(), parent.to_path_buf(), PathBuf::new(), Vec::new());
+            return claim(r, self_, id, rt, &layer, AppKind::Script, file.clone(), Vec::new(), parent.to_path_buf(), None, Vec::new());
         }
         ffi::handler_t_HANDLER_GO_ON
     }
@@ -195,7 +194,7 @@ unsafe fn claim(
     program: PathBuf,
     args: Vec<Vec<u8>>,
     workdir: PathBuf,
-    script: PathBuf,
+    script: Option<WrappedScript>,
     overrides: Vec<(&'static [u8], Vec<u8>)>,
 ) -> ffi::handler_t {
     // SAFETY: the caller's contract.

@@ -4,6 +4,7 @@
 Its decision, by the request it is asked about:
   QUERY_STRING contains "redirect"   302 to /login (no body)
   QUERY_STRING contains "malformed"  a header line that is not a header (502)
+  QUERY_STRING contains "lighty"     200 with Variable-X-LIGHTTPD-FCGI-AUTH (a name with '-')
   QUERY_STRING contains "teapot"     418 with its own Content-Type and body
   Basic credentials alice:secret     200 with Variable- headers: who it ran as,
                                      what it was sent (body length, CONTENT_LENGTH,
@@ -34,6 +35,12 @@ def app(environ, start_response):
         return [b""]
     if "malformed" in qs:
         start_response("200 OK", [("Not A Header", "x")])
+        return [b""]
+    if "lighty" in qs:
+        # Names with '-', as lighttpd's own tests send them: mapped to '_'
+        # (X_LIGHTTPD_FCGI_AUTH), and a refused name stays refused (LD_PRELOAD).
+        start_response("200 OK", [("Variable-X-LIGHTTPD-FCGI-AUTH", "from-the-authorizer"),
+                                  ("Variable-LD-PRELOAD", "/tmp/evil.so")])
         return [b""]
     if "teapot" in qs:
         start_response("418 I'm a teapot", [("Content-Type", "application/x-tea"), ("X-Authz", "tea")])

@@ -6,6 +6,9 @@ Misbehaves on purpose, chosen by the first path segment after the mount:
   fast       same JSON, at once
   sleep      sleeps ?s=N seconds (default 30), then the JSON; writes its pid to
              ./last_sleep_pid first so a test can find (and kill) the worker
+  forkhold   forks a child that keeps the request's connection open for ?hold=N
+             seconds (default 3), writes ./last_sleep_pid, then sleeps 30 s: a
+             server sees the worker's death only when that child exits
   stall      headers with Content-Length 100000, 1000 bytes, then stalls 60 s
   alloc      allocates and touches 10 MB every 0.1 s without bound (safety cap
              1 GiB: then it answers 200 "not stopped"); writes ./last_alloc_pid
@@ -69,6 +72,13 @@ def _handle(environ, start_response, inflight):
     if what == "sleep":
         _write_pid("last_sleep_pid")
         time.sleep(float(qs.get("s", ["30"])[0]))
+    elif what == "forkhold":
+        hold = float(qs.get("hold", ["3"])[0])
+        if os.fork() == 0:
+            time.sleep(hold)
+            os._exit(0)
+        _write_pid("last_sleep_pid")
+        time.sleep(30)
     elif what == "stall":
         # Stream: flup sends each write at once (unbuffered output stream).
         write = start_response("200 OK", [("Content-Type", "application/octet-stream"),

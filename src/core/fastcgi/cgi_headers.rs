@@ -31,6 +31,13 @@ pub struct CgiHeaders {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl CgiHeaders {
+    /// A block that says nothing but its status.
+    pub fn status_only(status: u16) -> CgiHeaders {
+        CgiHeaders { status, reason: None, content_type: None, location: None, headers: Vec::new() }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderError {
     /// No header lines at all.

@@ -124,6 +124,8 @@ pub struct ResponseDecoder {
     hbuf: Vec<u8>,
     /// Start in `hbuf` of the line being received.
     line_start: usize,
+    /// An empty header block is a 200 (an authorizer's answer), not an error.
+    empty_block_is_200: bool,
 }
 
 impl ResponseDecoder {
@@ -139,7 +141,16 @@ impl ResponseDecoder {
             headers_done: false,
             hbuf: Vec::new(),
             line_start: 0,
+            empty_block_is_200: false,
         }
+    }
+
+    /// For an AUTHORIZER's answer: a bare blank line (no header at all) is
+    /// "200, no variables", as lighttpd, mod_fcgid and the FastCGI spec's
+    /// example authorizers have it. Responders keep the strict rule.
+    pub fn for_authorizer(mut self, authorizer: bool) -> Self {
+        self.empty_block_is_200 = authorizer;
+        self
     }
 
     /// Feeds bytes exactly as read from the socket (any split). Calls `sink`
@@ -365,7 +376,10 @@ impl ResponseDecoder {
         sink: &mut F,
     ) -> Result<(), ProtocolError> {
         let block = self.hbuf.get(..block_end).unwrap_or(&self.hbuf);
-        let headers = parse_cgi_headers(block).map_err(ProtocolError::BadHeaders)?;
+        let headers = match parse_cgi_headers(block) {
+            Err(HeaderError::Empty) if self.empty_block_is_200 => CgiHeaders::status_only(200),
+            parsed => parsed.map_err(ProtocolError::BadHeaders)?,
+        };
         self.headers_done = true;
         self.hbuf = Vec::new();
         self.line_start = 0;
@@ -817,6 +831,34 @@ mod tests {
             run_all_splits(&input).1,
             Err(ProtocolError::BadHeaders(HeaderError::Empty))
         );
+    }
+
+    #[test]
+    fn an_authorizers_empty_header_block_is_a_200() {
+        // STDOUT "\r\n" (2 bytes, 6 padding), its terminator, END_REQUEST complete.
+        let input = [
+            1, 6, 0, 1, 0, 2, 6, 0, b'\r', b'\n', 0, 0, 0, 0, 0, 0, //
+            1, 6, 0, 1, 0, 0, 0, 0, //
+            1, 3, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        for sizes in [&[1][..], &[3, 1, 7], &[40]] {
+            let mut d = ResponseDecoder::new(1, 65536).for_authorizer(true);
+            let mut evs = Vec::new();
+            let mut pos = 0;
+            for n in sizes.iter().cycle() {
+                if pos >= input.len() {
+                    break;
+                }
+                let end = (pos + n).min(input.len());
+                d.feed(&input[pos..end], &mut |e| push(&mut evs, e)).unwrap();
+                pos = end;
+            }
+            assert_eq!(evs, vec![Ev::Headers(CgiHeaders::status_only(200)), Ev::End(0, 0)], "split {sizes:?}");
+            assert_eq!(d.finish(), Ok(()));
+        }
+        // A responder keeps the strict rule.
+        let mut d = ResponseDecoder::new(1, 65536).for_authorizer(false);
+        assert_eq!(d.feed(&input, &mut |_| {}), Err(ProtocolError::BadHeaders(HeaderError::Empty)));
     }
 
     #[test]

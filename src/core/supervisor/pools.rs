@@ -23,10 +23,28 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A pool that did not crash for this long starts its backoff over at 1 s.
 pub const STREAK_RESET: Duration = Duration::from_secs(120);
 
+/// A pool backs off only after this many crashes at start in a row (no
+/// worker of it starting in between): one worker killed from outside (the
+/// OOM killer, an admin's kill -9) just after its start is not a crash loop.
+pub const CRASH_BURST: u32 = 3;
+
 /// 1 s, 2 s, 4 s … capped at 60 s, for the `streak`-th consecutive crash (1-based).
 pub fn backoff_delay(streak: u32) -> Duration {
     let exp = streak.saturating_sub(1).min(6);
     Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+}
+
+/// Whether a worker that exited on its own crashed at start: it died within
+/// `CRASH_WINDOW` of its start without having taken a connection. One that
+/// accepted a request has started, however soon it died.
+pub fn crashed_at_start(lived: Duration, served: u32, accepted: bool) -> bool {
+    lived < CRASH_WINDOW && served == 0 && !accepted
+}
+
+/// After the `streak`-th crash at start in a row: None to start another
+/// worker at once, else how long the pool backs off.
+pub fn crash_backoff(streak: u32) -> Option<Duration> {
+    (streak >= CRASH_BURST).then(|| backoff_delay(streak - CRASH_BURST + 1))
 }
 
 /// Why the supervisor is stopping a worker (for the log).
@@ -349,6 +367,17 @@ mod tests {
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(backoff_delay(0).as_secs(), 1);
         assert_eq!(backoff_delay(u32::MAX).as_secs(), 60);
+    }
+
+    #[test]
+    fn only_a_burst_of_crashes_at_start_backs_off() {
+        let ms = Duration::from_millis;
+        assert!(crashed_at_start(ms(80), 0, false), "died before taking any connection");
+        assert!(!crashed_at_start(ms(80), 0, true), "killed while serving its first request: it had started");
+        assert!(!crashed_at_start(ms(80), 1, false), "it served");
+        assert!(!crashed_at_start(CRASH_WINDOW, 0, false), "it lived past the window");
+        let steps: Vec<Option<u64>> = (1..=6).map(|s| crash_backoff(s).map(|d| d.as_secs())).collect();
+        assert_eq!(steps, vec![None, None, Some(1), Some(2), Some(4), Some(8)]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::accounts::CachedAccounts;
 use super::log::{log_error, log_notice, log_warn};
-use super::pools::{backoff_delay, base_key, lineage_key, pool_key, Pool, PoolTable, StopReason, Stopping, Worker, CRASH_WINDOW, STREAK_RESET};
+use super::pools::{backoff_delay, base_key, crash_backoff, crashed_at_start, lineage_key, pool_key, Pool, PoolTable, StopReason, Stopping, Worker, CRASH_BURST, STREAK_RESET};
 use super::protocol::{self, FrameReader, KillReason, PoolState, PoolStatus, Request, StatusReply, WorkerState, WorkerStatus};
 use super::spawn::{spawn_worker, PreparedExec};
 use crate::core::hostconfig::HostConfig;
@@ -290,6 +290,7 @@ impl Server {
         let now = Instant::now();
         self.drain_stderr(id, &mut worker);
         let mut served = 0;
+        let mut accepted = false;
         if let (Some(index), Some(slot)) = (index, self.pools.get(id).and_then(|p| self.slot(p.slot))) {
             let ws = &slot.workers[index as usize];
             served = ws.requests.load(Ordering::Acquire);
@@ -298,9 +299,12 @@ impl Server {
             // that made it can tell "never reached the app" from a crash mid-request.
             let mut p = libc::pollfd { fd: worker.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd, zero timeout.
-            if unsafe { libc::poll(&mut p, 1, 0) } > 0 && p.revents & libc::POLLIN != 0 {
+            let pending = unsafe { libc::poll(&mut p, 1, 0) } > 0 && p.revents & libc::POLLIN != 0;
+            if pending {
                 ws.unaccepted_epoch.store(worker.epoch, Ordering::Release);
             }
+            // Given requests and none of them left waiting: it took one.
+            accepted = ws.assigned() > 0 && !pending;
             let (epoch, _) = ws.load();
             ws.set(epoch.wrapping_add(1), worker_state::EMPTY);
             ws.pid.store(0, Ordering::Release);
@@ -327,27 +331,37 @@ impl Server {
             self.balance(id);
             return;
         }
-        // A crash at start: dead before its first request was done. A worker
-        // that served and then exited on its own is not one.
-        if lived >= CRASH_WINDOW || served > 0 {
+        // A crash at start: dead before it took any connection. A worker
+        // that accepted a request (however soon it was killed) or served and
+        // then exited on its own is not one.
+        if !crashed_at_start(lived, served, accepted) {
             pool.crash_streak = 0;
         } else if pool.restart_at.is_none() {
-            // A crash: one backoff step per burst, one log line per step.
             if pool.last_crash.is_some_and(|t| now.saturating_duration_since(t) > STREAK_RESET) {
                 pool.crash_streak = 0;
             }
             pool.last_crash = Some(now);
             pool.crash_streak = pool.crash_streak.saturating_add(1);
-            let delay = backoff_delay(pool.crash_streak);
-            pool.restart_at = Some(now + delay);
-            let (slot_idx, live) = (pool.slot, pool.live());
-            if let Some(slot) = self.slot(slot_idx) {
-                if live == 0 {
-                    slot.backoff_until.store(sys::monotonic_secs().saturating_add(delay.as_secs() as u32), Ordering::Release);
-                    slot.state.store(pool_state::BACKOFF, Ordering::Release);
+            let streak = pool.crash_streak;
+            match crash_backoff(streak) {
+                // Not a burst yet: start another at once (balance, below).
+                None => self.event(id, &format!(
+                    "worker crashed within {} ms of its start, before taking a request; starting another ({streak} of {CRASH_BURST} such crashes in a row back the pool off)",
+                    lived.as_millis()
+                )),
+                // A burst: one backoff step per crash, one log line per step.
+                Some(delay) => {
+                    pool.restart_at = Some(now + delay);
+                    let (slot_idx, live) = (pool.slot, pool.live());
+                    if let Some(slot) = self.slot(slot_idx) {
+                        if live == 0 {
+                            slot.backoff_until.store(sys::monotonic_secs().saturating_add(delay.as_secs() as u32), Ordering::Release);
+                            slot.state.store(pool_state::BACKOFF, Ordering::Release);
+                        }
+                    }
+                    self.event(id, &format!("worker crashed within {} ms of its start; backing off, next start in {} s", lived.as_millis(), delay.as_secs()));
                 }
             }
-            self.event(id, &format!("worker crashed within {} ms of its start; backing off, next start in {} s", lived.as_millis(), delay.as_secs()));
         }
         // Waiters re-check: a worker may be needed, or the pool is backing off.
         if let Some(slot) = self.pools.get(id).and_then(|p| self.slot(p.slot)) {

@@ -244,7 +244,15 @@ fn supervisor_end_to_end_as_root() {
         other => panic!("expected Ready for the crasher, got {other:?}"),
     };
     let crash_slot = sb.slot(crash.slot).unwrap();
-    wait_for("crasher to back off", || crash_slot.state.load(Ordering::Acquire) == pool_state::BACKOFF);
+    // Only a burst of crashes at start backs off: each request meanwhile
+    // (an ensure of the pool, which has no worker left) starts another.
+    wait_for("crasher to back off", || {
+        if crash_slot.workers[0].pid.load(Ordering::Acquire) == 0 && crash_slot.state.load(Ordering::Acquire) != pool_state::BACKOFF {
+            let _ = client.ensure(&spec(&www.join("crash.sh"), &www, 1));
+        }
+        crash_slot.state.load(Ordering::Acquire) == pool_state::BACKOFF
+    });
+    assert!(crash_slot.spawns.load(Ordering::Acquire) >= 3, "backed off only after a burst of crashes at start");
     assert!(sys::lstat(&worker_socket_path(&crash.socket_prefix, 0)).is_err(), "crashed worker's socket removed");
     match client.ensure(&spec(&www.join("crash.sh"), &www, 1)).unwrap() {
         PoolReply::Refused { status, .. } => assert_eq!(status, 503),
