@@ -42,7 +42,9 @@ build: deps-build lighttpd-src
 
 # lighttpd ships no headers: take them from Debian's source package for exactly
 # the installed version, through an apt sources list private to this build
-# (the system's apt configuration is not touched).
+# (the system's apt configuration is not touched) whose deb-src entries are the
+# machine's own deb sources (packaging/apt-deb-src.py), so a host's mirror or
+# proxy serves them.
 LIGHTTPD_SRC    := $(BUILD)/lighttpd-src
 LIGHTTPD_MODULE := $(BUILD)/lighttpd/mod_sufcgi.so
 LIGHTTPD_APT    := $(BUILD)/lighttpd-apt
@@ -61,12 +63,7 @@ lighttpd-src:
 	echo "fetching lighttpd $$ver sources (Debian source package)"; \
 	rm -rf $(LIGHTTPD_APT) $(LIGHTTPD_SRC); \
 	mkdir -p $(LIGHTTPD_APT)/lists/partial $(LIGHTTPD_APT)/cache/archives/partial; \
-	. /etc/os-release; \
-	for suite in $$VERSION_CODENAME $$VERSION_CODENAME-updates; do \
-	  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $$suite main"; \
-	done > $(LIGHTTPD_APT)/sources.list; \
-	echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security $$VERSION_CODENAME-security main" \
-	  >> $(LIGHTTPD_APT)/sources.list; \
+	$(PYTHON) packaging/apt-deb-src.py > $(LIGHTTPD_APT)/sources.list && \
 	apt-get -qq $(APT_PRIVATE) update && \
 	(cd $(LIGHTTPD_APT) && apt-get -qq $(APT_PRIVATE) source --download-only lighttpd=$$ver) && \
 	dpkg-source -x --no-check $(LIGHTTPD_APT)/lighttpd_*.dsc $(LIGHTTPD_SRC) >/dev/null && \

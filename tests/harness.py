@@ -130,21 +130,69 @@ class User:
         return (self.uid, self.gid)
 
 
-def ensure_user(name: str, uid: int) -> User:
-    """Create (or reuse) a user with a same-numbered primary group, home 0755
-    and a `www/` document root, all owned by the user."""
+def _uid_taken(i: int) -> bool:
     try:
-        grp.getgrnam(name)
+        pwd.getpwuid(i)
+        return True
     except KeyError:
-        subprocess.run(["groupadd", "-g", str(uid), name], check=True)
+        return False
+
+
+def _gid_taken(i: int) -> bool:
+    try:
+        grp.getgrgid(i)
+        return True
+    except KeyError:
+        return False
+
+
+def free_id(preferred: int, limit: int | None = None, group_only: bool = False) -> int:
+    """`preferred`, or the next id above it that no account (and no group) has, below
+    `limit` (default preferred + 1000). The suites use their users' real ids, never the
+    numbers they prefer, so a machine where a host's customer or another harness owns
+    uid 2001 runs them all the same."""
+    limit = limit if limit is not None else preferred + 1000
+    for i in range(preferred, limit):
+        if not _gid_taken(i) and (group_only or not _uid_taken(i)):
+            return i
+    raise HarnessError(f"no free {'gid' if group_only else 'uid/gid'} in {preferred}..{limit - 1} for a test account")
+
+
+def ensure_group(name: str, preferred: int, limit: int | None = None) -> int:
+    """The gid of group `name`, created with `preferred` (or the next free gid) if missing."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        pass
+    gid = free_id(preferred, limit, group_only=True)
+    subprocess.run(["groupadd", "-g", str(gid), name], check=True)
+    return gid
+
+
+def ensure_user(name: str, uid: int, limit: int | None = None, gid: int | None = None) -> User:
+    """Create (or reuse) a test user with a same-numbered primary group (or primary group
+    `gid`), home 0755 and a `www/` document root, all owned by the user. `uid` is the
+    preferred id: when another account has it, the next free one below `limit` is taken
+    (an existing user of this name must be in that range too: ids that matter, such as
+    "below SuFcgiMinUid", are ranges)."""
+    limit = limit if limit is not None else uid + 1000
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "-u", str(uid), "-g", name, "-M", "-d", f"/home/{name}",
+        pw = None
+    if pw is None:
+        new_uid = free_id(uid, limit)
+        if gid is None:
+            group = ensure_group(name, new_uid, limit)
+        else:
+            group = gid
+        subprocess.run(["useradd", "-u", str(new_uid), "-g", str(group), "-M", "-d", f"/home/{name}",
                         "-s", "/usr/sbin/nologin", name], check=True)
         pw = pwd.getpwnam(name)
-    if pw.pw_uid != uid:
-        raise HarnessError(f"user {name} exists with uid {pw.pw_uid}, expected {uid}")
+    if not uid <= pw.pw_uid < limit:
+        raise HarnessError(f"user {name} exists with uid {pw.pw_uid}, outside the {uid}..{limit - 1} this suite needs")
+    if gid is not None and pw.pw_gid != gid:
+        raise HarnessError(f"user {name} exists with primary gid {pw.pw_gid}, expected {gid}")
     user = User(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
     TEST_UIDS.add(user.uid)
     mkdir(user.home, user.ids, 0o755)

@@ -79,7 +79,7 @@ def build_site() -> Site:
     os.chmod(base, 0o755)
     alice = ensure_user("sufcgi-alice", 2001)
     bob = ensure_user("sufcgi-bob", 2002)
-    low = ensure_user("sufcgi-low", 500)
+    low = ensure_user("sufcgi-low", 500, limit=1000)  # below SuFcgiMinUid
     A, B = alice.ids, bob.ids
     w = alice.www
 

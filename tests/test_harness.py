@@ -133,3 +133,30 @@ def test_php_example_via_php_cgi(site):
                          "SCRIPT_FILENAME": str(script), "REQUEST_METHOD": "GET",
                          "GATEWAY_INTERFACE": "CGI/1.1"}, capture_output=True, check=True).stdout
     assert b"Hello from PHP, running as root" in out
+
+
+def test_a_test_user_whose_preferred_uid_is_taken_gets_the_next_free_one():
+    """A machine where a host's customer (or another harness) already has uid 2001 runs
+    the suites all the same: ensure_user takes the next free uid/gid, and the suites use
+    each user's real ids. Here the "customer" is a throw-away account on that uid."""
+    import pwd
+    import subprocess
+    blocker, probe = "sufcgi-hx-blocker", "sufcgi-hx-probe"
+    for name in (probe, blocker):
+        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)
+    taken = harness.free_id(2950)
+    try:
+        subprocess.run(["useradd", "-u", str(taken), "-U", "-M", "-s", "/usr/sbin/nologin", blocker], check=True)
+        u = harness.ensure_user(probe, taken)
+        assert u.uid != taken and u.uid > taken and u.gid == u.uid, (u, taken)
+        assert pwd.getpwnam(blocker).pw_uid == taken, "the other account is left alone"
+        assert harness.ensure_user(probe, taken).uid == u.uid, "reused on the next call"
+        with pytest.raises(harness.HarnessError, match="outside"):
+            harness.ensure_user(probe, taken, limit=taken + 1)
+    finally:
+        import shutil
+        for name in (probe, blocker):
+            subprocess.run(["userdel", name], capture_output=True)
+            subprocess.run(["groupdel", name], capture_output=True)
+        shutil.rmtree(f"/home/{probe}", ignore_errors=True)

@@ -3,7 +3,8 @@
 SECURITY.md lists each property, the threat it answers and its test. A property that
 cannot hold by design is still a test: it asserts the documented limit, never skips.
 
-Isolation: this module uses only its own users (sufcgi-sec-*, uids 2201-2214 and 520)
+Isolation: this module uses only its own users (sufcgi-sec-*, uids from 2201 and 520, or the
+next free ones where those are taken: tests use each user's real ids)
 and vhosts (*.sec.test); the harness kills every process of the users registered in
 this pytest process at teardown, so a run holds LOCK_FILE and never touches the
 users of the other suites. Apps: tests/apps/sec_* (raw FastCGI backends written in
@@ -52,43 +53,23 @@ def host(key: str) -> str:
 
 # ---------------------------------------------------------------- site
 
-def _ensure_user_with_group(name: str, uid: int, gid: int) -> harness.User:
-    """A user whose primary group is `gid` (not a same-numbered group)."""
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-u", str(uid), "-g", str(gid), "-M", "-d", f"/home/{name}",
-                        "-s", "/usr/sbin/nologin", name], check=True)
-        pw = pwd.getpwnam(name)
-    assert (pw.pw_uid, pw.pw_gid) == (uid, gid), f"{name} exists as {pw.pw_uid}:{pw.pw_gid}"
-    user = harness.User(name, uid, gid, Path(pw.pw_dir))
-    harness.TEST_UIDS.add(uid)
-    mkdir(user.home, user.ids, 0o755)
-    mkdir(user.www, user.ids, 0o755)
-    return user
-
-
 class SecSite:
     def __init__(self):
         self.base = Path(tempfile.mkdtemp(prefix="sufcgi-sec-site-"))
         os.chmod(self.base, 0o755)
-        try:
-            grp.getgrnam(LOWGID_GROUP[0])
-        except KeyError:
-            subprocess.run(["groupadd", "-g", str(LOWGID_GROUP[1]), LOWGID_GROUP[0]], check=True)
-        try:
-            grp.getgrnam(EXTRA_GROUP[0])
-        except KeyError:
-            subprocess.run(["groupadd", "-g", str(EXTRA_GROUP[1]), EXTRA_GROUP[0]], check=True)
+        # Ids below SuFcgiMinUid/MinGid (1000) must stay below it.
+        self.lowgid = harness.ensure_group(LOWGID_GROUP[0], LOWGID_GROUP[1], limit=1000)
+        self.extra_gid = harness.ensure_group(*EXTRA_GROUP)
         self.u: dict[str, harness.User] = {}
         for key, uid in USERS.items():
             name = f"sufcgi-sec-{key}"
+            limit = 1000 if uid < 1000 else None
             if key == "lowgid":
-                self.u[key] = _ensure_user_with_group(name, uid, LOWGID_GROUP[1])
+                self.u[key] = harness.ensure_user(name, uid, gid=self.lowgid)
             elif key == "gid0":
-                self.u[key] = _ensure_user_with_group(name, uid, 0)
+                self.u[key] = harness.ensure_user(name, uid, gid=0)
             else:
-                self.u[key] = harness.ensure_user(name, uid)
+                self.u[key] = harness.ensure_user(name, uid, limit=limit)
         # sec-a has a supplementary group: workers must get exactly the owner's groups
         subprocess.run(["usermod", "-a", "-G", EXTRA_GROUP[0], "sufcgi-sec-a"], check=True)
         self.root_docroot = mkdir(self.base / "rootwww", ROOT)
@@ -214,8 +195,8 @@ def socket_dir(a: harness.Apache) -> Path:
 
 def test_p1_owner_root_or_below_min_ids_never_gets_a_worker(apache, sec):
     cases = {
-        "low": ("uid 520 is below SuFcgiMinUid",),
-        "lowgid": ("gid 521 is below SuFcgiMinGid",),
+        "low": (f"uid {sec.u['low'].uid} is below SuFcgiMinUid",),
+        "lowgid": (f"gid {sec.lowgid} is below SuFcgiMinGid",),
         "gid0": ("gid 0",),
         "root": ("uid 0",),
     }
@@ -264,7 +245,7 @@ def _check_worker_creds(pid: int, user: harness.User):
 
 def test_p2_worker_credentials_are_exactly_the_owners(apache, sec):
     a = sec.u["a"]
-    assert EXTRA_GROUP[1] in os.getgrouplist(a.name, a.gid)
+    assert sec.extra_gid in os.getgrouplist(a.name, a.gid)
     sec.app_dir("a", "p2", "SuFcgiApp envapp.py\n")
     j = ok_json(apache, "/p2/", "a")
     _check_worker_creds(j["pid"], a)
@@ -308,7 +289,7 @@ def test_p3_unsafe_files_are_refused_and_php_cgi_is_accepted(apache, sec):
 
     case("p3_groupw", ("writable",), lambda d: os.chmod(d / "envapp.py", 0o775))
     case("p3_worldw", ("writable",), lambda d: os.chmod(d / "envapp.py", 0o757))
-    case("p3_other", ("owned by uid 2202",), lambda d: os.chown(d / "envapp.py", *B))
+    case("p3_other", (f"owned by uid {b.uid}",), lambda d: os.chown(d / "envapp.py", *B))
     case("p3_setuid", ("setuid",), lambda d: os.chmod(d / "envapp.py", 0o4755))
     case("p3_setgid", ("setgid",), lambda d: os.chmod(d / "envapp.py", 0o2755))
 
@@ -323,7 +304,7 @@ def test_p3_unsafe_files_are_refused_and_php_cgi_is_accepted(apache, sec):
         target = put_app(b.www / "p3_hl_target.py", "envapp.py", B)
         (d / "envapp.py").unlink()
         os.link(target, d / "envapp.py")
-    case("p3_hardlink", ("owned by uid 2202", "hard link"), hardlink)
+    case("p3_hardlink", (f"owned by uid {b.uid}", "hard link"), hardlink)
     case("p3_ht_groupw", ("config file",), lambda d: os.chmod(d / ".htaccess", 0o664))
     case("p3_ht_other", ("config file",), lambda d: os.chown(d / ".htaccess", *B))
 
@@ -334,7 +315,7 @@ def test_p3_unsafe_files_are_refused_and_php_cgi_is_accepted(apache, sec):
         os.lchown(d / ".htaccess", *A)
     case("p3_ht_symlink", ("config file", "symlink"), ht_symlink)
     case("p3_dir_groupw", ("writable",), lambda d: os.chmod(d, 0o775))
-    case("p3_dir_other", ("owned by uid 2202",), lambda d: os.chown(d, *B))
+    case("p3_dir_other", (f"owned by uid {b.uid}",), lambda d: os.chown(d, *B))
 
     for rel, words, d in cases:
         _refused(apache, "a", f"/{rel}/", words, d)
@@ -351,7 +332,7 @@ def test_p3_unsafe_files_are_refused_and_php_cgi_is_accepted(apache, sec):
     assert Path("/usr/bin/php-cgi").is_symlink()
     j = ok_json(apache, "/p3_php/ok.php", "a")
     assert j["uid"] == a.uid
-    for name, words in [("other.php", ("owned by uid 2202",)), ("gw.php", ("writable",)),
+    for name, words in [("other.php", (f"owned by uid {b.uid}",)), ("gw.php", ("writable",)),
                         ("suid.php", ("setuid",)), ("link.php", ("regular file", "symlink"))]:
         _refused(apache, "a", f"/p3_php/{name}", words)
 
