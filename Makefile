@@ -12,7 +12,7 @@ DEB_PACKAGES := apache2 apache2-dev lighttpd libclang-dev clang pkg-config php-c
                 libfcgi-dev libfcgi-bin libfcgi-perl python3-pip python3-flask curl
 PY_PACKAGES  := flup pytest
 
-.PHONY: all build deps test unit integration demo clean fuzz fuzz-smoke fuzz-deps
+.PHONY: all build deps test unit clippy integration demo clean fuzz fuzz-smoke fuzz-deps
 
 all: build
 
@@ -91,10 +91,17 @@ deps: deps-build
 unit:
 	$(CARGO) test --no-default-features --lib
 
+# Lints (Cargo.toml [lints]): the whole crate, both servers' glue, tests and the
+# supervisor program; any warning fails.
+clippy: lighttpd-src
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	LIGHTTPD_SRC=$(CURDIR)/$(LIGHTTPD_SRC) $(CARGO) clippy --all-features --all-targets \
+	  --target-dir target/clippy -- -D warnings
+
 integration: deps build
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/
 
-test: deps build unit fuzz-smoke integration
+test: deps build clippy unit fuzz-smoke integration
 
 # Fuzz targets live in fuzz/ (cargo-fuzz). cargo-fuzz passes nightly-only
 # flags (-Zsanitizer=address, sancov); the only toolchain here is stable, so

@@ -371,8 +371,9 @@ fn close_range(lo: RawFd, hi: RawFd) {
     if rc == 0 {
         return;
     }
-    // SAFETY: getrlimit writes into a local struct.
+    // SAFETY: rlimit is plain data; all zeroes is a valid value.
     let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit writes into a local struct.
     let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 && rl.rlim_cur != libc::RLIM_INFINITY {
         rl.rlim_cur.min(1 << 20) as RawFd
     } else {

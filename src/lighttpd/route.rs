@@ -65,6 +65,7 @@ unsafe fn layer(r: *mut ffi::request_st, rt: &Runtime, dirs: &[PathBuf]) -> Resu
         Err(DirError::Line { file, line }) => Err(unsafe {
             answer(r, 500, &format!("{}: line {}: {}", file.display(), line.line, line.reason))
         }),
+        // SAFETY: r is live.
         Err(DirError::Unreadable { file, why }) => Err(unsafe {
             answer(r, 403, &format!("{}: unable to check htaccess file, ensure it is readable: {why}", file.display()))
         }),

@@ -190,6 +190,7 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
     let mut owner_of: Vec<Option<(u32, u32)>> = vec![None; ncontexts];
     let mut status_contexts = Vec::new();
     let mut sets_owner = vec![false; ncontexts];
+    // SAFETY: as above: p_d's cvlist, and the config contexts it indexes.
     unsafe {
         let p = &*(p_d as *const ffi::plugin_data_base);
         for i in 0..p.nconfig.max(0) as usize {

@@ -234,8 +234,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // supervisor waits for this process to exec.
     let a = unsafe { &*(arg as *const ChildArgs<'_>) };
     let exec = a.exec;
-    // SAFETY (whole block): async-signal-safe syscalls on fds and buffers prepared
-    // before the clone; every failure ends in `child_fail`, which `_exit`s.
+    // SAFETY: (the whole block) async-signal-safe syscalls on fds and buffers
+    // prepared before the clone; every failure ends in `child_fail`, which `_exit`s.
     unsafe {
         if libc::setsid() < 0 {
             child_fail(b"setsid");
