@@ -10,7 +10,7 @@ MODULE   := $(BUILD)/mod_sufcgi.so
 # Debian packages the build and the integration suite use.
 DEB_PACKAGES := apache2 apache2-dev lighttpd libclang-dev clang pkg-config php-cgi \
                 libfcgi-dev libfcgi-bin libfcgi-perl python3-pip python3-flask curl
-PY_PACKAGES  := flup pytest
+PY_PACKAGES  := flup pytest prometheus_client
 
 .PHONY: all build deps test unit clippy integration demo clean fuzz fuzz-smoke fuzz-deps
 

@@ -16,6 +16,17 @@ def pytest_configure(config):
                                 "(it creates users and starts Apache)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_sufcgi_cgroup_left():
+    """At the end of the run no cgroup of any server this run started may be
+    left (each server's stop checks its own; this catches the rest)."""
+    yield
+    left = [d for inst in sorted(harness.CGROUP_INSTANCES) for d in harness.sufcgi_cgroup_dirs(inst)]
+    for d in left:
+        harness.remove_cgroup_tree(d)
+    assert not left, f"sufcgi cgroups left at the end of the run (removed now): {[str(d) for d in left]}"
+
+
 @pytest.fixture(scope="session")
 def site():
     s = build_site()

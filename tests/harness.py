@@ -200,6 +200,22 @@ def ensure_user(name: str, uid: int, limit: int | None = None, gid: int | None =
     return user
 
 
+def ensure_user_free_uid(name: str, first: int = 2600, last: int = 29999) -> User:
+    """ensure_user() for a user of this suite whose uid does not matter: the
+    existing user of that name, else a new one with the lowest uid (and gid)
+    from `first` that nothing on this machine uses yet."""
+    try:
+        return ensure_user(name, pwd.getpwnam(name).pw_uid)
+    except KeyError:
+        pass
+    used_uids = {p.pw_uid for p in pwd.getpwall()}
+    used_gids = {g.gr_gid for g in grp.getgrall()}
+    for uid in range(first, last + 1):
+        if uid not in used_uids and uid not in used_gids:
+            return ensure_user(name, uid)
+    raise HarnessError(f"no free uid between {first} and {last} for {name}")
+
+
 def mkdir(path: Path, owner: tuple[int, int], mode: int = 0o755) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -490,10 +506,131 @@ class Vhost:
     allow_override: str = "All"
 
 
+# ---------------------------------------------------------------- cgroups
+# The supervisor makes <its own cgroup>/sufcgi/<instance>/owner-<uid>/worker-<n>
+# in each hierarchy (src/core/supervisor/cgroup.rs); <instance> is the server's
+# socket directory made a name, as cgroup_fs::instance_name does it.
+
+# Every instance name a server of this session used: none may be left at the end.
+CGROUP_INSTANCES: set[str] = set()
+
+
+def cgroup_instance_name(socket_dir) -> str:
+    raw = os.fsencode(str(socket_dir)).lstrip(b"/")
+    out = []
+    for b in raw:
+        c = chr(b)
+        out.append("-" if c == "/" else c if (c.isascii() and (c.isalnum() or c in "._-")) else "_")
+    name = "".join(out)
+    if not name or name.startswith("."):
+        name = "_" + name
+    if len(name) > 100:
+        h = 0xcbf29ce484222325
+        for b in os.fsencode(str(socket_dir)):
+            h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        name = f"{h:016x}-{name[-100:]}"
+    return name
+
+
+def cgroup_mounts() -> list[tuple[str, Path]]:
+    """(kind, mount point) of every cgroup hierarchy: kind is the v1 controller
+    list (e.g. "memory") or "unified" for v2."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        f, r = left.split(" "), right.split(" ")
+        if len(f) < 5 or len(r) < 3:
+            continue
+        if r[0] == "cgroup2":
+            out.append(("unified", Path(f[4])))
+        elif r[0] == "cgroup":
+            ctrls = [o for o in r[2].split(",") if o in ("cpu", "cpuacct", "memory", "pids", "freezer")]
+            if ctrls:
+                out.append((",".join(ctrls), Path(f[4])))
+    return out
+
+
+def own_cgroups(pid: int | str = "self") -> dict[str, Path]:
+    """The cgroup directory of `pid` in each hierarchy (kind as in cgroup_mounts)."""
+    paths = {}
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        ident, ctrl, path = line.split(":", 2)
+        paths["unified" if ident == "0" and not ctrl else ctrl] = path
+    out = {}
+    for kind, mount in cgroup_mounts():
+        key = kind if kind in paths else next((k for k in paths if set(kind.split(",")) <= set(k.split(","))), None)
+        if key is not None:
+            out[kind] = mount / paths[key].lstrip("/")
+    return out
+
+
+def sufcgi_cgroup_dirs(instance: str | None = None) -> list[Path]:
+    """Every `…/sufcgi` directory in the cgroup hierarchies, or only the
+    instance directories `…/sufcgi/<instance>`."""
+    found = []
+    for _, mount in cgroup_mounts():
+        for root, dirs, _ in os.walk(mount):
+            if os.path.basename(root) == "sufcgi":
+                found.append(Path(root) / instance if instance else Path(root))
+                dirs[:] = []
+    return [p for p in found if p.is_dir()]
+
+
+def cgroup_procs(group: Path) -> list[int]:
+    """Pids in a cgroup and its subgroups."""
+    out = []
+    for root, _, _ in os.walk(group):
+        try:
+            out += [int(x) for x in (Path(root) / "cgroup.procs").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def remove_cgroup_tree(group: Path) -> None:
+    """Kill what is in a cgroup tree and rmdir it, deepest first (clean-up of leftovers)."""
+    kill_pids(cgroup_procs(group), grace=0.5)
+    for root, dirs, _ in sorted(os.walk(group), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
+
+
+def check_no_cgroups_left(server, timeout: float = 5) -> list[Path]:
+    """After a server stopped: none of its cgroups may be left (and no empty
+    `sufcgi` directory). Leftovers are removed, and returned."""
+    inst = server.cgroup_instance
+
+    def left():
+        mine = sufcgi_cgroup_dirs(inst)
+        empty_tops = [d for d in sufcgi_cgroup_dirs() if not any(x.is_dir() for x in d.iterdir())]
+        return mine + empty_tops
+
+    try:
+        wait_for(lambda: not left(), timeout, f"cgroups of {inst} to go")
+    except HarnessError:
+        pass
+    leftovers = left()
+    for g in leftovers:
+        remove_cgroup_tree(g)
+        top = g if g.name == "sufcgi" else g.parent
+        try:
+            os.rmdir(top)
+        except OSError:
+            pass
+    return leftovers
+
+
 def _reap_after_stop(server) -> None:
     """The end of Apache.stop() and Lighttpd.stop(), once the server's own
     process is gone: give an honest supervisor a moment to reap its workers,
-    then kill (and list in server.leftovers) whatever it left behind."""
+    then kill (and list in server.leftovers) whatever it left behind; then
+    the same for its cgroups (server.cgroup_leftovers): any is a failure."""
     try:
         wait_for(lambda: not [p for p in server._known if pid_alive(p)], 5, "children to exit")
     except HarnessError:
@@ -502,6 +639,10 @@ def _reap_after_stop(server) -> None:
     kill_pids(server.leftovers, grace=1)
     kill_test_user_processes()
     server.master = None
+    server.cgroup_leftovers = check_no_cgroups_left(server) if server.sufcgi else []
+    if server.cgroup_leftovers:
+        raise HarnessError(f"cgroups left after the server stopped (removed now): "
+                           f"{[str(p) for p in server.cgroup_leftovers]}\n--- error log ---\n{server.log_tail(30)}")
 
 
 class Server:
@@ -550,6 +691,18 @@ class Server:
     def cleanup(self):
         shutil.rmtree(self.root, ignore_errors=True)
 
+    @property
+    def cgroup_instance(self) -> str:
+        """The name of this server's directory below `sufcgi/` in each cgroup hierarchy."""
+        return cgroup_instance_name(self.socket_dir)
+
+    def cgroup_dirs(self) -> list[Path]:
+        """This server's instance directories (one per hierarchy in use)."""
+        return sufcgi_cgroup_dirs(self.cgroup_instance)
+
+    def owner_cgroups(self, uid: int) -> list[Path]:
+        return [d / f"owner-{uid}" for d in self.cgroup_dirs() if (d / f"owner-{uid}").is_dir()]
+
 
 @dataclass
 class Apache(Server):
@@ -583,7 +736,14 @@ class Apache(Server):
         os.chmod(self.run_dir, 0o755)
         self.master: int | None = None
         self.leftovers: list[int] = []
+        self.cgroup_leftovers: list[Path] = []
         self._known: set[int] = set()
+
+    @property
+    def socket_dir(self) -> Path:
+        import re
+        m = re.search(r"^\s*SuFcgiSocketDir\s+(\S+)", self.extra, re.M | re.I)
+        return Path(m.group(1)) if m else self.run_dir / "sufcgi"
 
     # -- config
     def config_text(self) -> str:
@@ -674,6 +834,8 @@ class Apache(Server):
     def _remember(self):
         if self.master:
             self._known.update(descendants(self.master))
+        if self.sufcgi:
+            CGROUP_INSTANCES.add(self.cgroup_instance)
 
     def graceful(self):
         self._remember()
@@ -726,13 +888,27 @@ def only_apache(server, why: str):
         pytest.skip(f"Apache only: {why}")
 
 
+# SuFcgiOwner* (lowercased) -> the lighttpd key; ints are unquoted there.
+OWNER_LIMIT_KEYS = {"sufcgiownercpuweight": ("owner-cpu-weight", int), "sufcgiownercpumax": ("owner-cpu-max", str),
+                    "sufcgiownermaxprocesses": ("owner-max-processes", int), "sufcgiownermemory": ("owner-memory", str)}
+
+
+def _owner_limit_setting(name: str, value: str) -> str:
+    key, kind = OWNER_LIMIT_KEYS[name]
+    if kind is int:
+        return f"sufcgi.{key} = {0 if value.lower() == 'none' else int(value)}"
+    return f'sufcgi.{key} = "{value}"'
+
+
 def _apache_extra_to_lighttpd(extra: str) -> str:
-    """The per-vhost Apache lines that have a lighttpd equivalent (SuFcgiOwner)."""
+    """The per-vhost Apache lines that have a lighttpd equivalent (SuFcgiOwner, SuFcgiOwner*)."""
     out = []
     for line in extra.splitlines():
         w = line.split()
         if len(w) >= 2 and w[0].lower() == "sufcgiowner":
             out.append(f'  sufcgi.owner = "{w[1]}' + (f':{w[2]}"' if len(w) > 2 else '"'))
+        elif len(w) >= 2 and w[0].lower() in OWNER_LIMIT_KEYS:
+            out.append("  " + _owner_limit_setting(w[0].lower(), w[1]))
     return "\n".join(out)
 
 
@@ -755,6 +931,10 @@ def apache_host_config_to_lighttpd(extra: str) -> str:
             out.append(f"sufcgi.{key} = {int(w[1])}")
         elif name == "sufcgisocketdir":
             out.append(f'sufcgi.socket-dir = "{w[1]}"')
+        elif name == "sufcgicgroups":
+            out.append(f'sufcgi.cgroups = "{w[1]}"')
+        elif name in OWNER_LIMIT_KEYS:
+            out.append(_owner_limit_setting(name, w[1]))
         elif name in ("sufcgiblockenv", "sufcgiphpforbid"):
             key = "block-env" if name == "sufcgiblockenv" else "php-forbid"
             per_key.setdefault(key, []).extend(w[1:])
@@ -805,7 +985,14 @@ class Lighttpd(Server):
         self.proc: subprocess.Popen | None = None
         self.master: int | None = None
         self.leftovers: list[int] = []
+        self.cgroup_leftovers: list[Path] = []
         self._known: set[int] = set()
+
+    @property
+    def socket_dir(self) -> Path:
+        import re
+        m = re.search(r'sufcgi\.socket-dir\s*=\s*"([^"]+)"', self.extra)
+        return Path(m.group(1)) if m else self.run_dir / "sufcgi"
 
     def config_text(self) -> str:
         main = self.vhosts[0].docroot if self.vhosts else self.root
@@ -891,6 +1078,8 @@ class Lighttpd(Server):
     def _remember(self):
         if self.master:
             self._known.update(descendants(self.master))
+        if self.sufcgi:
+            CGROUP_INSTANCES.add(self.cgroup_instance)
         for p in self._keeper_and_supervisor_pids():
             if pid_alive(p):
                 self._known.add(p)

@@ -11,6 +11,7 @@ use super::log;
 use crate::core::directives::{self, DirConfig, Directive};
 use crate::core::hostconfig::HostConfig;
 use crate::core::limits::Limits;
+use crate::core::owner_limits::{self, CgroupMode, OwnerOverrides};
 use crate::core::php_ini::{self, PhpDirective};
 use std::ffi::{CStr, OsStr};
 use std::os::raw::{c_char, c_int, c_void};
@@ -35,6 +36,11 @@ pub struct ServerConf {
     /// `php_value`/`php_flag`, on top of `php_ini::BUILTIN_FORBIDDEN`. Per vhost,
     /// added to the main server's.
     pub php_forbid: Vec<Vec<u8>>,
+    /// `SuFcgiCgroups` (main server only).
+    pub cgroups: Option<CgroupMode>,
+    /// `SuFcgiOwner*` limits set in this server record (the main server's
+    /// are every owner's; a vhost's override them for its owners).
+    pub owner_limits: OwnerOverrides,
 }
 
 impl Default for ServerConf {
@@ -49,6 +55,8 @@ impl Default for ServerConf {
             max_workers_total: None,
             blocked_env: Vec::new(),
             php_forbid: Vec::new(),
+            cgroups: None,
+            owner_limits: OwnerOverrides::default(),
         }
     }
 }
@@ -64,10 +72,15 @@ enum HostDirective {
     MaxWorkersTotal,
     BlockEnv,
     PhpForbid,
+    Cgroups,
+    OwnerCpuWeight,
+    OwnerCpuMax,
+    OwnerMaxProcesses,
+    OwnerMemory,
 }
 
 impl HostDirective {
-    const ALL: [(HostDirective, &'static CStr, &'static CStr); 9] = [
+    const ALL: [(HostDirective, &'static CStr, &'static CStr); 14] = [
         (HostDirective::Owner, c"SuFcgiOwner", c"USER [GROUP] -- the identity this vhost's FastCGI workers run as"),
         (HostDirective::MinUid, c"SuFcgiMinUid", c"N -- lowest uid a worker may run as (default 1000)"),
         (HostDirective::MinGid, c"SuFcgiMinGid", c"N -- lowest gid a worker may run as (default 1000)"),
@@ -77,12 +90,17 @@ impl HostDirective {
         (HostDirective::MaxWorkersTotal, c"SuFcgiMaxWorkersTotal", c"N -- live workers on this server in all (default 512)"),
         (HostDirective::BlockEnv, c"SuFcgiBlockEnv", c"NAME... -- environment names customers may not set with SuFcgiEnv"),
         (HostDirective::PhpForbid, c"SuFcgiPhpForbid", c"NAME|PREFIX.*... -- PHP settings customers may not set with php_value/php_flag"),
+        (HostDirective::Cgroups, c"SuFcgiCgroups", c"on|off|required -- a cgroup per owner for CPU, memory and processes (default on: where the server may create them)"),
+        (HostDirective::OwnerCpuWeight, c"SuFcgiOwnerCpuWeight", c"N -- an owner's CPU share under contention, 1-10000 (default 100: all equal)"),
+        (HostDirective::OwnerCpuMax, c"SuFcgiOwnerCpuMax", c"PERCENT|none -- at most this much CPU for all of an owner's processes (150% = 1.5 CPUs; default none)"),
+        (HostDirective::OwnerMaxProcesses, c"SuFcgiOwnerMaxProcesses", c"N|none -- processes all of an owner's workers may have in all (default 512)"),
+        (HostDirective::OwnerMemory, c"SuFcgiOwnerMemory", c"SIZE|none -- memory for all of an owner's processes (e.g. 2G; default none)"),
     ];
 }
 
 /// httpd's command table must be a static C array that lives as long as the module.
 #[repr(transparent)]
-pub struct CommandTable(pub [ffi::command_rec; 29]);
+pub struct CommandTable(pub [ffi::command_rec; 34]);
 // SAFETY: the table is immutable after initialisation and holds only pointers
 // to 'static data (names, usage strings, functions).
 unsafe impl Sync for CommandTable {}
@@ -174,6 +192,11 @@ pub static COMMANDS: CommandTable = CommandTable([
     host(6),
     host(7),
     host(8),
+    host(9),
+    host(10),
+    host(11),
+    host(12),
+    host(13),
     php(0),
     php(1),
     php(2),
@@ -338,7 +361,15 @@ unsafe extern "C" fn host_directive(
             };
             let a = args(argc, argv);
             let name = HostDirective::ALL.iter().find(|x| x.0 as usize == d as usize).map(|x| x.1.to_string_lossy()).unwrap_or_default();
-            let global = !matches!(d, HostDirective::Owner | HostDirective::PhpForbid);
+            let global = !matches!(
+                d,
+                HostDirective::Owner
+                    | HostDirective::PhpForbid
+                    | HostDirective::OwnerCpuWeight
+                    | HostDirective::OwnerCpuMax
+                    | HostDirective::OwnerMaxProcesses
+                    | HostDirective::OwnerMemory
+            );
             if global {
                 let err = ffi::ap_check_cmd_context(cmd, ffi::GLOBAL_ONLY as _);
                 if !err.is_null() {
@@ -392,6 +423,19 @@ unsafe extern "C" fn host_directive(
                         })
                     }
                 }
+                HostDirective::Cgroups => match a.as_slice() {
+                    [v] => CgroupMode::parse(v).map(|m| conf.cgroups = Some(m)).map_err(|e| format!("{name}: {e}")),
+                    _ => Err(format!("{name} takes on, off or required")),
+                },
+                HostDirective::OwnerCpuWeight | HostDirective::OwnerCpuMax | HostDirective::OwnerMaxProcesses | HostDirective::OwnerMemory => {
+                    match a.as_slice() {
+                        [v] => {
+                            let limit = name.strip_prefix("SuFcgiOwner").unwrap_or(&name).to_string();
+                            owner_limits::set_owner_limit(&mut conf.owner_limits, limit.as_bytes(), v).map_err(|e| format!("{name}: {e}"))
+                        }
+                        _ => Err(format!("{name} takes one value")),
+                    }
+                }
                 HostDirective::BlockEnv => {
                     if a.is_empty() {
                         Err(format!("{name} takes one or more names"))
@@ -443,7 +487,7 @@ pub unsafe extern "C" fn merge_server_config(p: *mut ffi::apr_pool_t, base: *mut
             let base = &*(base as *const ServerConf);
             let add = &*(add as *const ServerConf);
             // Globals live in the main server's record; the owner is per vhost.
-            let mut merged = ServerConf { owner: add.owner.clone(), ..base.clone() };
+            let mut merged = ServerConf { owner: add.owner.clone(), owner_limits: add.owner_limits, ..base.clone() };
             // SuFcgiPhpForbid is per vhost, on top of the main server's.
             merged.php_forbid.extend(add.php_forbid.iter().filter(|n| !base.php_forbid.contains(n)).cloned());
             pool_box(p, merged) as *mut c_void

@@ -4,7 +4,7 @@
 use super::apr::{self, bytes, table_entries, table_set};
 use super::config::dir_conf;
 use crate::core::guard::guard;
-use super::hooks::{HANDLER_APP, HANDLER_SCRIPT, HANDLER_STATUS, HANDLER_WRAPPER};
+use super::hooks::{HANDLER_APP, HANDLER_METRICS, HANDLER_SCRIPT, HANDLER_STATUS, HANDLER_WRAPPER};
 use super::pool_request::{self, NotRun};
 use super::{ffi, log, relay, runtime};
 use crate::core::directives::{read_busy_page, DirConfig};
@@ -52,7 +52,8 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
             Some(HANDLER_APP) => AppKind::App,
             Some(HANDLER_WRAPPER) => AppKind::Wrapper,
             Some(HANDLER_SCRIPT) => AppKind::Script,
-            Some(HANDLER_STATUS) => return super::status::handle(r),
+            Some(HANDLER_STATUS) => return super::status::handle(r, false),
+            Some(HANDLER_METRICS) => return super::status::handle(r, true),
             _ => return ffi::DECLINED,
         };
         let Some(rt) = runtime::get() else {

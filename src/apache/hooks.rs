@@ -7,6 +7,7 @@ use super::config::{self, server_conf};
 use crate::core::guard::guard;
 use super::{authorizer, ffi, handler, log, runtime, watchdog};
 use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
+use crate::core::owner_limits::OwnerLimits;
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
 use crate::core::sys;
@@ -19,9 +20,10 @@ use std::ptr;
 
 pub const HANDLER_APP: &[u8] = b"sufcgi-app";
 pub const HANDLER_WRAPPER: &[u8] = b"sufcgi-wrapper";
-/// `AddHandler sufcgi-script` and `SetHandler sufcgi-status` (status.rs):
-/// the names lighttpd's `.htaccess` reader knows too.
-pub use crate::core::htaccess_file::{SCRIPT_HANDLER as HANDLER_SCRIPT, STATUS_HANDLER as HANDLER_STATUS};
+/// `AddHandler sufcgi-script`, `SetHandler sufcgi-status` and
+/// `SetHandler sufcgi-metrics` (status.rs): the names lighttpd's
+/// `.htaccess` reader knows too.
+pub use crate::core::htaccess_file::{METRICS_HANDLER as HANDLER_METRICS, SCRIPT_HANDLER as HANDLER_SCRIPT, STATUS_HANDLER as HANDLER_STATUS};
 
 pub unsafe extern "C" fn register_hooks(_p: *mut ffi::apr_pool_t) {
     // SAFETY: called by httpd while loading the module; the hook functions are
@@ -86,6 +88,8 @@ unsafe fn host_config(
             hc.max_workers_total = v;
         }
         hc.blocked_env = main.blocked_env.clone();
+        hc.cgroups = main.cgroups.unwrap_or_default();
+        hc.owner_limits = OwnerLimits::DEFAULT.with(&main.owner_limits);
         collect_host_directives(ffi::ap_conftree, None, &mut hc.host_directives);
 
         let core_index = (*ptr::addr_of!(ffi::core_module)).module_index as usize;
@@ -110,7 +114,9 @@ unsafe fn host_config(
             let core = *((*srv).module_config as *mut *mut ffi::core_server_config).add(core_index);
             let docroot = core.as_ref().and_then(|c| bytes(c.ap_document_root)).unwrap_or(b"");
             let name = vhost_name(srv);
-            hc.vhosts.push(VhostConfig { name, owner, document_root: PathBuf::from(OsStr::from_bytes(docroot)) });
+            let mut vh = VhostConfig::new(name, owner, PathBuf::from(OsStr::from_bytes(docroot)));
+            vh.owner_overrides = conf.owner_limits;
+            hc.vhosts.push(vh);
             index += 1;
             srv = (*srv).next;
         }
@@ -283,7 +289,7 @@ unsafe extern "C" fn fixups(r: *mut ffi::request_rec) -> c_int {
             let Some(cfg) = config::dir_conf(r) else { return ffi::DECLINED };
             let rr = &mut *r;
             // A status page inside an app's tree stays a status page.
-            if bytes(rr.handler) == Some(HANDLER_STATUS) {
+            if matches!(bytes(rr.handler), Some(HANDLER_STATUS | HANDLER_METRICS)) {
                 return ffi::DECLINED;
             }
             if cfg.app().is_some() {

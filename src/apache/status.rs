@@ -1,5 +1,6 @@
-//! `SetHandler sufcgi-status`: the pools, their workers and counters, as HTML
-//! or (`?json`) as JSON.
+//! `SetHandler sufcgi-status`: the pools, their workers and counters, the
+//! isolation in force and each owner's figures, as HTML, `?json` or
+//! `?metrics` (Prometheus text; `SetHandler sufcgi-metrics` is that alone).
 //!
 //! Where the handler is set decides what the page shows. A URL no `.htaccess`
 //! able to set a handler took part in (server config only) lists every pool;
@@ -10,7 +11,7 @@
 use super::apr::{bytes, pstr, table_set};
 use super::handler::userdir_user;
 use super::{ffi, log, runtime};
-use crate::core::status_page::{render, request_dir, wants_json};
+use crate::core::status_page::{format_of, render, request_dir, Format, View};
 use crate::core::supervisor::protocol::StatusReply;
 use crate::core::supervisor::{supervisor_socket_path, Client};
 use std::os::raw::c_int;
@@ -39,8 +40,9 @@ unsafe fn customer_configurable(r: *const ffi::request_rec) -> bool {
 }
 
 /// # Safety
-/// `r` is the live request in its handler phase, with `r->handler` = sufcgi-status.
-pub unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
+/// `r` is the live request in its handler phase, with `r->handler` =
+/// sufcgi-status (or sufcgi-metrics: `metrics`).
+pub unsafe fn handle(r: *mut ffi::request_rec, metrics: bool) -> c_int {
     // SAFETY: r is live for the whole call; strings read from it are owned by httpd.
     unsafe {
         let rr = &mut *r;
@@ -65,8 +67,8 @@ pub unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
         // request path's shared link out of it.
         let reply = Client::connect(&supervisor_socket_path(&rt.socket_dir))
             .and_then(|mut c| c.status(rt.generation, vhost, dir, userdir));
-        let (pools, truncated) = match reply {
-            Ok(StatusReply::Pools { pools, truncated }) => (pools, truncated),
+        let reply = match reply {
+            Ok(r @ StatusReply::Pools { .. }) => r,
             Ok(StatusReply::Refused { status, reason }) => {
                 log::request(r, log::ERR, format!("sufcgi: status page refused: {reason}").as_bytes());
                 return status as c_int;
@@ -77,7 +79,9 @@ pub unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                 return ffi::HTTP_SERVICE_UNAVAILABLE as c_int;
             }
         };
-        let (body, ctype) = render(&pools, customer, truncated, wants_json(bytes(rr.args).unwrap_or(b"")));
+        let Some(view) = View::of(&reply, customer) else { return ffi::HTTP_INTERNAL_SERVER_ERROR as c_int };
+        let format = if metrics { Format::Metrics } else { format_of(bytes(rr.args).unwrap_or(b"")) };
+        let (body, ctype) = render(&view, format);
         ffi::ap_set_content_type(r, pstr(rr.pool, ctype.as_bytes()));
         table_set(rr.headers_out, b"Cache-Control", b"no-store");
         table_set(rr.headers_out, b"X-Content-Type-Options", b"nosniff");

@@ -5,6 +5,7 @@
 //! Customer directives can never change anything here.
 
 use crate::core::limits::Limits;
+use crate::core::owner_limits::{CgroupMode, OwnerLimits, OwnerOverrides};
 use std::path::PathBuf;
 
 /// Defaults that are safe with nothing but the `LoadModule` line.
@@ -42,6 +43,10 @@ pub struct HostConfig {
     pub vhosts: Vec<VhostConfig>,
     /// Customer directives the host wrote in server config.
     pub host_directives: Vec<HostDirective>,
+    /// `SuFcgiCgroups`: fixed for a supervisor's life (see supervisor::cgroup).
+    pub cgroups: CgroupMode,
+    /// `SuFcgiOwner*` in server config: every owner's limits unless its vhost sets its own.
+    pub owner_limits: OwnerLimits,
 }
 
 /// A customer directive written by the host in server config (e.g.
@@ -63,6 +68,19 @@ pub struct VhostConfig {
     pub owner: Option<(u32, u32)>,
     /// The vhost's DocumentRoot; its owner (lstat) is the identity when `owner` is None.
     pub document_root: PathBuf,
+    /// `SuFcgiOwner*` set in this vhost: they apply to the owner of its pools.
+    pub owner_overrides: OwnerOverrides,
+}
+
+impl VhostConfig {
+    pub fn new(name: String, owner: Option<(u32, u32)>, document_root: PathBuf) -> VhostConfig {
+        VhostConfig { name, owner, document_root, owner_overrides: OwnerOverrides::default() }
+    }
+
+    /// The same identity (name, owner, document root), whatever its limits.
+    pub fn same_identity(&self, o: &VhostConfig) -> bool {
+        self.name == o.name && self.owner == o.owner && self.document_root == o.document_root
+    }
 }
 
 /// FastCGI params that never reach an app, whatever set them (SetEnv, a
@@ -90,6 +108,8 @@ impl HostConfig {
             blocked_env: Vec::new(),
             vhosts: Vec::new(),
             host_directives: Vec::new(),
+            cgroups: CgroupMode::default(),
+            owner_limits: OwnerLimits::DEFAULT,
         }
     }
 

@@ -145,11 +145,18 @@ pub fn merge(base: &Layer, add: &Layer) -> Layer {
 
 /// The handler name of the status page.
 pub const STATUS_HANDLER: &[u8] = b"sufcgi-status";
+/// The same page as Prometheus text (metrics.rs).
+pub const METRICS_HANDLER: &[u8] = b"sufcgi-metrics";
 
 impl Layer {
     /// Whether `SetHandler sufcgi-status` is in force here.
     pub fn is_status_page(&self) -> bool {
         self.handler.as_deref() == Some(STATUS_HANDLER)
+    }
+
+    /// Whether `SetHandler sufcgi-metrics` is in force here.
+    pub fn is_metrics_page(&self) -> bool {
+        self.handler.as_deref() == Some(METRICS_HANDLER)
     }
 
     /// Whether `AddHandler sufcgi-script` covers this file name (the last
@@ -226,6 +233,8 @@ mod tests {
         assert!(!merge(&outer, &run("SetHandler None\n").unwrap()).is_status_page());
         assert!(!merge(&outer, &run("SetHandler cgi-script\n").unwrap()).is_status_page());
         assert!(run("SetHandler SUFCGI-Status\n").unwrap().is_status_page());
+        let m = run("SetHandler sufcgi-metrics\n").unwrap();
+        assert!(m.is_metrics_page() && !m.is_status_page());
         assert!(!run("SetHandler\n").unwrap().is_status_page());
     }
 

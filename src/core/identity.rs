@@ -562,7 +562,7 @@ mod tests {
 
     fn cfg() -> HostConfig {
         let mut c = HostConfig::new("/run/sufcgi".into(), 33, 33);
-        c.vhosts.push(VhostConfig { name: "a.example:80".into(), owner: None, document_root: "/home/a/www".into() });
+        c.vhosts.push(VhostConfig::new("a.example:80".into(), None, "/home/a/www".into()));
         c
     }
 

@@ -1,9 +1,11 @@
 //! The status page's content, for every server glue: the pools the
-//! supervisor reported, as HTML or JSON. Every string from the pools
-//! (paths, user names) is escaped for where it lands.
+//! supervisor reported, with the isolation in force and each owner's
+//! figures, as HTML, JSON or Prometheus text (metrics.rs). Every string
+//! from the pools (paths, user names) is escaped for where it lands.
 
 use crate::core::request::AppKind;
-use crate::core::supervisor::protocol::PoolStatus;
+use crate::core::supervisor::protocol::{PoolStatus, StatusReply};
+use crate::core::supervisor::protocol_usage::{Isolation, OwnerUsage};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
@@ -24,21 +26,61 @@ pub fn request_dir(filename: &[u8], is_dir: bool) -> PathBuf {
     }
 }
 
-pub fn wants_json(args: &[u8]) -> bool {
-    args.split(|&c| c == b'&').any(|p| p == b"json" || p.starts_with(b"json="))
+/// How the page is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Html,
+    /// `?json`
+    Json,
+    /// `?metrics`, or `SetHandler sufcgi-metrics`: Prometheus text.
+    Metrics,
 }
 
-/// The page: body and content type. `customer`: one owner's pools (says
-/// so on the page); `truncated`: more pools exist than were sent.
-pub fn render(pools: &[PoolStatus], customer: bool, truncated: bool, json: bool) -> (Vec<u8>, &'static str) {
-    if json {
-        (render_json(pools, customer, truncated), "application/json")
+/// The format a query string asks for (`json` or `metrics`, as a word or `name=…`).
+pub fn format_of(args: &[u8]) -> Format {
+    let has = |w: &[u8]| args.split(|&c| c == b'&').any(|p| p == w || (p.starts_with(w) && p.get(w.len()) == Some(&b'=')));
+    if has(b"metrics") {
+        Format::Metrics
+    } else if has(b"json") {
+        Format::Json
     } else {
-        (render_html(pools, customer, truncated), "text/html; charset=utf-8")
+        Format::Html
     }
 }
 
-fn kind_name(k: AppKind) -> &'static str {
+/// What the supervisor answered, for one page.
+pub struct View<'a> {
+    pub pools: &'a [PoolStatus],
+    pub owners: &'a [OwnerUsage],
+    pub isolation: &'a Isolation,
+    /// One owner's page (says so; the host's paths are left out).
+    pub customer: bool,
+    /// More pools or owners exist than were sent.
+    pub truncated: bool,
+}
+
+impl<'a> View<'a> {
+    /// The view of a `StatusReply::Pools` (None for a refusal).
+    pub fn of(reply: &'a StatusReply, customer: bool) -> Option<View<'a>> {
+        match reply {
+            StatusReply::Pools { pools, truncated, isolation, owners } => {
+                Some(View { pools, owners, isolation, customer, truncated: *truncated })
+            }
+            StatusReply::Refused { .. } => None,
+        }
+    }
+}
+
+/// The page: body and content type.
+pub fn render(v: &View<'_>, format: Format) -> (Vec<u8>, &'static str) {
+    match format {
+        Format::Json => (render_json(v), "application/json"),
+        Format::Html => (render_html(v), "text/html; charset=utf-8"),
+        Format::Metrics => (crate::core::metrics::render(v), crate::core::metrics::CONTENT_TYPE),
+    }
+}
+
+pub(crate) fn kind_name(k: AppKind) -> &'static str {
     match k {
         AppKind::App => "app",
         AppKind::Wrapper => "wrapper",
@@ -47,11 +89,11 @@ fn kind_name(k: AppKind) -> &'static str {
     }
 }
 
-fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+pub(crate) fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
 
-fn path_text(p: &Path) -> std::borrow::Cow<'_, str> {
+pub(crate) fn path_text(p: &Path) -> std::borrow::Cow<'_, str> {
     lossy(p.as_os_str().as_bytes())
 }
 
@@ -106,10 +148,62 @@ fn per_worker_text(n: u32) -> String {
     }
 }
 
-fn render_json(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8> {
+fn json_opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".to_string(), |n| n.to_string())
+}
+
+fn json_secs(usec: Option<u64>) -> String {
+    usec.map_or_else(|| "null".to_string(), |u| format!("{:.6}", u as f64 / 1e6))
+}
+
+fn isolation_json(o: &mut String, i: &Isolation, customer: bool) {
+    let ctrls: Vec<String> = i.controllers.iter().map(|c| json_str(c)).collect();
+    let _ = write!(
+        o,
+        "\"isolation\":{{\"mode\":{},\"hierarchy\":{},\"controllers\":[{}],\"location\":{},\"note\":{}}}",
+        json_str(i.mode.name()),
+        json_str(&i.hierarchy),
+        ctrls.join(","),
+        json_str(if customer { "" } else { &i.location }),
+        json_str(&i.note)
+    );
+}
+
+fn owners_json(o: &mut String, owners: &[OwnerUsage]) {
+    o.push_str("\"owners\":[");
+    for (i, u) in owners.iter().enumerate() {
+        let l = &u.limits;
+        let _ = write!(
+            o,
+            "{}{{\"uid\":{},\"user\":{},\"in_cgroup\":{},\"limits\":{{\"cpu_weight\":{},\"cpu_max_percent\":{},\"max_processes\":{},\"memory_bytes\":{}}},\
+             \"cpu_seconds\":{},\"cpu_throttled_seconds\":{},\"memory_bytes\":{},\"memory_peak_bytes\":{},\"processes\":{},\"oom_kills\":{}}}",
+            if i > 0 { "," } else { "" },
+            u.uid,
+            json_str(&lossy(&u.user)),
+            u.in_cgroup,
+            l.cpu_weight,
+            if l.cpu_max == 0 { "null".to_string() } else { l.cpu_max.to_string() },
+            if l.max_processes == 0 { "null".to_string() } else { l.max_processes.to_string() },
+            if l.memory == 0 { "null".to_string() } else { l.memory.to_string() },
+            json_secs(u.cpu_usec),
+            json_secs(u.throttled_usec),
+            json_opt(u.memory),
+            json_opt(u.memory_peak),
+            json_opt(u.processes),
+            json_opt(u.oom_kills),
+        );
+    }
+    o.push(']');
+}
+
+fn render_json(v: &View<'_>) -> Vec<u8> {
     let mut o = String::new();
-    let _ = write!(o, "{{\"view\":{},\"truncated\":{},\"pools\":[", json_str(if customer { "owner" } else { "server" }), truncated);
-    for (i, p) in pools.iter().enumerate() {
+    let _ = write!(o, "{{\"view\":{},\"truncated\":{},", json_str(if v.customer { "owner" } else { "server" }), v.truncated);
+    isolation_json(&mut o, v.isolation, v.customer);
+    o.push(',');
+    owners_json(&mut o, v.owners);
+    o.push_str(",\"pools\":[");
+    for (i, p) in v.pools.iter().enumerate() {
         if i > 0 {
             o.push(',');
         }
@@ -148,13 +242,76 @@ fn render_json(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8>
                 w.age_secs
             );
         }
-        o.push_str("]}");
+        let u = &p.usage;
+        let _ = write!(
+            o,
+            "],\"cgroup\":{{\"cpu_seconds\":{},\"memory_bytes\":{},\"processes\":{},\"oom_kills\":{}}}}}",
+            json_secs(u.cpu_usec),
+            json_opt(u.memory),
+            json_opt(u.processes),
+            json_opt(u.oom_kills)
+        );
     }
     o.push_str("]}\n");
     o.into_bytes()
 }
 
-fn render_html(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8> {
+/// `1.5 s`, `—` when the hierarchy cannot tell.
+fn secs_text(usec: Option<u64>) -> String {
+    usec.map_or_else(|| "—".into(), |u| format!("{:.2} s", u as f64 / 1e6))
+}
+
+fn bytes_text(b: Option<u64>) -> String {
+    b.map_or_else(|| "—".into(), mib)
+}
+
+fn count_text(n: Option<u64>) -> String {
+    n.map_or_else(|| "—".into(), |n| n.to_string())
+}
+
+/// Which isolation is in force, in a sentence.
+pub fn isolation_text(i: &Isolation) -> String {
+    let mut s = match i.hierarchy.as_str() {
+        "none" => "no cgroups: processes capped by RLIMIT_NPROC (SuFcgiOwnerMaxProcesses), memory by the supervisor's RSS watch, no CPU share".to_string(),
+        h => format!("cgroup {h} ({}): CPU share, memory and processes held by the kernel per owner", i.controllers.join(", ")),
+    };
+    s.push_str(&format!("; SuFcgiCgroups {}", i.mode.name()));
+    if !i.note.is_empty() {
+        s.push_str(&format!(" ({})", i.note));
+    }
+    s
+}
+
+fn owners_html(o: &mut String, owners: &[OwnerUsage]) {
+    if owners.is_empty() {
+        return;
+    }
+    o.push_str(
+        "<h2>owners</h2>\n<table><tr><th>owner</th><th>limits</th><th>CPU</th><th>throttled</th><th>memory</th>\
+         <th>peak</th><th>processes</th><th>OOM kills</th></tr>\n",
+    );
+    for u in owners {
+        let limits = u.limits.describe();
+        let _ = writeln!(
+            o,
+            "<tr><td>{} (uid {}){}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html(&lossy(&u.user)),
+            u.uid,
+            if u.in_cgroup { "" } else { " — no workers now" },
+            html(&limits),
+            html(&secs_text(u.cpu_usec)),
+            html(&secs_text(u.throttled_usec)),
+            html(&bytes_text(u.memory)),
+            html(&bytes_text(u.memory_peak)),
+            count_text(u.processes),
+            count_text(u.oom_kills),
+        );
+    }
+    o.push_str("</table>\n");
+}
+
+fn render_html(v: &View<'_>) -> Vec<u8> {
+    let (pools, customer, truncated) = (v.pools, v.customer, v.truncated);
     let mut o = String::from(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sufcgi status</title>\n\
          <style>body{font-family:sans-serif}table{border-collapse:collapse;margin-bottom:1em}\
@@ -162,6 +319,8 @@ fn render_html(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8>
     );
     let view = if customer { "the pools of this site's owner" } else { "every pool on this server" };
     let _ = writeln!(o, "<p>{} pool(s): {}.{}</p>", pools.len(), view, if truncated { " (list truncated)" } else { "" });
+    let _ = writeln!(o, "<p>isolation: {}</p>", html(&isolation_text(v.isolation)));
+    owners_html(&mut o, v.owners);
     for p in pools {
         let _ = writeln!(o, "<h2>{}</h2>\n<table>", html(&path_text(&p.program)));
         let stopped: Vec<String> = p.stopped.named().iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -178,6 +337,10 @@ fn render_html(pools: &[PoolStatus], customer: bool, truncated: bool) -> Vec<u8>
             ("rejected (503)", p.rejected.to_string()),
             ("requests per worker", per_worker_text(p.per_worker)),
             ("stopped", stopped.join(", ")),
+            ("CPU (cgroups)", secs_text(p.usage.cpu_usec)),
+            ("memory now (cgroups)", bytes_text(p.usage.memory)),
+            ("processes now (cgroups)", count_text(p.usage.processes)),
+            ("OOM kills (cgroups)", count_text(p.usage.oom_kills)),
         ];
         for (k, v) in rows {
             let _ = writeln!(o, "<tr><th>{}</th><td>{}</td></tr>", html(k), html(&v));

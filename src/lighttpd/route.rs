@@ -95,7 +95,7 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
             return answer(r, 403, &format!("{} is configuration, not content", String::from_utf8_lossy(&full)));
         }
         if status::host_page(r, &rt) {
-            return status::serve(r, &rt, None);
+            return status::serve(r, &rt, None, false);
         }
         if base.is_empty() {
             return ffi::handler_t_HANDLER_GO_ON;
@@ -114,9 +114,9 @@ pub unsafe fn physical(r: *mut ffi::request_st, self_: *const ffi::plugin, id: u
                 return claim(r, self_, id, rt, &layer, AppKind::Authorizer, program, args, workdir, None, Vec::new());
             }
         }
-        if layer.is_status_page() {
+        if layer.is_status_page() || layer.is_metrics_page() {
             let dir = request_dir(&full, path(&full).is_dir());
-            return status::serve(r, &rt, Some(dir));
+            return status::serve(r, &rt, Some(dir), layer.is_metrics_page());
         }
         let Some(def) = layer.cfg.app() else {
             if let Some(d) = dirs.last() {

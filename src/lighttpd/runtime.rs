@@ -77,16 +77,18 @@ fn same_floors(a: &HostConfig, b: &HostConfig) -> bool {
 }
 
 /// Each of `new`'s contexts as an entry of the running table (`old`): the
-/// same position when equal there, else the first equal entry.
+/// same position when its identity is equal there, else the first equal
+/// entry. (Owner limits changed by a reload take effect at the next
+/// restart, with the other host settings; they do not make a context 503.)
 fn map_contexts(old: &HostConfig, new: &HostConfig) -> Vec<Option<u32>> {
     new.vhosts
         .iter()
         .enumerate()
         .map(|(u, v)| {
-            if old.vhosts.get(u) == Some(v) {
+            if old.vhosts.get(u).is_some_and(|o| o.same_identity(v)) {
                 return Some(u as u32);
             }
-            old.vhosts.iter().position(|o| o == v).map(|i| i as u32)
+            old.vhosts.iter().position(|o| o.same_identity(v)).map(|i| i as u32)
         })
         .collect()
 }

@@ -13,6 +13,7 @@ use super::ffi;
 use crate::core::directives;
 use crate::core::hostconfig::{HostConfig, VhostConfig};
 use crate::core::limits::Limits;
+use crate::core::owner_limits::{self, CgroupMode, OwnerLimits, OwnerOverrides};
 use crate::core::sys;
 use std::ffi::{CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -35,9 +36,14 @@ enum Key {
     PhpForbid,
     Timeout,
     Status,
+    Cgroups,
+    OwnerCpuWeight,
+    OwnerCpuMax,
+    OwnerMaxProcesses,
+    OwnerMemory,
 }
 
-const KEY_ORDER: [Key; 11] = [
+const KEY_ORDER: [Key; 16] = [
     Key::Owner,
     Key::MinUid,
     Key::MinGid,
@@ -49,6 +55,11 @@ const KEY_ORDER: [Key; 11] = [
     Key::PhpForbid,
     Key::Timeout,
     Key::Status,
+    Key::Cgroups,
+    Key::OwnerCpuWeight,
+    Key::OwnerCpuMax,
+    Key::OwnerMaxProcesses,
+    Key::OwnerMemory,
 ];
 
 /// Longest silence from an app before the exchange is cut (Apache's `Timeout`).
@@ -71,6 +82,12 @@ fn key_def(k: Key) -> KeyDef {
         Key::PhpForbid => KeyDef(c"sufcgi.php-forbid", ffi::config_values_type_t_T_CONFIG_ARRAY_VLIST, SRV),
         Key::Timeout => KeyDef(c"sufcgi.timeout", ffi::config_values_type_t_T_CONFIG_INT, SRV),
         Key::Status => KeyDef(c"sufcgi.status", ffi::config_values_type_t_T_CONFIG_BOOL, CONN),
+        Key::Cgroups => KeyDef(c"sufcgi.cgroups", ffi::config_values_type_t_T_CONFIG_STRING, SRV),
+        // Per block, as SuFcgiOwner* per vhost: a block's value is its owners'.
+        Key::OwnerCpuWeight => KeyDef(c"sufcgi.owner-cpu-weight", ffi::config_values_type_t_T_CONFIG_INT, CONN),
+        Key::OwnerCpuMax => KeyDef(c"sufcgi.owner-cpu-max", ffi::config_values_type_t_T_CONFIG_STRING, CONN),
+        Key::OwnerMaxProcesses => KeyDef(c"sufcgi.owner-max-processes", ffi::config_values_type_t_T_CONFIG_INT, CONN),
+        Key::OwnerMemory => KeyDef(c"sufcgi.owner-memory", ffi::config_values_type_t_T_CONFIG_STRING, CONN),
     }
 }
 
@@ -190,6 +207,7 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
     let mut owner_of: Vec<Option<(u32, u32)>> = vec![None; ncontexts];
     let mut status_contexts = Vec::new();
     let mut sets_owner = vec![false; ncontexts];
+    let mut limits_of: Vec<OwnerOverrides> = vec![OwnerOverrides::default(); ncontexts];
     // SAFETY: as above: p_d's cvlist, and the config contexts it indexes.
     unsafe {
         let p = &*(p_d as *const ffi::plugin_data_base);
@@ -226,6 +244,20 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
                     Key::PhpForbid => php_forbid = array_strings(v.v.a).into_iter().map(|(_, v)| v).collect(),
                     Key::Timeout => timeout_secs = count(key, v.v.u)?,
                     Key::Status => status_contexts.push((ctx as u32, v.v.u != 0)),
+                    Key::Cgroups => host.cgroups = CgroupMode::parse(buf_bytes(v.v.b)).map_err(|e| format!("sufcgi.cgroups: {e}"))?,
+                    Key::OwnerCpuWeight | Key::OwnerCpuMax | Key::OwnerMaxProcesses | Key::OwnerMemory => {
+                        let (name, value) = match key {
+                            Key::OwnerCpuWeight => ("CpuWeight", v.v.u.to_string().into_bytes()),
+                            Key::OwnerMaxProcesses if v.v.u == 0 => ("MaxProcesses", b"none".to_vec()),
+                            Key::OwnerMaxProcesses => ("MaxProcesses", v.v.u.to_string().into_bytes()),
+                            Key::OwnerCpuMax => ("CpuMax", buf_bytes(v.v.b).to_vec()),
+                            _ => ("Memory", buf_bytes(v.v.b).to_vec()),
+                        };
+                        if ctx < ncontexts {
+                            owner_limits::set_owner_limit(&mut limits_of[ctx], name.as_bytes(), &value)
+                                .map_err(|e| format!("{}: {e}", key_def(key).0.to_string_lossy()))?;
+                        }
+                    }
                 }
                 cpv = cpv.add(1);
             }
@@ -273,9 +305,24 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
             None
         };
         let owner = inherit(&|c| sets_owner[c]).and_then(|c| owner_of[c]);
+        // Each limit from the innermost block that sets it (the global
+        // scope's are the server's, host.owner_limits).
+        let mut overrides = OwnerOverrides::default();
+        let mut at = Some(u);
+        while let Some(c) = at.filter(|&c| c > 0) {
+            let o = &limits_of[c];
+            overrides.cpu_weight = overrides.cpu_weight.or(o.cpu_weight);
+            overrides.cpu_max = overrides.cpu_max.or(o.cpu_max);
+            overrides.max_processes = overrides.max_processes.or(o.max_processes);
+            overrides.memory = overrides.memory.or(o.memory);
+            at = parent_of.get(c).copied().flatten().filter(|&p| p < c);
+        }
         let docroot = inherit(&|c| docroot_of[c].is_some()).and_then(|c| docroot_of[c].clone()).unwrap_or_default();
-        host.vhosts.push(VhostConfig { name: name.clone(), owner, document_root: PathBuf::from(OsStr::from_bytes(&docroot)) });
+        let mut vh = VhostConfig::new(name.clone(), owner, PathBuf::from(OsStr::from_bytes(&docroot)));
+        vh.owner_overrides = overrides;
+        host.vhosts.push(vh);
     }
+    host.owner_limits = OwnerLimits::DEFAULT.with(&limits_of.first().copied().unwrap_or_default());
     status_contexts.sort_unstable();
     Ok(Settings { host, php_forbid, timeout_secs, identity_contexts, status_contexts })
 }

@@ -8,7 +8,7 @@
 use super::route::{answer, buf};
 use super::runtime::Runtime;
 use super::{ffi, settings};
-use crate::core::status_page::{render, wants_json};
+use crate::core::status_page::{format_of, render, Format, View};
 use crate::core::supervisor::protocol::StatusReply;
 use crate::core::supervisor::{supervisor_socket_path, Client};
 use std::os::raw::{c_char, c_int};
@@ -24,11 +24,12 @@ pub unsafe fn host_page(r: *mut ffi::request_st, rt: &Runtime) -> bool {
 }
 
 /// Answer the status page: every pool (`owner_dir` None, the host's page),
-/// or the pools of the owner of `owner_dir` (a customer's page).
+/// or the pools of the owner of `owner_dir` (a customer's page); as
+/// Prometheus text for `metrics` (`SetHandler sufcgi-metrics`) or `?metrics`.
 ///
 /// # Safety
 /// `r` is the live request, in handle_physical.
-pub unsafe fn serve(r: *mut ffi::request_st, rt: &Runtime, owner_dir: Option<PathBuf>) -> ffi::handler_t {
+pub unsafe fn serve(r: *mut ffi::request_st, rt: &Runtime, owner_dir: Option<PathBuf>, metrics: bool) -> ffi::handler_t {
     // SAFETY: r is live for the whole call.
     unsafe {
         let rr = &mut *r;
@@ -44,12 +45,14 @@ pub unsafe fn serve(r: *mut ffi::request_st, rt: &Runtime, owner_dir: Option<Pat
         let customer = owner_dir.is_some();
         // A connection of its own, as under Apache: status pages are rare.
         let reply = Client::connect(&supervisor_socket_path(&rt.socket_dir)).and_then(|mut c| c.status(rt.host.generation, vhost, owner_dir, None));
-        let (pools, truncated) = match reply {
-            Ok(StatusReply::Pools { pools, truncated }) => (pools, truncated),
+        let reply = match reply {
+            Ok(r @ StatusReply::Pools { .. }) => r,
             Ok(StatusReply::Refused { status, reason }) => return answer(r, status as c_int, &format!("status page refused: {reason}")),
             Err(e) => return answer(r, 503, &format!("status page: supervisor unreachable: {e}")),
         };
-        let (body, ctype) = render(&pools, customer, truncated, wants_json(buf(&rr.uri.query)));
+        let Some(view) = View::of(&reply, customer) else { return answer(r, 500, "status page: no pools in the reply") };
+        let format = if metrics { Format::Metrics } else { format_of(buf(&rr.uri.query)) };
+        let (body, ctype) = render(&view, format);
         let set = |id: ffi::http_header_e, k: &[u8], v: &[u8]| {
             ffi::http_header_response_set(r, id, k.as_ptr() as *const c_char, k.len() as u32, v.as_ptr() as *const c_char, v.len() as u32)
         };

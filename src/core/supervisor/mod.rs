@@ -9,6 +9,12 @@
 //! closing its control fd (dropping the handle) stops the supervisor.
 
 mod accounts;
+mod cgroup;
+#[cfg(test)]
+mod cgroup_fake;
+pub mod cgroup_fs;
+mod cgroup_v1;
+mod cgroup_v2;
 pub mod client;
 pub mod exec;
 mod keeper;
@@ -17,6 +23,7 @@ mod justify;
 mod php;
 mod pools;
 pub mod protocol;
+pub mod protocol_usage;
 mod server;
 mod spawn;
 

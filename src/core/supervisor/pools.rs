@@ -10,10 +10,12 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::cgroup::{PoolTotals, WorkerGroup};
 use super::protocol::{Encoder, StopCounts};
 use super::spawn::PreparedExec;
 use crate::core::identity::{Checked, Owner};
 use crate::core::limits::Limits;
+use crate::core::owner_limits::OwnerLimits;
 use crate::core::request::{AppKind, PoolInfo, PoolSpec};
 
 /// A worker that dies sooner than this after its start counts as a crash.
@@ -107,6 +109,8 @@ pub struct Worker {
     pub stderr: Option<OwnedFd>,
     pub stderr_buf: Vec<u8>,
     pub stopping: Option<Stopping>,
+    /// Its cgroup (None: the fallback, see cgroup.rs).
+    pub cgroup: Option<WorkerGroup>,
 }
 
 pub struct Pool {
@@ -151,6 +155,10 @@ pub struct Pool {
     pub workdir: PathBuf,
     /// Workers that ended, by reason.
     pub stopped: StopCounts,
+    /// The owner's limits through this pool's vhost (`SuFcgiOwner*`).
+    pub owner_limits: OwnerLimits,
+    /// CPU time and OOM kills of its workers that are gone.
+    pub cg_totals: PoolTotals,
 }
 
 impl Pool {
@@ -350,6 +358,10 @@ impl PoolTable {
 
     pub fn total_workers(&self) -> u32 {
         self.by_pid.len() as u32
+    }
+
+    pub fn pool_of_pid(&self, pid: libc::pid_t) -> Option<u64> {
+        self.by_pid.get(&pid).copied()
     }
 
     pub fn all_pids(&self) -> Vec<libc::pid_t> {

@@ -14,10 +14,13 @@ use crate::core::limits::Limits;
 use crate::core::request::{AppKind, PoolInfo, PoolReply, PoolSpec};
 use crate::core::sys;
 
+use super::protocol_usage::{self as usage, Isolation, OwnerUsage, PoolUsage};
+
 /// Bumped whenever a message's layout changes (2: pool status carries
-/// requests per worker), so a supervisor left running from an older module
+/// requests per worker; 3: owner limits in the configuration, isolation and
+/// usage in status replies), so a supervisor left running from an older module
 /// and a newer child refuse each other's frames instead of misreading them.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest payload accepted (and produced).
 pub const MAX_FRAME: usize = 1 << 20;
 
@@ -162,13 +165,17 @@ pub struct PoolStatus {
     pub per_worker: u32,
     pub stopped: StopCounts,
     pub workers: Vec<WorkerStatus>,
+    /// What its workers' cgroups say (all None without cgroups).
+    pub usage: PoolUsage,
 }
 
 /// The supervisor's answer to `Request::Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusReply {
-    /// `truncated`: more pools exist than fit in one frame.
-    Pools { pools: Vec<PoolStatus>, truncated: bool },
+    /// `truncated`: more pools (or owners) exist than fit in one frame.
+    /// `owners`: the figures of every owner listed (cgroups), with the
+    /// isolation in force.
+    Pools { pools: Vec<PoolStatus>, truncated: bool, isolation: Isolation, owners: Vec<OwnerUsage> },
     Refused { status: u16, reason: String },
 }
 
@@ -532,6 +539,7 @@ fn put_pool_status(e: &mut Encoder, p: &PoolStatus) {
     for w in &p.workers {
         e.u32(w.pid).u8(w.state as u8).u32(w.requests).u64(w.rss).u32(w.age_secs);
     }
+    usage::put_pool_usage(e, &p.usage);
 }
 
 fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
@@ -577,6 +585,7 @@ fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
         };
         workers.push(WorkerStatus { pid, state, requests: d.u32()?, rss: d.u64()?, age_secs: d.u32()? });
     }
+    let usage = usage::get_pool_usage(d)?;
     Ok(PoolStatus {
         uid,
         gid,
@@ -594,18 +603,37 @@ fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
         per_worker,
         stopped,
         workers,
+        usage,
     })
 }
 
 /// Pools beyond what fits in one frame are left out (`truncated`).
 pub fn encode_status_reply(r: &StatusReply) -> io::Result<Vec<u8>> {
     match r {
-        StatusReply::Pools { pools, truncated } => {
-            // Room for the header, the count and the flag.
-            let budget = MAX_FRAME - 16;
+        StatusReply::Pools { pools, truncated, isolation, owners } => {
+            let mut cut = *truncated;
+            // The owners (at most half the frame) and the isolation go after the pools.
+            let mut tail = Encoder::raw();
+            usage::put_isolation(&mut tail, isolation);
+            let mut owners_body = Encoder::raw();
+            let mut n_owners = 0u32;
+            for o in owners {
+                let mut one = Encoder::raw();
+                usage::put_owner_usage(&mut one, o);
+                let one = one.into_raw();
+                if owners_body.buf.len() + one.len() > MAX_FRAME / 2 {
+                    cut = true;
+                    break;
+                }
+                owners_body.buf.extend_from_slice(&one);
+                n_owners += 1;
+            }
+            tail.u32(n_owners);
+            tail.buf.extend_from_slice(&owners_body.buf);
+            // Room for the header, the count, the flag and that tail.
+            let budget = MAX_FRAME - 16 - tail.buf.len();
             let mut body = Encoder::raw();
             let mut n = 0u32;
-            let mut cut = *truncated;
             for p in pools {
                 let mut one = Encoder::raw();
                 put_pool_status(&mut one, p);
@@ -620,6 +648,7 @@ pub fn encode_status_reply(r: &StatusReply) -> io::Result<Vec<u8>> {
             let mut e = Encoder::new(TAG_REPLY_STATUS);
             e.u8(cut as u8).u32(n);
             e.buf.extend_from_slice(&body.buf);
+            e.buf.extend_from_slice(&tail.buf);
             e.finish()
         }
         StatusReply::Refused { status, reason } => encode_reply(&PoolReply::Refused { status: *status, reason: reason.clone() }),
@@ -637,7 +666,13 @@ pub fn decode_status_reply(payload: &[u8]) -> Result<StatusReply, ProtoError> {
             for _ in 0..n {
                 pools.push(get_pool_status(&mut d)?);
             }
-            StatusReply::Pools { pools, truncated }
+            let isolation = usage::get_isolation(&mut d)?;
+            let n = d.count(usage::MIN_OWNER_BYTES)?;
+            let mut owners = Vec::with_capacity(n);
+            for _ in 0..n {
+                owners.push(usage::get_owner_usage(&mut d)?);
+            }
+            StatusReply::Pools { pools, truncated, isolation, owners }
         }
         TAG_REPLY_REFUSED => StatusReply::Refused { status: d.u16()?, reason: d.string()? },
         _ => return Err(ProtoError("unexpected message tag")),
@@ -669,6 +704,7 @@ pub fn encode_config(c: &HostConfig) -> io::Result<Vec<u8>> {
             None => e.u8(0),
         };
         e.path(&v.document_root);
+        usage::put_overrides(&mut e, &v.owner_overrides);
     }
     e.u32(c.host_directives.len() as u32);
     for h in &c.host_directives {
@@ -679,6 +715,8 @@ pub fn encode_config(c: &HostConfig) -> io::Result<Vec<u8>> {
             e.bytes(a);
         }
     }
+    usage::put_mode(&mut e, c.cgroups);
+    usage::put_owner_limits(&mut e, &c.owner_limits);
     e.finish()
 }
 
@@ -707,7 +745,8 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
         let name = d.string()?;
         let owner = if d.bool()? { Some((d.u32()?, d.u32()?)) } else { None };
         let document_root = d.path()?;
-        vhosts.push(VhostConfig { name, owner, document_root });
+        let owner_overrides = usage::get_overrides(&mut d)?;
+        vhosts.push(VhostConfig { name, owner, document_root, owner_overrides });
     }
     let n = d.count(9)?;
     let mut host_directives = Vec::with_capacity(n);
@@ -721,6 +760,8 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
         }
         host_directives.push(HostDirective { dir, name, args });
     }
+    let cgroups = usage::get_mode(&mut d)?;
+    let owner_limits = usage::get_owner_limits(&mut d)?;
     d.end()?;
     Ok(HostConfig {
         generation,
@@ -735,6 +776,8 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
         blocked_env,
         vhosts,
         host_directives,
+        cgroups,
+        owner_limits,
     })
 }
 
@@ -794,6 +837,7 @@ pub fn write_frame<W: Write>(w: &mut W, frame: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::owner_limits::{CgroupMode, OwnerLimits};
 
     fn sample_spec() -> PoolSpec {
         PoolSpec {
@@ -852,9 +896,12 @@ mod tests {
     fn config_round_trip() {
         let mut c = HostConfig::new("/run/sufcgi".into(), 33, 33);
         c.generation = 12;
+        c.cgroups = CgroupMode::Required;
+        c.owner_limits = OwnerLimits { cpu_weight: 300, cpu_max: 250, max_processes: 0, memory: 1 << 30 };
         c.blocked_env = vec!["SECRET".into()];
-        c.vhosts.push(VhostConfig { name: "a:80".into(), owner: Some((1001, 1001)), document_root: "/srv/a".into() });
-        c.vhosts.push(VhostConfig { name: "b:443".into(), owner: None, document_root: "/srv/b".into() });
+        c.vhosts.push(VhostConfig::new("a:80".into(), Some((1001, 1001)), "/srv/a".into()));
+        c.vhosts.push(VhostConfig::new("b:443".into(), None, "/srv/b".into()));
+        c.vhosts[1].owner_overrides.memory = Some(64 << 20);
         let f = encode_config(&c).unwrap();
         assert_eq!(decode_config(payload(&f)).unwrap(), c);
     }
@@ -915,6 +962,7 @@ mod tests {
                 WorkerStatus { pid: 100, state: WorkerState::Busy, requests: 7, rss: 12 << 20, age_secs: 30 },
                 WorkerStatus { pid: 101, state: WorkerState::Stopping, requests: 0, rss: 0, age_secs: 1 },
             ],
+            usage: PoolUsage { cpu_usec: Some(1500), memory: Some(9 << 20), processes: Some(3), oom_kills: None },
         }
     }
 
@@ -943,6 +991,17 @@ mod tests {
         p.extend_from_slice(&5u32.to_le_bytes());
         p.extend_from_slice(&4096u64.to_le_bytes());
         p.extend_from_slice(&12u32.to_le_bytes());
+        let worker_state_at = p.len() - 21 + 4;
+        p.extend_from_slice(&[0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // usage: cpu unknown, 7 bytes, the rest unknown
+        p.extend_from_slice(&[2, 4, 0, 0, 0, b'n', b'o', b'n', b'e', 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, b'o', b'f', b'f']); // isolation
+        p.extend_from_slice(&1u32.to_le_bytes()); // one owner
+        p.extend_from_slice(&2401u32.to_le_bytes());
+        p.extend_from_slice(&[1, 0, 0, 0, b'u']);
+        for v in [100u32, 0, 512] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        p.extend_from_slice(&0u64.to_le_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]); // not in a cgroup, no figures
         let want = StatusReply::Pools {
             pools: vec![PoolStatus {
                 uid: 2401,
@@ -961,8 +1020,11 @@ mod tests {
                 per_worker: 1,
                 stopped: StopCounts { idle: 1, max_requests: 2, reload: 3, timeout: 4, memory: 5, retired: 6, crashed: 7, exited: 8 },
                 workers: vec![WorkerStatus { pid: 77, state: WorkerState::Idle, requests: 5, rss: 4096, age_secs: 12 }],
+                usage: PoolUsage { memory: Some(7), ..Default::default() },
             }],
             truncated: false,
+            isolation: Isolation { mode: CgroupMode::Off, hierarchy: "none".into(), note: "off".into(), ..Default::default() },
+            owners: vec![OwnerUsage { uid: 2401, user: b"u".to_vec(), ..Default::default() }],
         };
         assert_eq!(decode_status_reply(&p).unwrap(), want);
         assert_eq!(payload(&encode_status_reply(&want).unwrap()), &p[..]);
@@ -974,15 +1036,20 @@ mod tests {
         t.push(0);
         assert!(decode_status_reply(&t).is_err());
         let mut bad = p.clone();
-        bad[p.len() - 21 + 4] = 9;
+        bad[worker_state_at] = 9;
         assert!(decode_status_reply(&bad).is_err());
     }
 
     #[test]
     fn status_reply_round_trip_and_truncation() {
         for r in [
-            StatusReply::Pools { pools: vec![sample_pool_status(), sample_pool_status()], truncated: false },
-            StatusReply::Pools { pools: vec![], truncated: true },
+            StatusReply::Pools {
+                pools: vec![sample_pool_status(), sample_pool_status()],
+                truncated: false,
+                isolation: Isolation { hierarchy: "v2".into(), controllers: vec!["memory".into()], ..Default::default() },
+                owners: vec![OwnerUsage { uid: 1, cpu_usec: Some(2), ..Default::default() }; 3],
+            },
+            StatusReply::Pools { pools: vec![], truncated: true, isolation: Isolation::default(), owners: vec![] },
             StatusReply::Refused { status: 403, reason: "not yours".into() },
         ] {
             let f = encode_status_reply(&r).unwrap();
@@ -990,10 +1057,12 @@ mod tests {
         }
         // More pools than a frame holds: a prefix, marked truncated.
         let big = PoolStatus { program: PathBuf::from(format!("/{}", "x".repeat(60_000))), ..sample_pool_status() };
-        let f = encode_status_reply(&StatusReply::Pools { pools: vec![big; 40], truncated: false }).unwrap();
+        let owners = vec![OwnerUsage { user: vec![b'o'; 100], ..Default::default() }; 20_000];
+        let f = encode_status_reply(&StatusReply::Pools { pools: vec![big; 40], truncated: false, isolation: Isolation::default(), owners }).unwrap();
         assert!(f.len() <= MAX_FRAME + 4);
         match decode_status_reply(payload(&f)).unwrap() {
-            StatusReply::Pools { pools, truncated } => {
+            StatusReply::Pools { pools, truncated, owners, .. } => {
+                assert!(!owners.is_empty() && owners.len() < 20_000, "owners are cut at half a frame");
                 assert!(truncated);
                 assert!(!pools.is_empty() && pools.len() < 40);
             }

@@ -14,10 +14,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::accounts::CachedAccounts;
+use super::cgroup::Cgroups;
 use super::log::{log_error, log_notice, log_warn};
 use super::pools::{backoff_delay, base_key, crash_backoff, crashed_at_start, lineage_key, pool_key, Pool, PoolTable, StopReason, Stopping, Worker, CRASH_BURST, STREAK_RESET};
 use super::protocol::{self, FrameReader, KillReason, PoolState, PoolStatus, Request, StatusReply, WorkerState, WorkerStatus};
-use super::spawn::{spawn_worker, PreparedExec};
+use super::spawn::{spawn_worker, Confinement, PreparedExec};
 use crate::core::hostconfig::HostConfig;
 use crate::core::identity::{self, Owner, Refusal, System};
 use crate::core::request::{worker_socket_path, PoolInfo, PoolReply, PoolSpec};
@@ -45,6 +46,9 @@ const MAX_STDERR_LINE: usize = 4096;
 /// Bound on remembered refusal reasons (each is logged once).
 const MAX_LOGGED_REFUSALS: usize = 4096;
 
+// The loop's cgroup hooks (cgroup.rs does the work).
+mod isolation;
+
 struct Conn {
     stream: UnixStream,
     reader: FrameReader,
@@ -70,6 +74,8 @@ pub(super) struct Server {
     /// Owners' passwd entries and groups (accounts.rs).
     accounts: CachedAccounts,
     stopping: bool,
+    /// Per-owner cgroups, or the fallback.
+    cgroups: Cgroups,
 }
 
 /// Entry point of the forked supervisor: never returns.
@@ -130,6 +136,7 @@ impl Server {
         let listener = UnixListener::from(listener);
         listener.set_nonblocking(true)?;
         let nslots = sb.len();
+        let cgroups = Cgroups::open(cfg.cgroups, &cfg.socket_dir);
         let mut configs = VecDeque::new();
         let socket_dir = cfg.socket_dir.clone();
         configs.push_back(cfg);
@@ -151,6 +158,7 @@ impl Server {
             logged_refusals: HashSet::new(),
             accounts: CachedAccounts::default(),
             stopping: false,
+            cgroups,
         })
     }
 
@@ -289,6 +297,12 @@ impl Server {
     fn worker_gone(&mut self, id: u64, index: Option<u32>, mut worker: Worker, how: &str, clean: bool) {
         let now = Instant::now();
         self.drain_stderr(id, &mut worker);
+        // The kernel's OOM killer ended it: a memory stop, even if the failed
+        // request it was serving was noticed first ("retired").
+        let oom = self.cg_worker_gone(id, &mut worker).filter(|_| worker.stopping.as_ref().is_none_or(|s| s.reason == StopReason::Retired));
+        if let (Some(st), Some(_)) = (worker.stopping.as_mut(), &oom) {
+            st.reason = StopReason::Memory;
+        }
         let mut served = 0;
         let mut accepted = false;
         if let (Some(index), Some(slot)) = (index, self.pools.get(id).and_then(|p| self.slot(p.slot))) {
@@ -312,14 +326,16 @@ impl Server {
         unlink_ours(&worker.socket_path, worker.socket_id);
         drop(worker.listener);
         let lived = now.saturating_duration_since(worker.started);
-        match &worker.stopping {
-            Some(st) => self.event(id, &format!("worker pid {} stopped ({}): {how}", worker.pid, st.reason.text())),
-            None => self.event(id, &format!("worker pid {} {how} after {} ms", worker.pid, lived.as_millis())),
+        match (&worker.stopping, &oom) {
+            (_, Some(m)) => self.event(id, &format!("worker pid {} {how} after {} ms: the kernel ended it for memory ({})", worker.pid, lived.as_millis(), m.limit)),
+            (Some(st), None) => self.event(id, &format!("worker pid {} stopped ({}): {how}", worker.pid, st.reason.text())),
+            (None, None) => self.event(id, &format!("worker pid {} {how} after {} ms", worker.pid, lived.as_millis())),
         }
         let stopping = self.stopping;
         let Some(pool) = self.pools.get_mut(id) else { return };
         match &worker.stopping {
             Some(st) => st.reason.count_in(&mut pool.stopped),
+            None if oom.is_some() => StopReason::Memory.count_in(&mut pool.stopped),
             None if stopping => {}
             None if clean => pool.stopped.exited = pool.stopped.exited.saturating_add(1),
             None => pool.stopped.crashed = pool.stopped.crashed.saturating_add(1),
@@ -454,6 +470,7 @@ impl Server {
                 self.forget_pool(id);
             }
         }
+        self.cgroups.tick(now);
     }
 
     /// Stop what should stop: retired workers, idle ones beyond the minimum
@@ -504,7 +521,8 @@ impl Server {
                     continue;
                 }
             }
-            if limits.memory_limit > 0 {
+            // Where the kernel holds the limit (memory.max), it kills; else the watch.
+            if limits.memory_limit > 0 && !self.cgroups.kernel_memory() {
                 if let Some(rss) = rss_bytes(w.pid, self.page_size) {
                     if rss > limits.memory_limit {
                         to_stop.push((i as u32, StopReason::Memory, true));
@@ -516,6 +534,7 @@ impl Server {
         }
         for pid in to_kill {
             let _ = signal_group(pid, libc::SIGKILL);
+            self.cg_signal_pid(id, pid, libc::SIGKILL);
             if let Some(w) = self.worker_by_pid_mut(id, pid) {
                 if let Some(st) = w.stopping.as_mut() {
                     st.killed = true;
@@ -556,6 +575,7 @@ impl Server {
         let sig = if hard { libc::SIGKILL } else { libc::SIGTERM };
         w.stopping = Some(Stopping { reason, since: Instant::now(), killed: hard, served });
         let _ = signal_group(pid, sig);
+        self.cg_signal_pid(id, pid, sig);
         // Out of its entry: a replacement may start before it has exited.
         self.pools.drain(id, index);
         self.event(id, &format!("stopping worker pid {pid}: {}", reason.text()));
@@ -633,30 +653,40 @@ impl Server {
         if self.pools.owner_workers(pool.uid) >= per_owner || self.pools.total_workers() >= total {
             return false;
         }
+        let Some(cg) = self.confine_worker(id) else { return false };
+        let Some(pool) = self.pools.get(id) else { return false };
         let path = worker_socket_path(&pool.socket_prefix, index);
         let _ = sys::unlink_if_exists(&path);
-        let listener = match sys::unix_listen(&path, WORKER_BACKLOG, 0o666) {
-            Ok(fd) => fd,
+        let fds = sys::unix_listen(&path, WORKER_BACKLOG, 0o666)
+            .map_err(|e| format!("cannot create worker socket {}: {e}", path.display()))
+            .and_then(|l| sys::pipe().map(|p| (l, p)).map_err(|e| format!("cannot create a stderr pipe: {e}")));
+        let (listener, (read_end, write_end)) = match fds {
+            Ok(x) => x,
             Err(e) => {
-                log_error!("cannot create worker socket {}: {e}", path.display());
+                log_error!("{e}");
+                if let Some(g) = cg.group {
+                    self.cgroups.abandon(g);
+                }
                 return false;
             }
         };
         let socket_id = socket_identity(&path);
-        let (read_end, write_end) = match sys::pipe() {
-            Ok(p) => p,
-            Err(e) => {
-                log_error!("cannot create a stderr pipe: {e}");
-                return false;
-            }
-        };
         let _ = sys::set_nonblocking(read_end.as_raw_fd(), true);
-        let data_limit = pool.limits.memory_limit.saturating_mul(2);
-        let spawned = spawn_worker(&pool.exec, listener.as_raw_fd(), self.dev_null.as_raw_fd(), write_end.as_raw_fd(), data_limit);
+        let join: Vec<RawFd> = cg.join.iter().map(|f| f.as_raw_fd()).collect();
+        let confine = Confinement {
+            join: &join,
+            nproc: cg.nproc as u64,
+            data_limit: if self.cgroups.kernel_memory() { 0 } else { pool.limits.memory_limit.saturating_mul(2) },
+        };
+        let spawned = spawn_worker(&pool.exec, listener.as_raw_fd(), self.dev_null.as_raw_fd(), write_end.as_raw_fd(), &confine);
         drop(write_end);
+        drop(cg.join);
         let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
+                if let Some(g) = cg.group {
+                    self.cgroups.abandon(g);
+                }
                 let Some(pool) = self.pools.get_mut(id) else { return false };
                 pool.crash_streak = pool.crash_streak.saturating_add(1);
                 let delay = backoff_delay(pool.crash_streak);
@@ -690,6 +720,7 @@ impl Server {
             stderr: Some(read_end),
             stderr_buf: Vec::new(),
             stopping: None,
+            cgroup: cg.group,
         };
         self.pools.add_worker(id, index, worker);
         if let Some(p) = self.pools.get_mut(id) {
@@ -770,6 +801,7 @@ impl Server {
         while self.configs.len() > KEEP_GENERATIONS {
             self.configs.pop_front();
         }
+        self.refresh_owner_limits();
     }
 
     // ---- clients ----
@@ -978,6 +1010,10 @@ impl Server {
             return self.pools.get(id).map(|p| p.info()).ok_or_else(|| Refusal::new(500, "pool vanished"));
         }
 
+        let owner_limits = cfg.owner_limits.with(&vhost.owner_overrides);
+        if let Some(why) = self.cgroups.required_refusal(owner.uid, &owner_limits) {
+            return Err(Refusal::new(503, why));
+        }
         let (per_owner, total) = self.ceilings();
         if self.pools.owner_workers(owner.uid) >= per_owner {
             return Err(Refusal::new(503, format!("uid {} already has {per_owner} workers", owner.uid)));
@@ -1057,6 +1093,8 @@ impl Server {
             program: spec.program.clone(),
             workdir: spec.workdir.clone(),
             stopped: Default::default(),
+            owner_limits,
+            cg_totals: Default::default(),
         });
         self.event(id, &format!("created (slot {slot_idx}, max {} workers, min {})", limits.max_workers, limits.min_workers));
         if !self.spawn_into(id) {
@@ -1127,7 +1165,8 @@ impl Server {
         let mut pools: Vec<PoolStatus> =
             self.pools.pools().filter(|p| only_uid.is_none_or(|u| p.uid == u)).map(|p| self.pool_status(p, now)).collect();
         pools.sort_by(|a, b| (a.uid, &a.vhost, &a.program, &a.workdir).cmp(&(b.uid, &b.vhost, &b.program, &b.workdir)));
-        StatusReply::Pools { pools, truncated: false }
+        let owners = self.owners_status(&pools, only_uid);
+        StatusReply::Pools { pools, truncated: false, isolation: self.cgroups.isolation(), owners }
     }
 
     /// The uid whose pools a customer's status page in `dir` may list.
@@ -1226,6 +1265,7 @@ impl Server {
             per_worker: load(|s| s.per_worker.load(Ordering::Acquire)),
             stopped: p.stopped,
             workers,
+            usage: self.pool_usage(p),
         }
     }
 
@@ -1236,6 +1276,7 @@ impl Server {
         let pids = self.pools.all_pids();
         for &pid in &pids {
             let _ = signal_group(pid, libc::SIGTERM);
+            self.cg_signal_pid_any(pid, libc::SIGTERM);
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while self.pools.total_workers() > 0 {
@@ -1255,6 +1296,7 @@ impl Server {
         for pid in self.pools.all_pids() {
             log_warn!("worker pid {pid} ignored SIGTERM; killing it");
             let _ = signal_group(pid, libc::SIGKILL);
+            self.cg_signal_pid_any(pid, libc::SIGKILL);
             let mut st = 0;
             // SAFETY: waiting for our own child; `st` is a valid out-int.
             let _ = sys::cvt_retry(|| unsafe { libc::waitpid(pid, &mut st, 0) });
@@ -1262,6 +1304,8 @@ impl Server {
                 self.worker_gone(id, index, w, "killed", false);
             }
         }
+        // What workers started and left behind, and every group.
+        self.cgroups.shutdown();
         unlink_ours(&self.listener_path, self.listener_id);
         log_notice!("supervisor stopped");
     }

@@ -148,6 +148,9 @@ struct ChildArgs<'a> {
     data_limit: u64,
     parent: libc::pid_t,
     nofile: Option<(u64, u64)>,
+    /// `cgroup.procs` of the worker's group in each hierarchy.
+    join: &'a [RawFd],
+    nproc: u64,
 }
 
 /// Bytes of the new process's stack (it runs a few syscalls, then execs).
@@ -177,11 +180,28 @@ fn child_stack() -> io::Result<*mut u8> {
     Ok(*STACK.get_or_init(|| top) as *mut u8)
 }
 
+/// How a new worker is held: its cgroup, or the fallback limits.
+#[derive(Default)]
+pub struct Confinement<'a> {
+    /// `cgroup.procs` of the worker's group, one per hierarchy: the new
+    /// process writes "0" into each first thing, so it is in its group
+    /// before it execs and everything it starts is in there too.
+    pub join: &'a [RawFd],
+    /// RLIMIT_NPROC (0 = none): without a pids controller.
+    pub nproc: u64,
+    /// RLIMIT_DATA in bytes (0 = none): the hard backstop behind the
+    /// supervisor's RSS watch, where no memory controller enforces the limit.
+    pub data_limit: u64,
+}
+
 /// Starts one worker. Returns its pid (also its process group and session
 /// id). `listen_fd` becomes the worker's fd 0, `dev_null` its fd 1 and
-/// `stderr_fd` its fd 2; every other fd is closed. `data_limit` (bytes, 0 =
-/// none) becomes RLIMIT_DATA: the hard backstop behind the supervisor's RSS
-/// watch for `SuFcgiMemoryLimit`.
+/// `stderr_fd` its fd 2; every other fd is closed.
+///
+/// The worker joins its cgroup from inside the new process rather than with
+/// `clone3(CLONE_INTO_CGROUP)`: that needs the raw clone3 syscall with
+/// CLONE_VM returning on a fresh stack (glibc has no wrapper for it), and
+/// joining before anything else runs gives the same guarantee on v1 and v2.
 ///
 /// The process is made as posix_spawn makes it: clone with CLONE_VM |
 /// CLONE_VFORK on a stack of its own, so the supervisor's address space
@@ -194,7 +214,7 @@ pub fn spawn_worker(
     listen_fd: RawFd,
     dev_null: RawFd,
     stderr_fd: RawFd,
-    data_limit: u64,
+    confine: &Confinement<'_>,
 ) -> io::Result<libc::pid_t> {
     // Pointer arrays are built before the clone: the child must not allocate.
     let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|c| c.as_ptr()).collect();
@@ -208,9 +228,11 @@ pub fn spawn_worker(
         listen_fd,
         dev_null,
         stderr_fd,
-        data_limit,
+        data_limit: confine.data_limit,
         parent: sys::getpid(),
         nofile: WORKER_NOFILE.get().copied(),
+        join: confine.join,
+        nproc: confine.nproc,
     };
     let stack = child_stack()?;
     // SAFETY: `child_main` only makes async-signal-safe calls on `args`,
@@ -237,6 +259,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: (the whole block) async-signal-safe syscalls on fds and buffers
     // prepared before the clone; every failure ends in `child_fail`, which `_exit`s.
     unsafe {
+        // Into the cgroup before anything else: every process this one
+        // starts is born there (pid 0 = the writer).
+        for &fd in a.join {
+            if libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
+                child_fail(b"join the worker's cgroup");
+            }
+        }
         if libc::setsid() < 0 {
             child_fail(b"setsid");
         }
@@ -278,6 +307,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 
         if libc::setgroups(exec.groups.len(), exec.groups.as_ptr()) < 0 {
             child_fail(b"setgroups");
+        }
+        if a.nproc > 0 {
+            // Counted per real uid at fork: caps a fork loop even without a
+            // pids controller (and is checked again at this setresuid).
+            let rl = libc::rlimit { rlim_cur: a.nproc as libc::rlim_t, rlim_max: a.nproc as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &rl) < 0 {
+                child_fail(b"setrlimit(RLIMIT_NPROC)");
+            }
         }
         if libc::setresgid(exec.gid, exec.gid, exec.gid) < 0 {
             child_fail(b"setresgid");

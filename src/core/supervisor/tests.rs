@@ -152,7 +152,7 @@ fn supervisor_end_to_end_as_root() {
     let sock_dir = base.join("sock");
     let mut cfg = HostConfig::new(sock_dir.clone(), 0, 0);
     cfg.generation = 3;
-    cfg.vhosts.push(VhostConfig { name: "ut.example:80".into(), owner: None, document_root: www.clone() });
+    cfg.vhosts.push(VhostConfig::new("ut.example:80".into(), None, www.clone()));
     let sb = Scoreboard::create(8, 8).unwrap();
     // An fd the "server" leaked without CLOEXEC must not reach the supervisor.
     // SAFETY: plain open of a device; closed below.

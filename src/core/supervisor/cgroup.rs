@@ -1,0 +1,787 @@
+//! Per-owner cgroups: one customer cannot slow down, starve or outlive
+//! another. The supervisor (root) makes, below the server's own group in
+//! each hierarchy,
+//!
+//! ```text
+//! …/sufcgi/<instance>/owner-<uid>/worker-<n>
+//! ```
+//!
+//! (`<instance>`: the server's socket directory made a name, so that two
+//! servers started from one cgroup — no systemd, the test suite — never
+//! touch each other's groups). The owner group carries the host's
+//! `SuFcgiOwner*` limits for all of that owner's processes; each worker's
+//! group its `SuFcgiMemoryLimit`. A worker joins its group before it execs
+//! (spawn.rs), so everything it starts is in there too, and a stopped
+//! worker's group is killed as a whole and removed.
+//!
+//! One interface (`Hierarchy`), one type per hierarchy (cgroup_v1.rs,
+//! cgroup_v2.rs). Without a usable hierarchy (`SuFcgiCgroups off`, no
+//! delegation, a read-only cgroupfs) the fallback is RLIMIT_NPROC from
+//! `SuFcgiOwnerMaxProcesses` and the supervisor's RSS watch; the status
+//! page says which is in force.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::cgroup_fs::{self, Kernel};
+use super::cgroup_v1::V1;
+use super::cgroup_v2::V2;
+use super::log::{log_error, log_notice, log_warn};
+use super::protocol_usage::{Isolation, OwnerUsage, PoolUsage};
+use crate::core::owner_limits::{size_text, CgroupMode, OwnerLimits};
+
+/// Figures of one group; None where the hierarchy has no such file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Stats {
+    pub cpu_usec: Option<u64>,
+    pub memory: Option<u64>,
+    pub memory_peak: Option<u64>,
+    pub processes: Option<u64>,
+    /// Processes of the group ended by the OOM killer (v2: with its
+    /// subgroups; v1: in this group only).
+    pub oom_kills: Option<u64>,
+    pub throttled_usec: Option<u64>,
+    /// The group's own memory limit was reached at some point.
+    pub limit_hit: bool,
+}
+
+/// What to write into a group (None: leave as is; Some(0): no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct GroupLimits {
+    pub cpu_weight: Option<u32>,
+    pub cpu_max: Option<u32>,
+    pub pids: Option<u32>,
+    pub memory: Option<u64>,
+}
+
+impl GroupLimits {
+    fn owner(l: &OwnerLimits) -> GroupLimits {
+        GroupLimits { cpu_weight: Some(l.cpu_weight), cpu_max: Some(l.cpu_max), pids: Some(l.max_processes), memory: Some(l.memory) }
+    }
+}
+
+/// One cgroup hierarchy. Groups are named relative to the server's
+/// instance directory (`""` is that directory itself).
+pub(super) trait Hierarchy {
+    /// `v1` or `v2`.
+    fn name(&self) -> &'static str;
+    fn controllers(&self) -> Vec<String>;
+    /// The instance directory (each hierarchy's, for v1).
+    fn location(&self) -> String;
+    /// mkdir; `inner`: the group will have subgroups (v2 enables controllers for them).
+    fn create(&self, rel: &str, inner: bool) -> io::Result<()>;
+    fn set_limits(&self, rel: &str, l: &GroupLimits) -> Result<(), String>;
+    /// Descriptors of the group's `cgroup.procs`, one per hierarchy, for a
+    /// new process to write "0" into (it then is in the group).
+    fn join_fds(&self, rel: &str) -> io::Result<Vec<OwnedFd>>;
+    /// Signals every process in the group and its subgroups, race-free
+    /// where the hierarchy allows (frozen meanwhile, or `cgroup.kill`).
+    /// Returns how many processes there were.
+    fn signal(&self, rel: &str, sig: libc::c_int) -> usize;
+    fn populated(&self, rel: &str) -> bool;
+    /// rmdir the group (subgroups first); false while one is busy.
+    fn remove(&self, rel: &str) -> bool;
+    fn stats(&self, rel: &str) -> Stats;
+    fn children(&self, rel: &str) -> Vec<String>;
+    /// Whether a parent's OOM-kill count includes its subgroups' (v2).
+    fn oom_hierarchical(&self) -> bool;
+    /// rmdir the instance directory and, if no other server's is left in
+    /// it, `sufcgi`.
+    fn close(&self);
+}
+
+/// A worker's group, kept with the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WorkerGroup {
+    pub uid: u32,
+    pub rel: String,
+    /// Its `SuFcgiMemoryLimit` (0: none): for the log line if the kernel kills it.
+    pub memory_limit: u64,
+}
+
+/// What a new worker needs from here.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pub group: Option<WorkerGroup>,
+    /// Written "0" into by the new process before it execs.
+    pub join: Vec<OwnedFd>,
+    /// RLIMIT_NPROC for the worker (0: none): the fallback without a pids controller.
+    pub nproc: u32,
+}
+
+/// A pool's figures from workers that are gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct PoolTotals {
+    pub cpu_usec: u64,
+    pub oom_kills: u64,
+}
+
+/// The kernel's OOM killer ended (a process of) a worker's group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MemoryKill {
+    /// For the log: which limit, e.g. "SuFcgiMemoryLimit 64 MiB".
+    pub limit: String,
+}
+
+struct OwnerGroup {
+    limits: OwnerLimits,
+    /// Worker groups of this owner (live, or waiting to be removed).
+    workers: u32,
+    empty_since: Option<Instant>,
+    /// OOM kills in removed worker groups (v1 counts them there only).
+    removed_oom: u64,
+    /// OOM kills already reported in the log.
+    oom_logged: u64,
+}
+
+/// An owner's figures from groups that are gone.
+#[derive(Debug, Clone, Copy, Default)]
+struct Carried {
+    cpu_usec: u64,
+    peak: u64,
+    oom_kills: u64,
+    throttled_usec: u64,
+}
+
+/// An owner group without workers for this long is removed (its figures carried on).
+const OWNER_LINGER: Duration = Duration::from_secs(60);
+/// How often owners' OOM kills are looked at (for a log line).
+const OOM_LOOK: Duration = Duration::from_secs(2);
+/// Longest wait for groups to empty at shutdown.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+
+pub(super) struct Cgroups {
+    mode: CgroupMode,
+    h: Option<Box<dyn Hierarchy>>,
+    /// Why cgroups are not (fully) in use.
+    note: String,
+    owners: HashMap<u32, OwnerGroup>,
+    /// Worker groups whose rmdir found them busy: tried again on each tick.
+    pending: Vec<WorkerGroup>,
+    carried: HashMap<u32, Carried>,
+    next_worker: u64,
+    next_oom_look: Instant,
+    /// Owners whose group could not be made (logged once each).
+    failed_owners: HashMap<u32, String>,
+    /// Owners' login names, for the figures of owners without pools.
+    names: HashMap<u32, Vec<u8>>,
+}
+
+fn owner_rel(uid: u32) -> String {
+    format!("owner-{uid}")
+}
+
+fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+impl Cgroups {
+    /// Detects the hierarchy this process is in (logged), cleans up groups a
+    /// supervisor that died left behind, and is ready for workers.
+    pub fn open(mode: CgroupMode, socket_dir: &Path) -> Cgroups {
+        if mode == CgroupMode::Off {
+            let c = Cgroups::with(mode, None, "SuFcgiCgroups off".into());
+            log_notice!("cgroups: not used (SuFcgiCgroups off); {}", c.fallback_text());
+            return c;
+        }
+        let instance = cgroup_fs::instance_name(socket_dir);
+        let (h, note) = match cgroup_fs::this_layout() {
+            Ok(layout) => match detect(&layout, &instance) {
+                Ok(h) => (Some(h), String::new()),
+                Err(why) => (None, why),
+            },
+            Err(e) => (None, format!("cannot read /proc/self/cgroup or mountinfo: {e}")),
+        };
+        let mut c = Cgroups::with(mode, h, note);
+        match &c.h {
+            Some(h) => {
+                log_notice!("cgroups: {} ({}); owner groups in {}", h.name(), h.controllers().join(", "), h.location());
+                let (groups, procs) = c.clean_up();
+                if groups > 0 {
+                    log_warn!("cgroups: removed {groups} group(s) left by an earlier supervisor ({procs} process(es) in them killed)");
+                }
+            }
+            None if mode == CgroupMode::Required => {
+                log_error!("cgroups: none usable ({}); SuFcgiCgroups required: every pool is answered 503", c.note)
+            }
+            None => log_warn!("cgroups: none usable ({}); {}", c.note, c.fallback_text()),
+        }
+        c.note_missing();
+        c
+    }
+
+    /// On a given hierarchy (or none, with why).
+    pub fn with(mode: CgroupMode, h: Option<Box<dyn Hierarchy>>, note: String) -> Cgroups {
+        Cgroups {
+            mode,
+            h,
+            note,
+            owners: HashMap::new(),
+            pending: Vec::new(),
+            carried: HashMap::new(),
+            next_worker: 1,
+            next_oom_look: Instant::now() + OOM_LOOK,
+            failed_owners: HashMap::new(),
+            names: HashMap::new(),
+        }
+    }
+
+    fn fallback_text(&self) -> &'static str {
+        "owners' processes are capped with RLIMIT_NPROC (SuFcgiOwnerMaxProcesses), memory by the supervisor's RSS watch, no CPU share"
+    }
+
+    /// A hierarchy without some controller: say what is not enforced.
+    fn note_missing(&mut self) {
+        let Some(h) = &self.h else { return };
+        let have = h.controllers();
+        let missing: Vec<&str> = ["cpu", "memory", "pids"].into_iter().filter(|c| !have.iter().any(|h| h == c)).collect();
+        if !missing.is_empty() {
+            self.note = format!("no {} controller", missing.join(", "));
+            log_warn!("cgroups: {}: {}", self.note, "the fallback applies for it (pids: RLIMIT_NPROC, memory: the RSS watch)");
+        }
+    }
+
+    fn has(&self, controller: &str) -> bool {
+        self.h.as_ref().is_some_and(|h| h.controllers().iter().any(|c| c == controller))
+    }
+
+    /// CPU time is counted: v2 always (cpu.stat), v1 with cpuacct.
+    fn cpu_counted(&self) -> bool {
+        self.h.as_ref().is_some_and(|h| h.name() == "v2") || self.has("cpuacct")
+    }
+
+    /// The kernel enforces memory limits: no RSS watch, no RLIMIT_DATA.
+    pub fn kernel_memory(&self) -> bool {
+        self.has("memory")
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        Isolation {
+            mode: self.mode,
+            hierarchy: self.h.as_ref().map_or("none", |h| h.name()).to_string(),
+            controllers: self.h.as_ref().map(|h| h.controllers()).unwrap_or_default(),
+            location: self.h.as_ref().map(|h| h.location()).unwrap_or_default(),
+            note: self.note.clone(),
+        }
+    }
+
+    /// Kills what is in the instance directory and removes its groups.
+    fn clean_up(&mut self) -> (usize, usize) {
+        let Some(h) = &self.h else { return (0, 0) };
+        let stale = h.children("");
+        if stale.is_empty() {
+            return (0, 0);
+        }
+        let mut procs = 0;
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        loop {
+            procs += h.signal("", libc::SIGKILL);
+            let gone = h.children("").iter().all(|c| h.remove(c));
+            if gone || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in h.children("") {
+            log_error!("cgroups: cannot remove {}/{c}: it still has processes", h.location());
+        }
+        (stale.len(), procs)
+    }
+
+    /// Refusal text for `SuFcgiCgroups required` when the owner's group
+    /// cannot be made (None: fine, or cgroups are optional).
+    pub fn required_refusal(&mut self, uid: u32, limits: &OwnerLimits) -> Option<String> {
+        if self.mode != CgroupMode::Required {
+            return None;
+        }
+        if self.h.is_none() {
+            return Some(format!("SuFcgiCgroups required, but no cgroup hierarchy is usable: {}", self.note));
+        }
+        self.owner_group(uid, limits).err().map(|e| format!("SuFcgiCgroups required, but {e}"))
+    }
+
+    /// The owner's group, made (and its limits applied) if needed.
+    fn owner_group(&mut self, uid: u32, limits: &OwnerLimits) -> Result<(), String> {
+        let Some(h) = &self.h else { return Err("no cgroup hierarchy".into()) };
+        let rel = owner_rel(uid);
+        match self.owners.get_mut(&uid) {
+            Some(g) if g.limits == *limits => return Ok(()),
+            Some(g) => {
+                h.set_limits(&rel, &GroupLimits::owner(limits)).map_err(|e| format!("cannot apply the limits of uid {uid}: {e}"))?;
+                log_notice!("cgroups: uid {uid}: {}", limits.describe());
+                g.limits = *limits;
+                return Ok(());
+            }
+            None => {}
+        }
+        let made = h.create(&rel, true).map_err(|e| format!("cannot create the cgroup of uid {uid} in {}: {e}", h.location()));
+        let made = made.and_then(|_| h.set_limits(&rel, &GroupLimits::owner(limits)).map_err(|e| format!("cannot limit the cgroup of uid {uid}: {e}")));
+        if let Err(e) = made {
+            h.remove(&rel);
+            return Err(e);
+        }
+        self.owners.insert(uid, OwnerGroup { limits: *limits, workers: 0, empty_since: Some(Instant::now()), removed_oom: 0, oom_logged: 0 });
+        Ok(())
+    }
+
+    /// A group for a new worker of `uid`, or the fallback. Err only under
+    /// `SuFcgiCgroups required`.
+    pub fn prepare(&mut self, uid: u32, user: &[u8], limits: &OwnerLimits, memory_limit: u64) -> Result<Prepared, String> {
+        if self.names.get(&uid).is_none_or(|n| n != user) {
+            self.names.insert(uid, user.to_vec());
+        }
+        let nproc = if self.has("pids") { 0 } else { limits.max_processes };
+        let fallback = Prepared { group: None, join: Vec::new(), nproc };
+        if self.h.is_none() {
+            return match self.mode {
+                CgroupMode::Required => Err(format!("SuFcgiCgroups required, but no cgroup hierarchy is usable: {}", self.note)),
+                _ => Ok(fallback),
+            };
+        }
+        let made = self.owner_group(uid, limits).and_then(|_| self.worker_group(uid, memory_limit));
+        match made {
+            Ok((group, join)) => {
+                self.failed_owners.remove(&uid);
+                Ok(Prepared { group: Some(group), join, nproc })
+            }
+            Err(e) if self.mode == CgroupMode::Required => Err(e),
+            Err(e) => {
+                if self.failed_owners.insert(uid, e.clone()).is_none() {
+                    log_error!("cgroups: {e}; uid {uid}'s workers start without one (RLIMIT_NPROC {})", limits.max_processes);
+                }
+                Ok(Prepared { nproc: limits.max_processes, ..fallback })
+            }
+        }
+    }
+
+    fn worker_group(&mut self, uid: u32, memory_limit: u64) -> Result<(WorkerGroup, Vec<OwnedFd>), String> {
+        let Some(h) = &self.h else { return Err("no cgroup hierarchy".into()) };
+        let rel = format!("{}/worker-{}", owner_rel(uid), self.next_worker);
+        self.next_worker += 1;
+        let made = h.create(&rel, false).map_err(|e| format!("cannot create cgroup {rel}: {e}"));
+        let made = made.and_then(|_| {
+            if memory_limit > 0 && self.has("memory") {
+                h.set_limits(&rel, &GroupLimits { memory: Some(memory_limit), ..Default::default() })?;
+            }
+            h.join_fds(&rel).map_err(|e| format!("cannot open {rel}/cgroup.procs: {e}"))
+        });
+        match made {
+            Ok(fds) => {
+                if let Some(o) = self.owners.get_mut(&uid) {
+                    o.workers += 1;
+                    o.empty_since = None;
+                }
+                Ok((WorkerGroup { uid, rel, memory_limit }, fds))
+            }
+            Err(e) => {
+                h.remove(&rel);
+                Err(e)
+            }
+        }
+    }
+
+    /// Signals everything in a worker's group (TERM with the worker, KILL
+    /// when it is killed).
+    pub fn signal(&self, g: &WorkerGroup, sig: libc::c_int) {
+        if let Some(h) = &self.h {
+            h.signal(&g.rel, sig);
+        }
+    }
+
+    /// The worker has been reaped: kill what it left in its group, fold its
+    /// figures into the pool's, remove the group. Some if the kernel's OOM
+    /// killer ended a process of it.
+    pub fn worker_gone(&mut self, g: WorkerGroup, totals: &mut PoolTotals) -> Option<MemoryKill> {
+        let h = self.h.as_ref()?;
+        let st = h.stats(&g.rel);
+        if h.populated(&g.rel) {
+            h.signal(&g.rel, libc::SIGKILL);
+        }
+        let oom = st.oom_kills.unwrap_or(0);
+        totals.cpu_usec = totals.cpu_usec.saturating_add(st.cpu_usec.unwrap_or(0));
+        totals.oom_kills = totals.oom_kills.saturating_add(oom);
+        let owner_limit = self.owners.get(&g.uid).map_or(0, |o| o.limits.memory);
+        if !h.oom_hierarchical() {
+            if let Some(o) = self.owners.get_mut(&g.uid) {
+                o.removed_oom = o.removed_oom.saturating_add(oom);
+            }
+        }
+        let kill = (oom > 0).then(|| MemoryKill {
+            limit: if (st.limit_hit && g.memory_limit > 0) || owner_limit == 0 {
+                format!("SuFcgiMemoryLimit {}", size_text(g.memory_limit))
+            } else {
+                format!("SuFcgiOwnerMemory {} (all processes of uid {})", size_text(owner_limit), g.uid)
+            },
+        });
+        if h.remove(&g.rel) {
+            self.worker_removed(g.uid);
+        } else {
+            self.pending.push(g);
+        }
+        kill
+    }
+
+    fn worker_removed(&mut self, uid: u32) {
+        if let Some(o) = self.owners.get_mut(&uid) {
+            o.workers = o.workers.saturating_sub(1);
+            if o.workers == 0 {
+                o.empty_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// A worker that never started: its group goes.
+    pub fn abandon(&mut self, g: WorkerGroup) {
+        let mut t = PoolTotals::default();
+        self.worker_gone(g, &mut t);
+    }
+
+    /// Busy groups again, owners without workers, OOM kills for the log.
+    pub fn tick(&mut self, now: Instant) {
+        let Some(h) = &self.h else { return };
+        let mut removed = Vec::new();
+        for g in std::mem::take(&mut self.pending) {
+            if h.populated(&g.rel) {
+                h.signal(&g.rel, libc::SIGKILL);
+            }
+            if h.remove(&g.rel) {
+                removed.push(g.uid);
+            } else {
+                self.pending.push(g);
+            }
+        }
+        for uid in removed {
+            self.worker_removed(uid);
+        }
+        let idle: Vec<u32> = self
+            .owners
+            .iter()
+            .filter(|(_, o)| o.workers == 0 && o.empty_since.is_some_and(|t| now.saturating_duration_since(t) >= OWNER_LINGER))
+            .map(|(&u, _)| u)
+            .collect();
+        for uid in idle {
+            self.remove_owner(uid);
+        }
+        if now >= self.next_oom_look {
+            self.next_oom_look = now + OOM_LOOK;
+            self.log_owner_oom();
+        }
+    }
+
+    fn log_owner_oom(&mut self) {
+        let uids: Vec<u32> = self.owners.keys().copied().collect();
+        for uid in uids {
+            let Some(n) = self.owner_oom_now(uid) else { continue };
+            let Some(o) = self.owners.get_mut(&uid) else { continue };
+            if n > o.oom_logged {
+                log_warn!(
+                    "cgroups: uid {uid}: the kernel's OOM killer ended {} process(es) ({} in all; owner limits: {})",
+                    n - o.oom_logged,
+                    n,
+                    o.limits.describe()
+                );
+                o.oom_logged = n;
+            }
+        }
+    }
+
+    /// OOM kills in the owner's live groups (not counting removed owner groups).
+    fn owner_oom_now(&self, uid: u32) -> Option<u64> {
+        let h = self.h.as_ref()?;
+        let o = self.owners.get(&uid)?;
+        let rel = owner_rel(uid);
+        let own = h.stats(&rel).oom_kills;
+        if h.oom_hierarchical() {
+            return own;
+        }
+        let workers = h.children(&rel).iter().map(|w| h.stats(&format!("{rel}/{w}")).oom_kills).fold(own, add);
+        add(workers, Some(o.removed_oom))
+    }
+
+    fn remove_owner(&mut self, uid: u32) {
+        let Some(h) = &self.h else { return };
+        let rel = owner_rel(uid);
+        let st = h.stats(&rel);
+        let oom = self.owner_oom_now(uid).unwrap_or(0);
+        if !h.remove(&rel) {
+            return;
+        }
+        self.owners.remove(&uid);
+        let c = self.carried.entry(uid).or_default();
+        c.cpu_usec = c.cpu_usec.saturating_add(st.cpu_usec.unwrap_or(0));
+        c.peak = c.peak.max(st.memory_peak.unwrap_or(0));
+        c.oom_kills = c.oom_kills.saturating_add(oom);
+        c.throttled_usec = c.throttled_usec.saturating_add(st.throttled_usec.unwrap_or(0));
+    }
+
+    /// New limits for an owner whose group exists (a graceful restart changed them).
+    pub fn update_limits(&mut self, uid: u32, limits: &OwnerLimits) {
+        if self.owners.contains_key(&uid) {
+            if let Err(e) = self.owner_group(uid, limits) {
+                log_error!("cgroups: {e}");
+            }
+        }
+    }
+
+    /// Owners with figures (a group now, or carried from earlier ones).
+    pub fn known_owners(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.owners.keys().chain(self.carried.keys()).copied().collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The applied limits of an owner with a group.
+    pub fn limits_of(&self, uid: u32) -> Option<OwnerLimits> {
+        self.owners.get(&uid).map(|o| o.limits)
+    }
+
+    pub fn owner_usage(&self, uid: u32, mut user: Vec<u8>, limits: OwnerLimits) -> OwnerUsage {
+        if user.is_empty() {
+            user = self.names.get(&uid).cloned().unwrap_or_default();
+        }
+        let mut u = OwnerUsage { uid, user, limits: self.limits_of(uid).unwrap_or(limits), ..Default::default() };
+        let Some(h) = &self.h else { return u };
+        let c = self.carried.get(&uid).copied().unwrap_or_default();
+        let live = self.owners.contains_key(&uid);
+        let st = if live { h.stats(&owner_rel(uid)) } else { Stats::default() };
+        let has = |c: &str| self.has(c);
+        u.in_cgroup = live;
+        if self.cpu_counted() {
+            u.cpu_usec = Some(c.cpu_usec.saturating_add(st.cpu_usec.unwrap_or(0)));
+        }
+        if has("cpu") {
+            u.throttled_usec = Some(c.throttled_usec.saturating_add(st.throttled_usec.unwrap_or(0)));
+        }
+        if has("memory") {
+            u.memory = Some(st.memory.unwrap_or(0));
+            u.memory_peak = Some(c.peak.max(st.memory_peak.unwrap_or(0)));
+            u.oom_kills = Some(c.oom_kills.saturating_add(if live { self.owner_oom_now(uid).unwrap_or(0) } else { 0 }));
+        }
+        if has("pids") {
+            u.processes = Some(st.processes.unwrap_or(0));
+        }
+        u
+    }
+
+    /// A pool's figures: its live workers' groups plus what its gone workers left.
+    pub fn pool_usage<'a>(&self, groups: impl Iterator<Item = &'a WorkerGroup>, totals: &PoolTotals) -> PoolUsage {
+        let Some(h) = &self.h else { return PoolUsage::default() };
+        let mut u = PoolUsage {
+            cpu_usec: self.cpu_counted().then_some(totals.cpu_usec),
+            memory: self.has("memory").then_some(0),
+            processes: self.has("pids").then_some(0),
+            oom_kills: self.has("memory").then_some(totals.oom_kills),
+        };
+        for g in groups {
+            let st = h.stats(&g.rel);
+            if u.cpu_usec.is_some() {
+                u.cpu_usec = add(u.cpu_usec, st.cpu_usec);
+            }
+            if u.memory.is_some() {
+                u.memory = add(u.memory, st.memory);
+                u.oom_kills = add(u.oom_kills, st.oom_kills);
+            }
+            if u.processes.is_some() {
+                u.processes = add(u.processes, st.processes);
+            }
+        }
+        u
+    }
+
+    /// Server stop: every group's processes are killed and every group removed.
+    pub fn shutdown(&mut self) {
+        let Some(h) = &self.h else { return };
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        loop {
+            if h.populated("") {
+                h.signal("", libc::SIGKILL);
+            }
+            let gone = h.children("").iter().all(|c| h.remove(c));
+            if gone || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = h.children("");
+        if left.is_empty() {
+            h.close();
+        } else {
+            log_error!("cgroups: could not remove {} in {} (processes left in them)", left.join(", "), h.location());
+        }
+        self.owners.clear();
+        self.pending.clear();
+    }
+}
+
+/// The hierarchy to use: v2 where it offers controllers to the server,
+/// else v1 where it has them mounted, else none (with why).
+fn detect(layout: &cgroup_fs::Layout, instance: &str) -> Result<Box<dyn Hierarchy>, String> {
+    let mut why = Vec::new();
+    if let Some((mount, own)) = &layout.v2 {
+        match V2::open(Kernel, mount, own, instance) {
+            Ok(h) => return Ok(Box::new(h)),
+            Err(e) => why.push(e),
+        }
+    }
+    if !layout.v1.is_empty() {
+        match V1::open(Kernel, &layout.v1, instance) {
+            Ok(h) => return Ok(Box::new(h)),
+            Err(e) => why.push(e),
+        }
+    }
+    if why.is_empty() {
+        why.push("no cgroup hierarchy is mounted".into());
+    }
+    Err(why.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cgroup_fake::FakeFs;
+    use super::*;
+    use std::rc::Rc;
+
+    fn v1_manager(mode: CgroupMode) -> (Rc<FakeFs>, Cgroups) {
+        let fs = Rc::new(FakeFs::v1(&["cpu", "cpuacct", "memory", "pids", "freezer"]));
+        let mounts: Vec<cgroup_fs::V1Mount> = ["cpu", "cpuacct", "memory", "pids", "freezer"]
+            .iter()
+            .map(|c| cgroup_fs::V1Mount { controllers: vec![c.to_string()], own_dir: fs.root.join(c) })
+            .collect();
+        let h = V1::open(fs.clone(), &mounts, "inst").unwrap();
+        (fs, Cgroups::with(mode, Some(Box::new(h)), String::new()))
+    }
+
+    fn limits() -> OwnerLimits {
+        OwnerLimits { cpu_weight: 100, cpu_max: 0, max_processes: 32, memory: 128 << 20 }
+    }
+
+    #[test]
+    fn worker_lifecycle_on_v1() {
+        let (fs, mut c) = v1_manager(CgroupMode::On);
+        let p = c.prepare(2001, b"a", &limits(), 64 << 20).unwrap();
+        let g = p.group.clone().unwrap();
+        assert_eq!(g.rel, "owner-2001/worker-1");
+        assert_eq!(p.join.len(), 5, "one per hierarchy");
+        assert_eq!(p.nproc, 0, "pids.max holds, no RLIMIT_NPROC");
+        let w = |c: &str| fs.root.join(c).join("sufcgi/inst/owner-2001/worker-1");
+        assert_eq!(fs.text(&w("memory").join("memory.limit_in_bytes")), (64u64 << 20).to_string());
+        assert_eq!(fs.text(&fs.root.join("pids/sufcgi/inst/owner-2001/pids.max")), "32");
+        assert!(c.kernel_memory());
+        // The worker and a setsid()ed child of it; the worker is reaped, the child is not.
+        for hier in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
+            fs.add_proc(&w(hier), 900);
+        }
+        fs.set(&w("cpuacct").join("cpuacct.usage"), "3000000");
+        fs.set(&w("memory").join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
+        fs.set(&w("memory").join("memory.failcnt"), "1");
+        let mut totals = PoolTotals::default();
+        assert_eq!(c.pool_usage([&g].into_iter(), &totals).cpu_usec, Some(3000));
+        let kill = c.worker_gone(g, &mut totals).unwrap();
+        assert_eq!(kill.limit, "SuFcgiMemoryLimit 64 MiB");
+        assert_eq!(totals, PoolTotals { cpu_usec: 3000, oom_kills: 1 });
+        assert!(fs.signals.borrow().contains(&(900, libc::SIGKILL)), "what the worker left is killed");
+        assert!(!w("pids").exists(), "and its group removed");
+        assert_eq!(c.owner_oom_now(2001), Some(1), "v1: kills in removed worker groups still count for the owner");
+        // The owner group stays a while, then goes; its figures are carried on.
+        fs.set(&fs.root.join("cpuacct/sufcgi/inst/owner-2001/cpuacct.usage"), "5000000");
+        c.tick(Instant::now());
+        assert!(fs.root.join("pids/sufcgi/inst/owner-2001").exists());
+        c.tick(Instant::now() + OWNER_LINGER + Duration::from_secs(1));
+        assert!(!fs.root.join("pids/sufcgi/inst/owner-2001").exists());
+        let u = c.owner_usage(2001, b"a".to_vec(), limits());
+        assert_eq!((u.in_cgroup, u.cpu_usec, u.oom_kills, u.processes), (false, Some(5000), Some(1), Some(0)));
+        assert_eq!(c.known_owners(), vec![2001]);
+        c.shutdown();
+        assert!(!fs.root.join("pids/sufcgi").exists(), "nothing left at the end");
+    }
+
+    #[test]
+    fn busy_groups_are_retried_and_shutdown_kills_everything() {
+        let (fs, mut c) = v1_manager(CgroupMode::On);
+        let g = c.prepare(7, b"u", &limits(), 0).unwrap().group.unwrap();
+        let w = fs.root.join("freezer/sufcgi/inst").join(&g.rel);
+        // A process the fake does not let die (as one stuck in the kernel).
+        c.pending.push(g.clone());
+        fs.add_proc(&w, 55);
+        fs.signals.borrow_mut().clear();
+        // SIGKILL removes it in the fake; the group goes on the next tick.
+        c.tick(Instant::now());
+        assert!(c.pending.is_empty(), "{:?}", c.pending);
+        assert!(!w.exists());
+        let g2 = c.prepare(7, b"u", &limits(), 0).unwrap().group.unwrap();
+        let w2 = fs.root.join("freezer/sufcgi/inst").join(&g2.rel);
+        fs.add_proc(&w2, 66);
+        c.shutdown();
+        assert!(fs.signals.borrow().contains(&(66, libc::SIGKILL)));
+        assert!(!fs.root.join("freezer/sufcgi").exists());
+    }
+
+    #[test]
+    fn leftovers_of_a_dead_supervisor_are_cleaned_up() {
+        let (fs, mut c) = v1_manager(CgroupMode::On);
+        let g = c.prepare(9, b"u", &limits(), 0).unwrap().group.unwrap();
+        for hier in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
+            fs.add_proc(&fs.root.join(hier).join("sufcgi/inst").join(&g.rel), 4242);
+        }
+        drop(c); // killed: no shutdown
+        let mounts: Vec<cgroup_fs::V1Mount> = ["cpu", "cpuacct", "memory", "pids", "freezer"]
+            .iter()
+            .map(|c| cgroup_fs::V1Mount { controllers: vec![c.to_string()], own_dir: fs.root.join(c) })
+            .collect();
+        let h = V1::open(fs.clone(), &mounts, "inst").unwrap();
+        let mut again = Cgroups::with(CgroupMode::On, Some(Box::new(h)), String::new());
+        assert_eq!(again.clean_up(), (1, 1));
+        assert!(fs.signals.borrow().contains(&(4242, libc::SIGKILL)));
+        assert!(!fs.root.join("pids/sufcgi/inst/owner-9").exists());
+    }
+
+    #[test]
+    fn fallback_and_required() {
+        let mut off = Cgroups::with(CgroupMode::Off, None, "SuFcgiCgroups off".into());
+        let p = off.prepare(5, b"u", &limits(), 64 << 20).unwrap();
+        assert!(p.group.is_none() && p.join.is_empty());
+        assert_eq!(p.nproc, 32, "RLIMIT_NPROC from SuFcgiOwnerMaxProcesses");
+        assert!(!off.kernel_memory());
+        assert_eq!(off.isolation().hierarchy, "none");
+        assert_eq!(off.required_refusal(5, &limits()), None);
+        let u = off.owner_usage(5, b"x".to_vec(), limits());
+        assert_eq!((u.cpu_usec, u.memory, u.processes), (None, None, None));
+
+        let mut req = Cgroups::with(CgroupMode::Required, None, "cgroupfs is read-only".into());
+        assert!(req.prepare(5, b"u", &limits(), 0).unwrap_err().contains("cgroupfs is read-only"));
+        assert!(req.required_refusal(5, &limits()).unwrap().contains("required"));
+
+        // Required, and the owner group cannot be made (here: a cpu weight the
+        // kernel refuses, as without write access to the hierarchy).
+        let (fs, mut c) = v1_manager(CgroupMode::Required);
+        std::fs::create_dir_all(fs.root.join("cpu/sufcgi/inst/owner-8")).unwrap(); // a group whose files are missing
+        let e = c.required_refusal(8, &limits()).unwrap();
+        assert!(e.contains("cannot limit the cgroup of uid 8"), "{e}");
+        // With cgroups `on` the same owner falls back to RLIMIT_NPROC instead.
+        let (fs, mut on) = v1_manager(CgroupMode::On);
+        std::fs::create_dir_all(fs.root.join("cpu/sufcgi/inst/owner-8")).unwrap();
+        let p = on.prepare(8, b"u", &limits(), 0).unwrap();
+        assert!(p.group.is_none());
+        assert_eq!(p.nproc, 32);
+    }
+
+    #[test]
+    fn limits_follow_a_graceful_restart() {
+        let (fs, mut c) = v1_manager(CgroupMode::On);
+        c.prepare(3, b"u", &limits(), 0).unwrap();
+        let more = OwnerLimits { cpu_weight: 400, cpu_max: 50, ..limits() };
+        c.update_limits(3, &more);
+        assert_eq!(fs.text(&fs.root.join("cpu/sufcgi/inst/owner-3/cpu.shares")), "4096");
+        assert_eq!(fs.text(&fs.root.join("cpu/sufcgi/inst/owner-3/cpu.cfs_quota_us")), "50000");
+        assert_eq!(c.limits_of(3), Some(more));
+        c.update_limits(4, &more); // no group: nothing to do
+        assert_eq!(c.limits_of(4), None);
+    }
+}
