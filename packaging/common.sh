@@ -34,6 +34,16 @@ install_supervisor() {
 	strip --remove-section=.comment --remove-section=.note --strip-unneeded "$2/sufcgi-supervisor"
 }
 
+# stage_systemd_dropin UNIT PKG: the drop-in that delegates UNIT's cgroup to
+# the server (Delegate=yes), in the package's unit directory, so an admin's
+# /etc/systemd/system/UNIT.d/ file of the same name overrides it.
+stage_systemd_dropin() {
+	local unit=$1 pkg=$2 dir="$stage/lib/systemd/system/$1.d"
+	install -d -m 755 "$dir"
+	sed -e "s|@UNIT@|$unit|g" -e "s|@PACKAGE@|$pkg|g" "$repo/packaging/sufcgi-delegate.conf.in" >"$dir/sufcgi-delegate.conf"
+	chmod 644 "$dir/sufcgi-delegate.conf"
+}
+
 # stage_docs DOC LINTIAN_OVERRIDES PKG: README, SECURITY.md, copyright,
 # changelog, lintian overrides and the htaccess examples.
 stage_docs() {

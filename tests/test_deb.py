@@ -22,6 +22,14 @@ The .deb is built from the module the other integration tests use
 the script `make deb` runs; SUFCGI_DEB=/path/to/sufcgi_*.deb tests a given
 package instead.
 
+Both packages ship a systemd drop-in, `Delegate=yes` for apache2.service /
+lighttpd.service (the server's cgroup subtree is then its own, for the
+per-owner cgroups). There is no running systemd on these machines: the tests
+check the file, and that systemd's own unit loader (`systemd-analyze verify`,
+offline) reads the installed unit with it and resolves `Delegate: yes`; the
+workers of the system server run in their owner's cgroup below the server's,
+and nothing is left of those cgroups when it stops.
+
 The lighttpd package, lighttpd-mod-sufcgi, the same way:
 
 test_lighttpd_package_contents
@@ -290,6 +298,48 @@ def apxs(var: str) -> str:
 
 # ---------------------------------------------------------------- tests
 
+DROPIN = "sufcgi-delegate.conf"
+UNIT_DIR = Path("/lib/systemd/system")
+
+
+def _assert_dropin_file(path: Path):
+    """The drop-in: one [Service] section, Delegate=yes, nothing else in effect."""
+    import configparser
+    cp = configparser.ConfigParser(strict=True, interpolation=None, comment_prefixes=("#", ";"))
+    cp.optionxform = str
+    cp.read_string(path.read_text())
+    assert cp.sections() == ["Service"] and dict(cp["Service"]) == {"Delegate": "yes"}, path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def _assert_dropin_honoured(unit: str):
+    """systemd's unit loader (`systemd-analyze verify`, which needs no running
+    systemd) loads the installed unit with the drop-in and resolves Delegate=yes."""
+    if not shutil.which("systemd-analyze"):
+        print(f"\nsystemd-analyze is not installed: the {unit} drop-in was checked as a file only")
+        return
+    units_load = Path("/run/systemd/systemd-units-load")   # systemd-analyze leaves this behind
+    existed = units_load.exists()
+    try:
+        res = subprocess.run(["systemd-analyze", "verify", str(UNIT_DIR / unit)], env={**ENV, "SYSTEMD_LOG_LEVEL": "debug"},
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        if not existed:
+            units_load.unlink(missing_ok=True)
+    out = res.stdout + res.stderr
+    assert re.search(rf"DropIn Path: \S*/systemd/system/{re.escape(unit)}\.d/{DROPIN}$", out, re.M), \
+        f"systemd does not read the drop-in for {unit}:\n{out[-3000:]}"
+    assert re.search(r"^\s*Delegate: yes$", out, re.M), f"Delegate is not yes for {unit}:\n{out[-3000:]}"
+
+
+def _assert_in_owner_cgroup(worker: int, socket_dir: Path, uid: int):
+    """The worker is in its owner's cgroup below the system server's own, in every hierarchy used."""
+    inst = harness.cgroup_instance_name(socket_dir)
+    cg = Path(f"/proc/{worker}/cgroup").read_text()
+    assert re.search(rf":/(\S*/)?sufcgi/{re.escape(inst)}/owner-{uid}/worker-\d+$", cg, re.M), \
+        f"worker {worker} is not in uid {uid}'s cgroup of {inst}:\n{cg}"
+
+
 def _assert_supervisor_program(moddir: Path):
     """The supervisor program the module execs: beside it, 0755, stripped."""
     prog = moddir / harness.SUPERVISOR_PROGRAM
@@ -340,7 +390,9 @@ def test_package_contents(deb):
         for directive in ("SuFcgiOwner", "SuFcgiMinUid 1000", "SuFcgiMinGid 1000", "SuFcgiSocketDir",
                           "SuFcgiCeiling MaxWorkers 16", "SuFcgiCeiling MemoryLimit 4G",
                           "SuFcgiMaxWorkersPerOwner 32", "SuFcgiMaxWorkersTotal 512",
-                          "SuFcgiBlockEnv", "SuFcgiPhpForbid", "php_admin_value", "php_admin_flag"):
+                          "SuFcgiBlockEnv", "SuFcgiPhpForbid", "php_admin_value", "php_admin_flag",
+                          "SuFcgiCgroups on", "SuFcgiOwnerCpuWeight 100", "SuFcgiOwnerCpuMax none",
+                          "SuFcgiOwnerMaxProcesses 512", "SuFcgiOwnerMemory none"):
             assert f"#{directive}" in conf, f"{directive} is not shown in sufcgi.conf"
 
         doc = root / "usr/share/doc/sufcgi"
@@ -348,8 +400,9 @@ def test_package_contents(deb):
                   "examples/perl/hello.fcgi", "examples/php/index.php", "examples/c/hello.c",
                   "examples/flask-wsgi/app.py"):
             assert (doc / f).is_file(), f"/usr/share/doc/sufcgi/{f} missing"
-        for script in ("prerm", "postrm"):
+        for script in ("prerm", "postinst", "postrm"):
             assert os.access(root / "DEBIAN" / script, os.X_OK)
+        _assert_dropin_file(root / str(UNIT_DIR).lstrip("/") / "apache2.service.d" / DROPIN)
         # dpkg-deb --root-owner-group: everything root-owned, nothing group/world-writable.
         listing = run("dpkg-deb", "-c", str(deb)).stdout.splitlines()
         for line in listing:
@@ -409,6 +462,8 @@ def test_apt_install_a2enmod_graceful_serves_as_the_owner(deb):
         assert installed("sufcgi")
         assert so.is_file()
         assert not module_enabled(), "installing the package must not enable the module by itself"
+        _assert_dropin_file(UNIT_DIR / "apache2.service.d" / DROPIN)
+        _assert_dropin_honoured("apache2.service")
         run("a2enmod", "-q", "sufcgi")
         assert (ETC / "mods-enabled" / "sufcgi.load").is_symlink()
         assert (ETC / "mods-enabled" / "sufcgi.conf").is_symlink()
@@ -428,6 +483,7 @@ def test_apt_install_a2enmod_graceful_serves_as_the_owner(deb):
         # Its supervisor is the packaged program, exec'd beside the module.
         sup = harness.proc_ppid(worker)
         assert os.readlink(f"/proc/{sup}/exe") == str(so.parent / harness.SUPERVISOR_PROGRAM), sup
+        _assert_in_owner_cgroup(worker, SOCKET_DIR, UID)
         second = harness.request(port, "/perl/hello.fcgi", host=HOSTNAME)
         assert second.status == 200 and RUNNING_AS.search(second.body.decode(errors="replace")), second
         assert f"(pid {worker}) has served 2 request(s)" in second.body.decode(), second
@@ -485,6 +541,10 @@ def test_apt_install_a2enmod_graceful_serves_as_the_owner(deb):
     assert not installed("sufcgi")
     assert run("dpkg-query", "-W", "sufcgi", check=False).returncode != 0, "sufcgi not purged"
     assert not so.exists()
+    assert not (UNIT_DIR / "apache2.service.d" / DROPIN).exists(), "the systemd drop-in was left behind"
+    if not was_running:
+        left = harness.sufcgi_cgroup_dirs(harness.cgroup_instance_name(SOCKET_DIR))
+        assert not left, f"cgroups left after the system Apache stopped: {left}"
     for f in ("mods-available/sufcgi.load", "mods-available/sufcgi.conf",
               "mods-enabled/sufcgi.load", "mods-enabled/sufcgi.conf", f"sites-enabled/{SITE}.conf"):
         assert not os.path.lexists(ETC / f), f"/etc/apache2/{f} left behind"
@@ -714,7 +774,9 @@ def test_lighttpd_package_contents(lighttpd_deb):
                         'sufcgi.socket-dir = "/run/sufcgi-lighttpd"', "sufcgi.max-workers-per-owner = 32",
                         "sufcgi.max-workers-total = 512", "sufcgi.ceilings = (", '"MaxWorkers"     => "16"',
                         '"MemoryLimit"    => "4G"', "sufcgi.block-env = (", "sufcgi.php-forbid = (",
-                        "sufcgi.timeout = 60"):
+                        "sufcgi.timeout = 60", 'sufcgi.cgroups = "on"', "sufcgi.owner-cpu-weight = 100",
+                        'sufcgi.owner-cpu-max = "none"', "sufcgi.owner-max-processes = 512",
+                        'sufcgi.owner-memory = "none"'):
             assert f"#{setting}" in conf or f"#    {setting}" in conf, \
                 f"{setting} is not shown in 20-sufcgi.conf"
         keys = set(re.findall(r'c"(sufcgi\.[a-z-]+)"', (harness.REPO / "src/lighttpd/settings.rs").read_text()))
@@ -725,8 +787,9 @@ def test_lighttpd_package_contents(lighttpd_deb):
         for f in ("README.md", "SECURITY.md", "copyright", "changelog.Debian.gz", "examples/perl/.htaccess",
                   "examples/perl/hello.fcgi", "examples/php/index.php", "examples/c/hello.c"):
             assert (doc / f).is_file(), f"/usr/share/doc/{LT_PKG}/{f} missing"
-        for script in ("prerm", "postrm"):
+        for script in ("prerm", "postinst", "postrm"):
             assert os.access(root / "DEBIAN" / script, os.X_OK)
+        _assert_dropin_file(root / str(UNIT_DIR).lstrip("/") / "lighttpd.service.d" / DROPIN)
         listing = run("dpkg-deb", "-c", str(deb)).stdout.splitlines()
         for line in listing:
             mode, owner = line.split()[:2]
@@ -819,6 +882,8 @@ def test_lighttpd_apt_install_lighty_enable_mod_restart_serves_as_the_owner(ligh
         assert run("dpkg-query", "-W", "-f=${Status}", LT_PKG).stdout.endswith(" installed")
         assert LT_SO.is_file() and LT_AVAILABLE.is_file()
         assert not lt_enabled(), "installing the package must not enable the plugin by itself"
+        _assert_dropin_file(UNIT_DIR / "lighttpd.service.d" / DROPIN)
+        _assert_dropin_honoured("lighttpd.service")
         res = run("lighty-enable-mod", "sufcgi")
         assert "Enabling sufcgi: ok" in res.stdout, res.stdout
         assert LT_ENABLED.is_symlink() and LT_ENABLED.resolve() == LT_AVAILABLE
@@ -839,6 +904,7 @@ def test_lighttpd_apt_install_lighty_enable_mod_restart_serves_as_the_owner(ligh
         assert roots, f"worker {worker} is not run by the system lighttpd's supervisor " \
                       f"(ancestors {[(p, _cmdline(p)) for p in _lt_ancestors(worker)]})"
         assert harness.proc_uid(master) == harness.WWW_DATA[0], "the system lighttpd did not drop root"
+        _assert_in_owner_cgroup(worker, LT_SOCKET_DIR, UID)
         second = harness.request(port, "/perl/hello.fcgi", host=HOSTNAME)
         assert second.status == 200 and RUNNING_AS.search(second.body.decode(errors="replace")), second
         assert f"(pid {worker}) has served 2 request(s)" in second.body.decode(), second
@@ -897,6 +963,10 @@ def test_lighttpd_apt_install_lighty_enable_mod_restart_serves_as_the_owner(ligh
     restore.finish(primary)
     assert run("dpkg-query", "-W", LT_PKG, check=False).returncode != 0, f"{LT_PKG} not purged"
     assert not os.path.lexists(LT_SO)
+    assert not (UNIT_DIR / "lighttpd.service.d" / DROPIN).exists(), "the systemd drop-in was left behind"
+    if not was_running:
+        left = harness.sufcgi_cgroup_dirs(harness.cgroup_instance_name(LT_SOCKET_DIR))
+        assert not left, f"cgroups left after the system lighttpd stopped: {left}"
     for f in (LT_AVAILABLE, LT_ENABLED, LT_SITE):
         assert not os.path.lexists(f), f"{f} left behind"
     assert not lt_enabled()

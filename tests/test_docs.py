@@ -49,7 +49,9 @@ def test_every_ceiling_name_is_a_customer_directive():
     reg = registered_directives()
     text = README.read_text()
     section = text[text.index("`SuFcgiCeiling` names"):]
-    names = re.findall(r"^\| `(\w+)` \|", section, re.M)
+    table = section[section.index("\n|"):]
+    table = table[:table.index("\n\n")]   # that table only
+    names = re.findall(r"^\| `(\w+)` \|", table, re.M)
     assert names, "no ceiling table in README"
     missing = [n for n in names if f"SuFcgi{n}" not in reg]
     assert not missing, f"ceiling names that are no customer directive: {missing}"

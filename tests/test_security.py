@@ -610,8 +610,11 @@ def test_p6_planted_symlinks_at_socket_paths_fail_safely(server, sec):
 def test_p7_only_processes_the_supervisor_forked_are_signalled(server, sec):
     """Targets are the pids returned by fork() in the supervisor (still unreaped, so the
     pid cannot have been reused), signalled as their process group (-pid: the worker
-    called setsid). A pid an app writes into a file is never read; a descendant that
-    left the worker's process group (setsid) is out of reach — the documented limit."""
+    called setsid), and the members of the workers' cgroups, signalled while the group is
+    frozen (so none can exit and have its pid reused meanwhile): everything a worker
+    started, a descendant that called setsid() included. A pid an app writes into a file
+    is never read. Without cgroups (SuFcgiCgroups off) the setsid() descendant is out of
+    reach — the limit that remains, asserted in the second half."""
     k = sec.u["kill"]
     d = sec.app_dir("kill", "p7", "SuFcgiApp sec_family.py 2\nSuFcgiMaxRequests 1\n",
                     apps=("sec_family.py", "sec_rawfcgi.py"))
@@ -635,9 +638,22 @@ def test_p7_only_processes_the_supervisor_forked_are_signalled(server, sec):
         wait_for(lambda: not any(harness.pid_alive(p) for p in fam["group"] + [fam["worker"]]), 10,
                  "the worker and the children in its process group to be stopped")
         assert harness.pid_alive(victim.pid), "a process the supervisor never forked was killed"
-        # documented limit: a descendant that called setsid() is not in the worker's group
+        # in the worker's cgroup, the setsid() grandchild stops with it
+        wait_for(lambda: not harness.pid_alive(fam["setsid"]), 10, "the setsid() grandchild to be stopped (cgroup)")
+        srv.stop()   # (the harness's clean-up also ends the victim, a test user's process)
+
+        # the limit without cgroups: a descendant that called setsid() is not in the worker's group
+        (d / "family.json").unlink()
+        srv = server(extra="SuFcgiCgroups off", keys=["kill"])
+        assert srv.get("/p7/", host=host("kill"), method="POST", body=b"1").status == 200
+        fam = json.loads(wait_for(lambda: (d / "family.json").exists() and (d / "family.json").read_text(),
+                                  10, "family.json"))
+        harness.request_stop(srv)
+        wait_for(lambda: not harness.pid_alive(srv.master), 20, "the server to stop")
+        wait_for(lambda: not any(harness.pid_alive(p) for p in fam["group"] + [fam["worker"]]), 10,
+                 "the worker and the children in its process group to be stopped")
         assert harness.pid_alive(fam["setsid"]), \
-            "the setsid() grandchild was stopped: update SECURITY.md (the limit no longer applies)"
+            "SuFcgiCgroups off, and the setsid() grandchild was stopped: update SECURITY.md (the limit no longer applies)"
     finally:
         victim.kill()
         victim.wait()
@@ -655,14 +671,14 @@ def _b(x) -> bytes:
 
 def _ensure_frame(generation: int, vhost: int, kind: int, program: str, workdir: str, args,
                   config_files=(), env=()) -> bytes:
-    """TAG_ENSURE (1) frame of src/core/supervisor/protocol.rs, version 2."""
+    """TAG_ENSURE (1) frame of src/core/supervisor/protocol.rs, version 3."""
     body = struct.pack("<QIB", generation, vhost, kind) + _b(program)
     body += struct.pack("<I", len(args)) + b"".join(_b(a) for a in args)
     body += _b(workdir)
     body += struct.pack("<I", len(config_files)) + b"".join(_b(c) for c in config_files)
     body += struct.pack("<I", len(env)) + b"".join(_b(k) + _b(v) for k, v in env)
     body += LIMITS + b"\0" + b"\0" + b"\0"      # no restart file, no log file, no userdir user
-    payload = bytes([2, 1]) + body
+    payload = bytes([3, 1]) + body
     return struct.pack("<I", len(payload)) + payload
 
 
@@ -1080,20 +1096,24 @@ def test_p18_per_owner_caps_and_backoff_hold(server, sec):
     assert spawns <= 15, f"{spawns} spawns of an app that exits at start within 8 s"
     assert codes.get(503, 0) > 0
 
-    # documented limit: a worker's own fork()s are not capped by sufcgi (no RLIMIT_NPROC,
-    # no cgroup); they die with the worker's process group when it is stopped
+    # the processes a worker forks itself are capped too (SuFcgiOwnerMaxProcesses: the
+    # owner's pids.max, RLIMIT_NPROC without cgroups), and stop with it, setsid() or not
     harness.kill_pids(harness.processes_of_uids([f.uid]))
     srv.stop()
-    srv2 = server(keys=["fork"])
-    r = srv2.get("/p18_family/", host=host("fork"), method="POST", body=b"x")
-    assert r.status == 200, r
-    info = json.loads(wait_for(lambda: (fam / "family.json").exists() and (fam / "family.json").read_text(),
-                               10, "family.json"))
-    alive = [p for p in info["group"] if harness.pid_alive(p)]
-    assert len(alive) == 20, f"the worker's 20 children: {len(alive)} alive"
-    harness.request_stop(srv2)
-    wait_for(lambda: not any(harness.pid_alive(p) for p in info["group"]), 20,
-             "the worker's process group to be stopped with Apache")
+    for extra in ("SuFcgiOwnerMaxProcesses 12", "SuFcgiOwnerMaxProcesses 12\nSuFcgiCgroups off"):
+        (fam / "family.json").unlink(missing_ok=True)
+        srv2 = server(extra=extra, keys=["fork"])
+        r = srv2.get("/p18_family/", host=host("fork"), method="POST", body=b"x")
+        assert r.status == 200, f"{extra}: {r}{log_of(srv2)}"
+        info = json.loads(wait_for(lambda: (fam / "family.json").exists() and (fam / "family.json").read_text(),
+                                   10, "family.json"))
+        alive = [p for p in info["group"] if harness.pid_alive(p)]
+        assert info["refused"] == "EAGAIN" and len(alive) < 12, f"{extra}: {len(alive)} of 20 children forked ({info})"
+        assert len(harness.processes_of_uids([f.uid])) <= 12
+        harness.request_stop(srv2)
+        wait_for(lambda: not any(harness.pid_alive(p) for p in info["group"]), 20,
+                 "the worker's children to be stopped with the server")
+        harness.kill_pids(harness.processes_of_uids([f.uid]))
 
 
 # ---------------------------------------------------------------- 19. refusal storm

@@ -71,11 +71,12 @@ sed "s|@LIBEXECDIR@|$libexecdir|" "$here/sufcgi.load.in" >"$stage/etc/apache2/mo
 install -m 644 "$here/sufcgi.conf" "$stage/etc/apache2/mods-available/sufcgi.conf"
 chmod 644 "$stage/etc/apache2/mods-available/sufcgi.load"
 
+stage_systemd_dropin apache2.service sufcgi
 stage_docs "$doc" "$here/lintian-overrides" sufcgi
 
 # --- control ------------------------------------------------------------------
 install -m 644 "$here/conffiles" "$stage/DEBIAN/conffiles"
-install -m 755 "$here/prerm" "$here/postrm" "$stage/DEBIAN/"
+install -m 755 "$here/prerm" "$here/postinst" "$here/postrm" "$stage/DEBIAN/"
 
 shlib_depends "$stage$libexecdir/mod_sufcgi.so" sufcgi
 

@@ -90,11 +90,12 @@ install_supervisor "$module" "$stage$moddir"
 
 install -m 644 "$here/20-sufcgi.conf" "$stage/etc/lighttpd/conf-available/20-sufcgi.conf"
 
+stage_systemd_dropin lighttpd.service "$pkg"
 stage_docs "$doc" "$here/lintian-overrides" "$pkg"
 
 # --- control ------------------------------------------------------------------
 install -m 644 "$here/conffiles" "$stage/DEBIAN/conffiles"
-install -m 755 "$here/prerm" "$here/postrm" "$stage/DEBIAN/"
+install -m 755 "$here/prerm" "$here/postinst" "$here/postrm" "$stage/DEBIAN/"
 
 shlib_depends "$stage$moddir/mod_sufcgi.so" "$pkg"
 
