@@ -133,11 +133,12 @@ def worker_group_re(srv, uid: int) -> re.Pattern:
 
 
 def hierarchies(st: dict) -> list[str]:
-    """The keys of /proc/PID/cgroup that must show the worker's group."""
+    """The keys of /proc/PID/cgroup that must show the worker's own group (v1:
+    every hierarchy but cpu's, which stops at the owner)."""
     iso = st["isolation"]
     if iso["hierarchy"] == "v2":
         return ["unified"]
-    return [c for c in ("cpu", "cpuacct", "memory", "pids", "freezer") if c in iso["controllers"]]
+    return [c for c in ("cpuacct", "memory", "pids", "freezer") if c in iso["controllers"]]
 
 
 def gone(pids, timeout: float) -> list[int]:
@@ -169,9 +170,12 @@ def test_workers_and_their_setsid_children_are_in_the_owners_cgroup(cg):
     j = get_json(srv, "s", "/app/spawn?n=2")
     assert len(j["children"]) == 2, j
     pat = worker_group_re(srv, u.uid)
+    owner_pat = re.compile(rf"/sufcgi/{re.escape(srv.cgroup_instance)}/owner-{u.uid}$")
     for pid, cgs in [(j["pid"], j["cgroup"])] + [(int(p), c) for p, c in j["child_cgroups"].items()]:
         for h in hierarchies(st):
             assert pat.search(cgs.get(h, "")), f"pid {pid} is not in uid {u.uid}'s worker group in {h}: {cgs}"
+        if st["isolation"]["hierarchy"] == "v1":
+            assert owner_pat.search(cgs.get("cpu", "")), f"pid {pid} is not in uid {u.uid}'s cpu group: {cgs}"
     for child in j["children"]:
         assert os.getsid(child) == child, f"child {child} did not setsid()"
         assert os.getsid(child) != os.getsid(j["pid"])

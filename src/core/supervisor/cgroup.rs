@@ -675,9 +675,10 @@ mod tests {
         assert_eq!(fs.text(&fs.root.join("pids/sufcgi/inst/owner-2001/pids.max")), "32");
         assert!(c.kernel_memory());
         // The worker and a setsid()ed child of it; the worker is reaped, the child is not.
-        for hier in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
+        for hier in ["cpuacct", "memory", "pids", "freezer"] {
             fs.add_proc(&w(hier), 900);
         }
+        fs.add_proc(&fs.root.join("cpu/sufcgi/inst/owner-2001"), 900); // cpu: the owner's group
         fs.set(&w("cpuacct").join("cpuacct.usage"), "3000000");
         fs.set(&w("memory").join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
         fs.set(&w("memory").join("memory.failcnt"), "1");
@@ -727,9 +728,10 @@ mod tests {
     fn leftovers_of_a_dead_supervisor_are_cleaned_up() {
         let (fs, mut c) = v1_manager(CgroupMode::On);
         let g = c.prepare(9, b"u", &limits(), 0).unwrap().group.unwrap();
-        for hier in ["cpu", "cpuacct", "memory", "pids", "freezer"] {
+        for hier in ["cpuacct", "memory", "pids", "freezer"] {
             fs.add_proc(&fs.root.join(hier).join("sufcgi/inst").join(&g.rel), 4242);
         }
+        fs.add_proc(&fs.root.join("cpu/sufcgi/inst/owner-9"), 4242);
         drop(c); // killed: no shutdown
         let mounts: Vec<cgroup_fs::V1Mount> = ["cpu", "cpuacct", "memory", "pids", "freezer"]
             .iter()

@@ -5,6 +5,11 @@
 //! no `cgroup.kill`: a group is killed race-free by freezing it (its
 //! processes cannot fork or exit meanwhile, so no pid is reused), signalling
 //! every member, and thawing it.
+//!
+//! The `cpu` hierarchy stops at the owner: a worker's level there would only
+//! add a scheduling entity (the CPU share is the owner's), so a worker joins
+//! its owner's group in it, as it does in v2, where the cpu controller is not
+//! enabled below the owner. (cpuacct keeps the worker level: per-pool CPU time.)
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -69,6 +74,16 @@ impl<F: CgFs> V1<F> {
         self.dirs.iter().find(|(c, _)| c.iter().any(|x| x == controller)).map(|(_, d)| d.as_path())
     }
 
+    /// Where group `rel` is in hierarchy `i`: a worker's group is its owner's
+    /// in a hierarchy that carries `cpu` alone (see the module comment).
+    fn dir_in(&self, i: usize, rel: &str) -> PathBuf {
+        let (ctrls, d) = &self.dirs[i];
+        match rel.split_once('/') {
+            Some((owner, _)) if ctrls.iter().all(|c| c == "cpu") => d.join(owner),
+            _ => join(d, rel),
+        }
+    }
+
     fn at(&self, controller: &str, rel: &str, file: &str) -> Option<PathBuf> {
         self.dir_of(controller).map(|d| join(d, rel).join(file))
     }
@@ -81,10 +96,13 @@ impl<F: CgFs> V1<F> {
         keyed(&self.fs.read(&self.at(controller, rel, file)?).ok()?, key)
     }
 
-    /// Where the members are listed: the freezer's hierarchy if there is
-    /// one (every process is in every hierarchy alike).
+    /// Where the members and subgroups are listed: the freezer's hierarchy
+    /// if there is one (every process is in every hierarchy alike), else one
+    /// with a worker level (not cpu's alone).
     fn member_dir(&self) -> &Path {
-        self.dir_of("freezer").unwrap_or(&self.dirs[0].1)
+        self.dir_of("freezer")
+            .or_else(|| self.dirs.iter().find(|(c, _)| !c.iter().all(|x| x == "cpu")).map(|(_, d)| d.as_path()))
+            .unwrap_or(&self.dirs[0].1)
     }
 
     fn members(&self, dir: &Path) -> Vec<libc::pid_t> {
@@ -143,8 +161,8 @@ impl<F: CgFs> Hierarchy for V1<F> {
     }
 
     fn create(&self, rel: &str, _inner: bool) -> io::Result<()> {
-        for (_, d) in &self.dirs {
-            exists_ok(self.fs.mkdir(&join(d, rel)))?;
+        for i in 0..self.dirs.len() {
+            exists_ok(self.fs.mkdir(&self.dir_in(i, rel)))?;
         }
         Ok(())
     }
@@ -182,7 +200,7 @@ impl<F: CgFs> Hierarchy for V1<F> {
     }
 
     fn join_fds(&self, rel: &str) -> io::Result<Vec<OwnedFd>> {
-        self.dirs.iter().map(|(_, d)| self.fs.open_procs(&join(d, rel).join("cgroup.procs"))).collect()
+        (0..self.dirs.len()).map(|i| self.fs.open_procs(&self.dir_in(i, rel).join("cgroup.procs"))).collect()
     }
 
     fn signal(&self, rel: &str, sig: libc::c_int) -> usize {
@@ -214,7 +232,11 @@ impl<F: CgFs> Hierarchy for V1<F> {
 
     fn remove(&self, rel: &str) -> bool {
         let mut all = true;
-        for (_, d) in &self.dirs {
+        for (ctrls, d) in &self.dirs {
+            // A worker has no group of its own in the cpu hierarchy (its owner's stays).
+            if rel.contains('/') && ctrls.iter().all(|c| c == "cpu") {
+                continue;
+            }
             all &= remove_tree(&self.fs, &join(d, rel));
         }
         all
@@ -233,7 +255,7 @@ impl<F: CgFs> Hierarchy for V1<F> {
     }
 
     fn children(&self, rel: &str) -> Vec<String> {
-        self.fs.subgroups(&join(&self.dirs[0].1, rel)).unwrap_or_default()
+        self.fs.subgroups(&join(self.member_dir(), rel)).unwrap_or_default()
     }
 
     fn oom_hierarchical(&self) -> bool {
@@ -289,9 +311,10 @@ mod tests {
         assert_eq!(v1.controllers(), vec!["cpu", "cpuacct", "memory", "pids", "freezer"]);
         v1.create("owner-2001", true).unwrap();
         v1.create("owner-2001/worker-1", false).unwrap();
-        for c in ["cpu", "cpuacct", "pids", "freezer"] {
+        for c in ["cpuacct", "pids", "freezer"] {
             assert!(fs.root.join(c).join("sufcgi/inst/owner-2001/worker-1/cgroup.procs").is_file(), "{c}");
         }
+        assert!(!fs.root.join("cpu/sufcgi/inst/owner-2001/worker-1").exists(), "the cpu hierarchy stops at the owner");
         assert!(fs.root.join("memory/session/x/sufcgi/inst/owner-2001/worker-1/memory.limit_in_bytes").is_file());
         let l = GroupLimits { cpu_weight: Some(200), cpu_max: Some(150), pids: Some(64), memory: Some(256 << 20) };
         v1.set_limits("owner-2001", &l).unwrap();
@@ -304,8 +327,11 @@ mod tests {
         v1.set_limits("owner-2001", &GroupLimits { cpu_weight: Some(1), cpu_max: Some(0), pids: Some(0), memory: Some(0) }).unwrap();
         assert_eq!((o("cpu", "cpu.shares").as_str(), o("cpu", "cpu.cfs_quota_us").as_str(), o("pids", "pids.max").as_str()), ("10", "-1", "max"));
         assert_eq!(o("memory", "memory.limit_in_bytes"), "-1");
-        // One join descriptor per hierarchy.
+        // One join descriptor per hierarchy (cpu: the owner's group).
         assert_eq!(v1.join_fds("owner-2001/worker-1").unwrap().len(), 5);
+        assert!(v1.remove("owner-2001/worker-1"));
+        assert!(fs.root.join("cpu/sufcgi/inst/owner-2001").exists(), "a worker's removal leaves its owner's cpu group");
+        assert!(!fs.root.join("pids/sufcgi/inst/owner-2001/worker-1").exists());
     }
 
     #[test]
@@ -353,7 +379,7 @@ mod tests {
             Stats { cpu_usec: Some(2_500_000), memory: Some(1 << 20), memory_peak: Some(4 << 20), processes: Some(3), oom_kills: Some(2), throttled_usec: Some(7000), limit_hit: true }
         );
         // Without a freezer the members are signalled all the same.
-        fs.add_proc(&d("cpu"), 55);
+        fs.add_proc(&d("cpuacct"), 55); // listed where workers have a level (not cpu alone)
         assert_eq!(v1.signal("owner-9", libc::SIGTERM), 1);
         let no_useful = [V1Mount { controllers: vec!["freezer".into()], own_dir: fs.root.join("freezer") }];
         assert!(V1::open(fs.clone(), &no_useful, "i").is_err());
