@@ -129,7 +129,7 @@ def pools_of(st: dict, uid: int, directory: Path) -> list[dict]:
 
 
 def worker_group_re(srv, uid: int) -> re.Pattern:
-    return re.compile(rf"/sufcgi/{re.escape(srv.cgroup_instance)}/owner-{uid}/worker-\d+$")
+    return re.compile(rf"/sufcgi/{re.escape(srv.cgroup_instance)}/owner-{uid}/worker-\d+\.\d+$")
 
 
 def hierarchies(st: dict) -> list[str]:
@@ -150,7 +150,7 @@ def gone(pids, timeout: float) -> list[int]:
 
 
 def group_dirs(srv, rel: str) -> list[Path]:
-    """A group's directory in every hierarchy (rel: `owner-U/worker-N`)."""
+    """A group's directory in every hierarchy (rel: `owner-U/worker-P.N`)."""
     return [d / rel for d in srv.cgroup_dirs() if (d / rel).is_dir()]
 
 

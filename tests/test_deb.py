@@ -336,7 +336,7 @@ def _assert_in_owner_cgroup(worker: int, socket_dir: Path, uid: int):
     """The worker is in its owner's cgroup below the system server's own, in every hierarchy used."""
     inst = harness.cgroup_instance_name(socket_dir)
     cg = Path(f"/proc/{worker}/cgroup").read_text()
-    assert re.search(rf":/(\S*/)?sufcgi/{re.escape(inst)}/owner-{uid}/worker-\d+$", cg, re.M), \
+    assert re.search(rf":/(\S*/)?sufcgi/{re.escape(inst)}/owner-{uid}/worker-\d+\.\d+$", cg, re.M), \
         f"worker {worker} is not in uid {uid}'s cgroup of {inst}:\n{cg}"
 
 

@@ -362,3 +362,80 @@ fn render_html(v: &View<'_>) -> Vec<u8> {
     o.push_str("</body></html>\n");
     o.into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::owner_limits::{CgroupMode, OwnerLimits};
+    use crate::core::supervisor::protocol::{PoolState, StopCounts};
+    use crate::core::supervisor::protocol_usage::PoolUsage;
+
+    fn view_parts() -> (Vec<PoolStatus>, Vec<OwnerUsage>, Isolation) {
+        let pool = PoolStatus {
+            uid: 2001,
+            gid: 2001,
+            user: b"alice".to_vec(),
+            vhost: "a.test:80".into(),
+            kind: AppKind::App,
+            program: "/home/a/www/app/app.py".into(),
+            workdir: "/home/a/www/app".into(),
+            state: PoolState::Active,
+            max_workers: 4,
+            waiting: 0,
+            spawns: 1,
+            requests: 3,
+            rejected: 0,
+            per_worker: 1,
+            stopped: StopCounts::default(),
+            workers: vec![],
+            usage: PoolUsage { cpu_usec: Some(2_500_000), memory: Some(4096), processes: None, oom_kills: Some(0) },
+        };
+        let owner = OwnerUsage {
+            uid: 2001,
+            user: b"<al>".to_vec(),
+            limits: OwnerLimits { cpu_weight: 100, cpu_max: 150, max_processes: 512, memory: 0 },
+            in_cgroup: true,
+            cpu_usec: Some(1),
+            memory: None,
+            ..Default::default()
+        };
+        let iso = Isolation {
+            mode: CgroupMode::Required,
+            hierarchy: "v1".into(),
+            controllers: vec!["cpu".into(), "memory".into()],
+            location: "/sys/fs/cgroup/cpu/sufcgi/x".into(),
+            note: "no pids controller".into(),
+        };
+        (vec![pool], vec![owner], iso)
+    }
+
+    #[test]
+    fn json_carries_isolation_owners_and_pool_figures() {
+        let (pools, owners, iso) = view_parts();
+        let v = View { pools: &pools, owners: &owners, isolation: &iso, customer: false, truncated: false };
+        let j = String::from_utf8(render(&v, Format::Json).0).unwrap();
+        assert!(j.contains(r#""isolation":{"mode":"required","hierarchy":"v1","controllers":["cpu","memory"],"location":"/sys/fs/cgroup/cpu/sufcgi/x","note":"no pids controller"}"#), "{j}");
+        assert!(j.contains(r#""owners":[{"uid":2001,"user":"\u003cal\u003e","in_cgroup":true,"limits":{"cpu_weight":100,"cpu_max_percent":150,"max_processes":512,"memory_bytes":null},"cpu_seconds":0.000001,"cpu_throttled_seconds":null,"memory_bytes":null"#), "{j}");
+        assert!(j.contains(r#""cgroup":{"cpu_seconds":2.500000,"memory_bytes":4096,"processes":null,"oom_kills":0}"#), "{j}");
+        // A customer's page does not say where the host's groups are.
+        let c = View { customer: true, ..v };
+        let j = String::from_utf8(render(&c, Format::Json).0).unwrap();
+        assert!(j.contains(r#""view":"owner""#) && j.contains(r#""location":"""#), "{j}");
+        let h = String::from_utf8(render(&v, Format::Html).0).unwrap();
+        assert!(h.contains("&lt;al&gt; (uid 2001)") && !h.contains("<al>"), "escaped owner name");
+        assert!(h.contains("isolation: cgroup v1 (cpu, memory)") && h.contains("SuFcgiCgroups required (no pids controller)"), "{h}");
+        assert!(h.contains("<td>2.50 s</td>") || h.contains("2.50 s"), "pool CPU: {h}");
+        assert_eq!(render(&v, Format::Metrics).1, crate::core::metrics::CONTENT_TYPE);
+    }
+
+    #[test]
+    fn formats_from_the_query() {
+        assert_eq!(format_of(b""), Format::Html);
+        assert_eq!(format_of(b"json"), Format::Json);
+        assert_eq!(format_of(b"x=1&json=1"), Format::Json);
+        assert_eq!(format_of(b"metrics"), Format::Metrics);
+        assert_eq!(format_of(b"json&metrics"), Format::Metrics);
+        assert_eq!(format_of(b"jsonp"), Format::Html);
+        assert_eq!(format_of(b"metricsx=1"), Format::Html);
+    }
+}

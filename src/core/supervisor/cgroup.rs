@@ -20,7 +20,7 @@
 //! `SuFcgiOwnerMaxProcesses` and the supervisor's RSS watch; the status
 //! page says which is in force.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -161,7 +161,14 @@ pub(super) struct Cgroups {
     owners: HashMap<u32, OwnerGroup>,
     /// Worker groups whose rmdir found them busy: tried again on each tick.
     pending: Vec<WorkerGroup>,
+    /// Worker groups of live workers.
+    live: HashSet<String>,
     carried: HashMap<u32, Carried>,
+    /// Worker groups are `worker-<this supervisor's pid>.<n>`: a server
+    /// started again at once (same socket directory, so the same instance)
+    /// gets a new supervisor while the old one still stops its workers, and
+    /// neither may take the other's groups for its own.
+    worker_prefix: String,
     next_worker: u64,
     next_oom_look: Instant,
     /// Owners whose group could not be made (logged once each).
@@ -224,7 +231,9 @@ impl Cgroups {
             note,
             owners: HashMap::new(),
             pending: Vec::new(),
+            live: HashSet::new(),
             carried: HashMap::new(),
+            worker_prefix: format!("worker-{}.", crate::core::sys::getpid()),
             next_worker: 1,
             next_oom_look: Instant::now() + OOM_LOOK,
             failed_owners: HashMap::new(),
@@ -362,7 +371,7 @@ impl Cgroups {
 
     fn worker_group(&mut self, uid: u32, memory_limit: u64) -> Result<(WorkerGroup, Vec<OwnedFd>), String> {
         let Some(h) = &self.h else { return Err("no cgroup hierarchy".into()) };
-        let rel = format!("{}/worker-{}", owner_rel(uid), self.next_worker);
+        let rel = format!("{}/{}{}", owner_rel(uid), self.worker_prefix, self.next_worker);
         self.next_worker += 1;
         let made = h.create(&rel, false).map_err(|e| format!("cannot create cgroup {rel}: {e}"));
         let made = made.and_then(|_| {
@@ -377,6 +386,7 @@ impl Cgroups {
                     o.workers += 1;
                     o.empty_since = None;
                 }
+                self.live.insert(rel.clone());
                 Ok((WorkerGroup { uid, rel, memory_limit }, fds))
             }
             Err(e) => {
@@ -398,6 +408,7 @@ impl Cgroups {
     /// figures into the pool's, remove the group. Some if the kernel's OOM
     /// killer ended a process of it.
     pub fn worker_gone(&mut self, g: WorkerGroup, totals: &mut PoolTotals) -> Option<MemoryKill> {
+        self.live.remove(&g.rel);
         let h = self.h.as_ref()?;
         let st = h.stats(&g.rel);
         if h.populated(&g.rel) {
@@ -595,28 +606,37 @@ impl Cgroups {
         u
     }
 
-    /// Server stop: every group's processes are killed and every group removed.
+    /// Server stop: the processes in this supervisor's groups are killed and
+    /// its groups removed (not those of a successor already started for the
+    /// same server: see `worker_prefix`), then the instance directory if it
+    /// is empty.
     pub fn shutdown(&mut self) {
         let Some(h) = &self.h else { return };
+        let mut groups: Vec<String> = self.live.drain().chain(self.pending.drain(..).map(|g| g.rel)).collect();
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         loop {
-            if h.populated("") {
-                h.signal("", libc::SIGKILL);
+            for g in &groups {
+                if h.populated(g) {
+                    h.signal(g, libc::SIGKILL);
+                }
             }
-            let gone = h.children("").iter().all(|c| h.remove(c));
-            if gone || Instant::now() >= deadline {
+            groups.retain(|g| !h.remove(g));
+            if groups.is_empty() || Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let left = h.children("");
-        if left.is_empty() {
-            h.close();
-        } else {
-            log_error!("cgroups: could not remove {} in {} (processes left in them)", left.join(", "), h.location());
+        if !groups.is_empty() {
+            log_error!("cgroups: could not remove {} in {} (processes left in them)", groups.join(", "), h.location());
+        }
+        // An owner group a successor uses is busy: it stays, as it should.
+        for uid in self.owners.keys() {
+            h.remove(&owner_rel(*uid));
         }
         self.owners.clear();
-        self.pending.clear();
+        if h.children("").is_empty() {
+            h.close();
+        }
     }
 }
 
@@ -667,10 +687,11 @@ mod tests {
         let (fs, mut c) = v1_manager(CgroupMode::On);
         let p = c.prepare(2001, b"a", &limits(), 64 << 20).unwrap();
         let g = p.group.clone().unwrap();
-        assert_eq!(g.rel, "owner-2001/worker-1");
+        assert_eq!(g.rel, format!("owner-2001/worker-{}.1", std::process::id()), "named after this supervisor");
         assert_eq!(p.join.len(), 5, "one per hierarchy");
         assert_eq!(p.nproc, 0, "pids.max holds, no RLIMIT_NPROC");
-        let w = |c: &str| fs.root.join(c).join("sufcgi/inst/owner-2001/worker-1");
+        let rel = g.rel.clone();
+        let w = |c: &str| fs.root.join(c).join("sufcgi/inst").join(&rel);
         assert_eq!(fs.text(&w("memory").join("memory.limit_in_bytes")), (64u64 << 20).to_string());
         assert_eq!(fs.text(&fs.root.join("pids/sufcgi/inst/owner-2001/pids.max")), "32");
         assert!(c.kernel_memory());
@@ -742,6 +763,35 @@ mod tests {
         assert_eq!(again.clean_up(), (1, 1));
         assert!(fs.signals.borrow().contains(&(4242, libc::SIGKILL)));
         assert!(!fs.root.join("pids/sufcgi/inst/owner-9").exists());
+    }
+
+    #[test]
+    fn a_stopping_supervisor_leaves_its_successors_groups_alone() {
+        // The server started again at once: the new supervisor has a worker of
+        // uid 7 while the old one (same instance) still stops its own.
+        let (fs, mut old) = v1_manager(CgroupMode::On);
+        let g_old = old.prepare(7, b"u", &limits(), 0).unwrap().group.unwrap();
+        let mounts: Vec<cgroup_fs::V1Mount> = ["cpu", "cpuacct", "memory", "pids", "freezer"]
+            .iter()
+            .map(|c| cgroup_fs::V1Mount { controllers: vec![c.to_string()], own_dir: fs.root.join(c) })
+            .collect();
+        let mut new = Cgroups::with(CgroupMode::On, Some(Box::new(V1::open(fs.clone(), &mounts, "inst").unwrap())), String::new());
+        new.worker_prefix = "worker-99999.".into();
+        let g_new = new.prepare(7, b"u", &limits(), 0).unwrap().group.unwrap();
+        assert_ne!(g_old.rel, g_new.rel);
+        fs.add_proc(&fs.root.join("freezer/sufcgi/inst").join(&g_new.rel), 321);
+        old.shutdown();
+        assert!(!fs.signals.borrow().contains(&(321, libc::SIGKILL)), "the successor's worker was killed");
+        assert!(fs.root.join("freezer/sufcgi/inst").join(&g_new.rel).exists());
+        assert!(!fs.root.join("freezer/sufcgi/inst").join(&g_old.rel).exists());
+        // The old one removed nothing the new one needs; had it removed the
+        // (empty) instance directory, the next owner group makes it again.
+        new.shutdown();
+        assert!(!fs.root.join("pids/sufcgi").exists());
+        let mut third = Cgroups::with(CgroupMode::On, Some(Box::new(V1::open(fs.clone(), &mounts, "inst").unwrap())), String::new());
+        super::super::cgroup_fs::CgFs::rmdir(&*fs, &fs.root.join("pids/sufcgi/inst")).unwrap();
+        assert!(third.prepare(8, b"u", &limits(), 0).unwrap().group.is_some(), "instance directory made again");
+        third.shutdown();
     }
 
     #[test]

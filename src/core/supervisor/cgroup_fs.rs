@@ -195,11 +195,9 @@ pub(super) fn layout(proc_cgroup: &str, mountinfo: &str) -> Layout {
         }
         let (root, point) = (unescape_mount(f[3]), unescape_mount(f[4]));
         match r[0] {
-            "cgroup2" => {
-                if out.v2.is_none() {
-                    if let Some(own) = own_v2.as_deref().and_then(|o| below_mount(&point, &root, o)) {
-                        out.v2 = Some((PathBuf::from(&point), own));
-                    }
+            "cgroup2" if out.v2.is_none() => {
+                if let Some(own) = own_v2.as_deref().and_then(|o| below_mount(&point, &root, o)) {
+                    out.v2 = Some((PathBuf::from(&point), own));
                 }
             }
             "cgroup" => {

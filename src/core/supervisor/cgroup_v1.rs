@@ -162,6 +162,15 @@ impl<F: CgFs> Hierarchy for V1<F> {
 
     fn create(&self, rel: &str, _inner: bool) -> io::Result<()> {
         for i in 0..self.dirs.len() {
+            if !rel.contains('/') {
+                // An earlier supervisor of this server, stopping, may have
+                // removed the (then empty) instance directory meanwhile.
+                let inst = &self.dirs[i].1;
+                if let Some(top) = inst.parent() {
+                    exists_ok(self.fs.mkdir(top))?;
+                }
+                exists_ok(self.fs.mkdir(inst))?;
+            }
             exists_ok(self.fs.mkdir(&self.dir_in(i, rel)))?;
         }
         Ok(())

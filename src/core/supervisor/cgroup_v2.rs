@@ -163,6 +163,16 @@ impl<F: CgFs> Hierarchy for V2<F> {
     }
 
     fn create(&self, rel: &str, inner: bool) -> io::Result<()> {
+        if !rel.contains('/') && !self.fs.exists(&self.inst) {
+            // An earlier supervisor of this server, stopping, removed the
+            // (then empty) instance directory meanwhile.
+            if let Some(top) = self.inst.parent() {
+                exists_ok(self.fs.mkdir(top))?;
+                enable(&self.fs, top, &self.controllers);
+            }
+            exists_ok(self.fs.mkdir(&self.inst))?;
+            enable(&self.fs, &self.inst, &self.controllers);
+        }
         let d = join(&self.inst, rel);
         exists_ok(self.fs.mkdir(&d))?;
         if inner {
