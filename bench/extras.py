@@ -597,12 +597,13 @@ NEIGHBOUR_RUNS = 3           # samples per mode (cgroups on, off), interleaved
 
 
 class NeighbourSite:
-    """Owners A (a CPU burner, 16 workers) and B (the hello app), users picked
-    free, each with a vhost whose DocumentRoot is their www."""
+    """Owners A (a CPU burner, 16 workers) and B (the hello app), users
+    sufcgi-nb-a/-b (uid 2060/2061 or the next free ones), each with a vhost
+    whose DocumentRoot is their www."""
 
     def __init__(self, site, tmp: Path):
-        self.a = harness.ensure_user_free_uid("sufcgi-nb-a")
-        self.b = harness.ensure_user_free_uid("sufcgi-nb-b")
+        self.a = harness.ensure_user("sufcgi-nb-a", 2060)
+        self.b = harness.ensure_user("sufcgi-nb-b", 2061)
         harness.kill_pids(harness.processes_of_uids([self.a.uid, self.b.uid]), grace=1)
         src = harness.put(tmp / "burn.c", (BENCH / "burn.c").read_bytes(), (0, 0))
         d = harness.mkdir(self.a.www / "burn", self.a.ids)

@@ -200,22 +200,6 @@ def ensure_user(name: str, uid: int, limit: int | None = None, gid: int | None =
     return user
 
 
-def ensure_user_free_uid(name: str, first: int = 2600, last: int = 29999) -> User:
-    """ensure_user() for a user of this suite whose uid does not matter: the
-    existing user of that name, else a new one with the lowest uid (and gid)
-    from `first` that nothing on this machine uses yet."""
-    try:
-        return ensure_user(name, pwd.getpwnam(name).pw_uid)
-    except KeyError:
-        pass
-    used_uids = {p.pw_uid for p in pwd.getpwall()}
-    used_gids = {g.gr_gid for g in grp.getgrall()}
-    for uid in range(first, last + 1):
-        if uid not in used_uids and uid not in used_gids:
-            return ensure_user(name, uid)
-    raise HarnessError(f"no free uid between {first} and {last} for {name}")
-
-
 def mkdir(path: Path, owner: tuple[int, int], mode: int = 0o755) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ server stop that no `*sufcgi*` cgroup of that server is left.
 One server per kind (Apache event MPM, lighttpd) for the shared tests, each
 owner with its own user (uids picked free) and vhost; the fallback and the
 server-stop tests start their own. Apps: tests/apps/cg_app.py.
+Users sufcgi-cg-* (uids from 2600, or the next free ones).
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def host(key: str) -> str:
 @pytest.fixture(scope="module")
 def users():
     with harness.exclusive(LOCK_FILE, "the cgroup tests"):
-        us = {k: harness.ensure_user_free_uid(f"sufcgi-cg-{k}") for k in KEYS}
+        # Preferred uids 2600…; ensure_user takes the next free one where another account has it.
+        us = {k: harness.ensure_user(f"sufcgi-cg-{k}", 2600 + i) for i, k in enumerate(KEYS)}
         harness.kill_pids(harness.processes_of_uids([u.uid for u in us.values()]))
         for u in us.values():
             for child in u.www.iterdir():
