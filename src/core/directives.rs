@@ -25,6 +25,8 @@ pub struct LimitSettings {
     pub queue_timeout: Option<u32>,
     pub request_timeout: Option<u32>,
     pub memory_limit: Option<u64>,
+    pub slow_log: Option<u32>,
+    pub x_sendfile: Option<bool>,
 }
 
 impl LimitSettings {
@@ -38,6 +40,8 @@ impl LimitSettings {
             queue_timeout: add.queue_timeout.or(self.queue_timeout),
             request_timeout: add.request_timeout.or(self.request_timeout),
             memory_limit: add.memory_limit.or(self.memory_limit),
+            slow_log: add.slow_log.or(self.slow_log),
+            x_sendfile: add.x_sendfile.or(self.x_sendfile),
         }
     }
 
@@ -53,6 +57,8 @@ impl LimitSettings {
             queue_timeout: self.queue_timeout.unwrap_or(d.queue_timeout),
             request_timeout: self.request_timeout.unwrap_or(d.request_timeout),
             memory_limit: self.memory_limit.unwrap_or(d.memory_limit),
+            slow_log: self.slow_log.unwrap_or(d.slow_log),
+            x_sendfile: self.x_sendfile.unwrap_or(d.x_sendfile),
         }
     }
 }
@@ -124,7 +130,9 @@ pub struct DirConfig {
     pub busy_page: Option<PathBuf>,
     /// `SuFcgiRestartFile` as written (relative to the app directory).
     pub restart_file: Option<PathBuf>,
-    /// `SuFcgiLog` as written (relative to the app directory).
+    /// `SuFcgiLog` as written: relative to the app directory, `~/…` for the
+    /// owner's home, or absolute (the supervisor resolves it; see
+    /// `supervisor::customer_log`).
     pub log_file: Option<PathBuf>,
     /// Customer files (`.htaccess`) that contributed a directive; the supervisor
     /// checks their ownership before running anything they configure.
@@ -155,10 +163,12 @@ pub enum Directive {
     RestartFile,
     Log,
     Authorizer,
+    SlowLog,
+    XSendfile,
 }
 
 impl Directive {
-    pub const ALL: [Directive; 15] = [
+    pub const ALL: [Directive; 17] = [
         Directive::App,
         Directive::Wrapper,
         Directive::Env,
@@ -174,6 +184,8 @@ impl Directive {
         Directive::RestartFile,
         Directive::Log,
         Directive::Authorizer,
+        Directive::SlowLog,
+        Directive::XSendfile,
     ];
 
     pub fn name(self) -> &'static str {
@@ -193,6 +205,8 @@ impl Directive {
             Directive::RestartFile => "SuFcgiRestartFile",
             Directive::Log => "SuFcgiLog",
             Directive::Authorizer => "SuFcgiAuthorizer",
+            Directive::SlowLog => "SuFcgiSlowLog",
+            Directive::XSendfile => "SuFcgiXSendfile",
         }
     }
 
@@ -211,8 +225,10 @@ impl Directive {
             Directive::RequestTimeout => "SECONDS -- a request running longer gets 504 and its worker is replaced (default 0: off)",
             Directive::MemoryLimit => "SIZE -- a worker using more memory (e.g. 256M) is stopped (default: the host's)",
             Directive::RestartFile => "PATH -- touching this file restarts the app's workers (default tmp/restart.txt)",
-            Directive::Log => "FILE -- the app's stderr and its workers' lifecycle events go to this file",
+            Directive::Log => "FILE -- refusals, errors, the app's stderr and its workers' lifecycle events go to this file (relative to the app's directory, ~/ for your home), written as you",
             Directive::Authorizer => "FILE [ARG...] | off -- a FastCGI authorizer app FILE must allow each request in this directory tree",
+            Directive::SlowLog => "SECONDS -- a request still running after this long gets an entry in SuFcgiLog saying where the app is blocked (0: off)",
+            Directive::XSendfile => "on|off -- an X-Sendfile response header makes the server send that file of yours itself (default off)",
         }
     }
 
@@ -298,7 +314,9 @@ pub fn apply(
         }
         Directive::BusyPage => cfg.busy_page = Some(dir.join(one_relative(name, args)?)),
         Directive::RestartFile => cfg.restart_file = Some(one_relative(name, args)?),
-        Directive::Log => cfg.log_file = Some(one_relative(name, args)?),
+        Directive::Log => cfg.log_file = Some(one_log_path(name, args)?),
+        Directive::SlowLog => cfg.limits.slow_log = Some(one_count(name, args, 0, MAX_SECONDS)?),
+        Directive::XSendfile => cfg.limits.x_sendfile = Some(one_flag(name, args)?),
     }
     add_source(cfg, source);
     Ok(())
@@ -452,6 +470,33 @@ fn one_count(name: &str, args: &[&[u8]], min: u32, max: u32) -> Result<u32, Stri
     parse_count(n, min, max).map_err(|e| format!("{name}: {e}"))
 }
 
+/// `on` / `off` (any case).
+fn one_flag(name: &str, args: &[&[u8]]) -> Result<bool, String> {
+    match args {
+        [v] if v.eq_ignore_ascii_case(b"on") => Ok(true),
+        [v] if v.eq_ignore_ascii_case(b"off") => Ok(false),
+        _ => Err(format!("{name} takes on or off")),
+    }
+}
+
+/// `SuFcgiLog`: any file the owner could create, since the supervisor opens
+/// it with the owner's identity — relative to the app directory (`..`
+/// allowed), `~/…` below the owner's home, or absolute. Only what cannot
+/// name a file is refused here.
+fn one_log_path(name: &str, args: &[&[u8]]) -> Result<PathBuf, String> {
+    let [p] = args else {
+        return Err(format!("{name} takes exactly one path"));
+    };
+    let path = path_from_bytes(p).map_err(|e| format!("{name}: {e}"))?;
+    if p.starts_with(b"~") && !p.starts_with(b"~/") {
+        return Err(format!("{name}: '{}': only ~/ (your own home) is understood", lossy(p)));
+    }
+    if p.ends_with(b"/") || p == b"~/" || matches!(path.file_name(), None) || path.ends_with("..") || path.ends_with(".") {
+        return Err(format!("{name}: '{}' does not name a file", lossy(p)));
+    }
+    Ok(path)
+}
+
 fn one_relative(name: &str, args: &[&[u8]]) -> Result<PathBuf, String> {
     let [p] = args else {
         return Err(format!("{name} takes exactly one path"));
@@ -472,6 +517,14 @@ pub fn set_ceiling(c: &mut Limits, name: &[u8], v: &[u8]) -> Result<(), String> 
         b"queuetimeout" => c.queue_timeout = secs()?,
         b"requesttimeout" => c.request_timeout = secs()?,
         b"memorylimit" => c.memory_limit = parse_size(v)?,
+        b"slowlog" => c.slow_log = secs()?,
+        b"xsendfile" => {
+            c.x_sendfile = match v.to_ascii_lowercase().as_slice() {
+                b"on" => true,
+                b"off" => false,
+                _ => return Err(format!("'{}' is not on or off", String::from_utf8_lossy(v))),
+            }
+        }
         _ => return Err(format!("unknown limit '{}'", String::from_utf8_lossy(name))),
     }
     Ok(())
@@ -661,7 +714,24 @@ mod tests {
         assert!(run(&mut c, Directive::IdleTimeout, &["0"]).is_err());
         assert!(run(&mut c, Directive::MemoryLimit, &["1M"]).unwrap_err().contains("minimum"));
         assert!(run(&mut c, Directive::MemoryLimit, &["lots"]).is_err());
-        assert!(run(&mut c, Directive::Log, &["/var/log/x"]).unwrap_err().contains("relative"));
+        // SuFcgiLog: wherever the owner can create a file (checked when it is opened, as them).
+        for ok in ["/var/log/customers/a.log", "../logs/app.log", "~/logs/app.log", "app.log"] {
+            run(&mut c, Directive::Log, &[ok]).unwrap();
+            assert_eq!(c.log_file.as_deref(), Some(Path::new(ok)), "kept as written");
+        }
+        for bad in ["~bob/x.log", "logs/", "~/", "..", "logs/..", ""] {
+            assert!(run(&mut c, Directive::Log, &[bad]).is_err(), "{bad:?}");
+        }
+        run(&mut c, Directive::SlowLog, &["5"]).unwrap();
+        run(&mut c, Directive::XSendfile, &["On"]).unwrap();
+        assert_eq!((c.limits.resolve().slow_log, c.limits.resolve().x_sendfile), (5, true));
+        assert!(run(&mut c, Directive::XSendfile, &["yes"]).is_err());
+        assert!(run(&mut c, Directive::SlowLog, &["-1"]).is_err());
+        let mut ceil = Limits::DEFAULT_CEILINGS;
+        set_ceiling(&mut ceil, b"XSendfile", b"off").unwrap();
+        set_ceiling(&mut ceil, b"slowlog", b"0").unwrap();
+        assert_eq!((ceil.x_sendfile, ceil.slow_log), (false, 0));
+        assert!(set_ceiling(&mut ceil, b"XSendfile", b"maybe").is_err());
         assert!(run(&mut c, Directive::BusyPage, &["../busy.html"]).is_err());
         let mut child = DirConfig::default();
         run(&mut child, Directive::QueueLimit, &["7"]).unwrap();

@@ -481,8 +481,10 @@ pub fn check_spec(cfg: &HostConfig, spec: &PoolSpec, owner: &Owner, fs: &dyn FsV
     for cf in &spec.config_files {
         version.add(fs.lstat(cf).map(|s| s.mtime_ns).unwrap_or(0));
     }
-    for extra in [&spec.restart_file, &spec.log_file].into_iter().flatten() {
-        require_normal(extra, "restart or log file")?;
+    // (`SuFcgiLog` is not checked here: it is opened as the owner, so any
+    // path the owner could write is fine; see supervisor::customer_log.)
+    if let Some(rf) = &spec.restart_file {
+        require_normal(rf, "restart file")?;
     }
     if let Some(rf) = &spec.restart_file {
         // A missing restart file is the normal case: version 0.

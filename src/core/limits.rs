@@ -22,6 +22,12 @@ pub struct Limits {
     pub request_timeout: u32,
     /// `SuFcgiMemoryLimit`: bytes of resident memory per worker (0 = no limit).
     pub memory_limit: u64,
+    /// `SuFcgiSlowLog`: seconds after which a running request gets an entry
+    /// in the customer's log (0 = off). Not a limit on the app: a threshold.
+    pub slow_log: u32,
+    /// `SuFcgiXSendfile`: the server sends the file an `X-Sendfile` response
+    /// header names (confined to the owner's files, see `core::sendfile`).
+    pub x_sendfile: bool,
 }
 
 impl Limits {
@@ -35,6 +41,8 @@ impl Limits {
         queue_timeout: 60,
         request_timeout: 0,
         memory_limit: 0,
+        slow_log: 0,
+        x_sendfile: false,
     };
 
     /// The host's default ceilings: generous, but bounded.
@@ -47,6 +55,8 @@ impl Limits {
         queue_timeout: 300,
         request_timeout: 3600,
         memory_limit: 4 << 30,
+        slow_log: 3600,
+        x_sendfile: true,
     };
 
     /// Clamp every field to `ceil`. A customer's "0 = off" for
@@ -64,6 +74,10 @@ impl Limits {
             queue_timeout: self.queue_timeout.min(ceil.queue_timeout),
             request_timeout: off_to_ceiling(self.request_timeout as u64, ceil.request_timeout as u64) as u32,
             memory_limit: off_to_ceiling(self.memory_limit, ceil.memory_limit),
+            // "Off" stays off (it is the customer's log); a host ceiling of 0
+            // turns the slow log off for everyone.
+            slow_log: if ceil.slow_log == 0 { 0 } else { self.slow_log.min(ceil.slow_log) },
+            x_sendfile: self.x_sendfile && ceil.x_sendfile,
         }
     }
 }
@@ -99,6 +113,18 @@ mod tests {
         let small = Limits { memory_limit: 64 << 20, request_timeout: 5, ..asked }.clamp(&ceil);
         assert_eq!(small.memory_limit, 64 << 20);
         assert_eq!(small.request_timeout, 5);
+    }
+
+    #[test]
+    fn slow_log_and_x_sendfile_follow_the_host() {
+        let asked = Limits { slow_log: 5000, x_sendfile: true, ..Limits::DEFAULT };
+        let got = asked.clamp(&Limits::DEFAULT_CEILINGS);
+        assert_eq!((got.slow_log, got.x_sendfile), (3600, true));
+        assert_eq!(Limits { slow_log: 5, ..asked }.clamp(&Limits::DEFAULT_CEILINGS).slow_log, 5);
+        assert_eq!(Limits::DEFAULT.clamp(&Limits::DEFAULT_CEILINGS).slow_log, 0, "off stays off");
+        let strict = Limits { slow_log: 0, x_sendfile: false, ..Limits::DEFAULT_CEILINGS };
+        let got = asked.clamp(&strict);
+        assert_eq!((got.slow_log, got.x_sendfile), (0, false), "the host can forbid both");
     }
 
     #[test]

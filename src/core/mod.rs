@@ -18,6 +18,8 @@ pub mod php_ini;
 pub mod pool_link;
 pub mod request;
 pub mod scoreboard;
+pub mod slowlog;
 pub mod status_page;
 pub mod supervisor;
 pub mod sys;
+pub mod sys_files;

@@ -51,7 +51,9 @@ pub struct PoolSpec {
     pub limits: Limits,
     /// `SuFcgiRestartFile` (absolute): touching it starts fresh workers.
     pub restart_file: Option<PathBuf>,
-    /// `SuFcgiLog` (absolute): worker stderr and lifecycle events, written as the owner.
+    /// `SuFcgiLog` as the customer wrote it (relative to `workdir`, `~/…`, or
+    /// absolute): the supervisor resolves it, checks that the owner's own
+    /// configuration names it, and opens it as the owner.
     pub log_file: Option<PathBuf>,
     /// For `~user` requests (mod_userdir): the user named in the URL. The
     /// supervisor accepts it only if `program` lies inside that user's home.
@@ -135,7 +137,7 @@ impl PoolSpec {
             env: cfg.env.clone(),
             limits: cfg.limits.resolve(),
             restart_file: Some(restart),
-            log_file: cfg.log_file.as_ref().map(|l| workdir.join(l)),
+            log_file: cfg.log_file.clone(),
             workdir,
             userdir_user,
         }

@@ -105,7 +105,19 @@ pub fn justify(spec: &PoolSpec, sources: &[Source<'_>]) -> Result<(), String> {
             return Err(format!("no SuFcgiEnv line sets {}", String::from_utf8_lossy(k)));
         }
     }
+    if spec.log_file.is_some() && !log_backed(spec, sources) {
+        return Err("no SuFcgiLog line names this log file".into());
+    }
     Ok(())
+}
+
+/// Whether a `SuFcgiLog` line names `spec.log_file` exactly as written: a
+/// child can never have the supervisor (as the owner) write to a file the
+/// owner did not name.
+pub fn log_backed(spec: &PoolSpec, sources: &[Source<'_>]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(want) = spec.log_file.as_deref() else { return false };
+    sources.iter().flat_map(|s| s.lines.iter()).any(|l| l.is("SuFcgiLog") && l.args.len() == 1 && l.args[0] == want.as_os_str().as_bytes())
 }
 
 /// A host `<Directory /home/*/www>` pattern covers a directory below a match.
@@ -238,6 +250,16 @@ mod tests {
         assert!(justify(&s, &[Source::from_host(&d)]).is_ok());
         s.workdir = "/srv/www".into();
         assert!(justify(&s, &[Source::from_host(&d)]).is_err());
+    }
+
+    #[test]
+    fn the_log_file_must_be_named_by_the_owner() {
+        let src = [file("SuFcgiApp app.py\nSuFcgiLog ~/logs/app.log\n")];
+        let mut s = spec(AppKind::App, "/home/a/www/app/app.py", &[], &[]);
+        s.log_file = Some("~/logs/app.log".into());
+        assert!(justify(&s, &src).is_ok());
+        s.log_file = Some("/home/a/.bashrc".into());
+        assert!(justify(&s, &src).unwrap_err().contains("SuFcgiLog"));
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub mod cgroup_fs;
 mod cgroup_v1;
 mod cgroup_v2;
 pub mod client;
+mod customer_log;
 pub mod exec;
+mod history;
 mod keeper;
 pub mod log;
 mod justify;
@@ -24,6 +26,7 @@ mod php;
 mod pools;
 pub mod protocol;
 pub mod protocol_usage;
+pub mod protocol_customer;
 mod server;
 mod spawn;
 

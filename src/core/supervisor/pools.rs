@@ -134,8 +134,8 @@ pub struct Pool {
     /// start at once, but still counted against the owner's ceilings.
     pub draining: Vec<Worker>,
     pub exec: PreparedExec,
-    /// `SuFcgiLog`, opened as the owner.
-    pub log: Option<OwnedFd>,
+    /// `SuFcgiLog`: where this pool's lines go (opened as the owner, see customer_log.rs).
+    pub log: Option<super::customer_log::LogTarget>,
     /// Consecutive backoff steps; reset when a worker outlives the crash window.
     pub crash_streak: u32,
     /// While backing off: when spawning may resume.
@@ -203,6 +203,7 @@ fn put_spec_parts(e: &mut Encoder, owner: &Owner, vhost_name: &str, spec: &PoolS
     let l = &checked.limits;
     e.u32(l.max_workers).u32(l.min_workers).u32(l.idle_timeout).u32(l.max_requests);
     e.u32(l.queue_limit).u32(l.queue_timeout).u32(l.request_timeout).u64(l.memory_limit);
+    e.u32(l.slow_log).u8(l.x_sendfile as u8);
     match &spec.log_file {
         Some(p) => e.u8(1).path(p),
         None => e.u8(0),

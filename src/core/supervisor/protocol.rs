@@ -18,9 +18,10 @@ use super::protocol_usage::{self as usage, Isolation, OwnerUsage, PoolUsage};
 
 /// Bumped whenever a message's layout changes (2: pool status carries
 /// requests per worker; 3: owner limits in the configuration, isolation and
-/// usage in status replies), so a supervisor left running from an older module
+/// usage in status replies; 4: notes, pool history, refused pools, slow-log
+/// and X-Sendfile limits), so a supervisor left running from an older module
 /// and a newer child refuse each other's frames instead of misreading them.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Largest payload accepted (and produced).
 pub const MAX_FRAME: usize = 1 << 20;
 
@@ -32,6 +33,9 @@ const TAG_CONFIG: u8 = 5;
 const TAG_KILL: u8 = 6;
 const TAG_STATUS: u8 = 7;
 const TAG_REPLY_STATUS: u8 = 8;
+const TAG_NOTE: u8 = 9;
+
+use super::protocol_customer::{get_history, get_note, put_history, put_note, Note, PoolHistory};
 
 /// Why a child asks the supervisor to stop the worker it was using.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +59,9 @@ pub enum Request {
     /// `vhost` (a customer's page). Read-only: never spawns.
     /// `userdir_user` is the `~user` of the URL, checked like a pool's.
     Status { generation: u64, vhost: u32, dir: Option<PathBuf>, userdir_user: Option<Vec<u8>> },
+    /// Something about one request for the pool owner's log (one-way; see
+    /// `protocol_customer::Note`).
+    Note(Box<Note>),
 }
 
 /// A pool's state on the status page.
@@ -65,6 +72,8 @@ pub enum PoolState {
     Retiring = 2,
     /// Its workers crashed at start; no spawns until the backoff is over.
     Backoff = 3,
+    /// Never started: the supervisor refused it (`history.last_refusal` says why).
+    Refused = 4,
 }
 
 impl PoolState {
@@ -73,6 +82,7 @@ impl PoolState {
             PoolState::Active => "active",
             PoolState::Retiring => "retiring",
             PoolState::Backoff => "backoff",
+            PoolState::Refused => "refused",
         }
     }
 }
@@ -167,6 +177,7 @@ pub struct PoolStatus {
     pub workers: Vec<WorkerStatus>,
     /// What its workers' cgroups say (all None without cgroups).
     pub usage: PoolUsage,
+    pub history: PoolHistory,
 }
 
 /// The supervisor's answer to `Request::Status`.
@@ -404,7 +415,9 @@ fn put_limits(e: &mut Encoder, l: &Limits) {
         .u32(l.queue_limit)
         .u32(l.queue_timeout)
         .u32(l.request_timeout)
-        .u64(l.memory_limit);
+        .u64(l.memory_limit)
+        .u32(l.slow_log)
+        .u8(l.x_sendfile as u8);
 }
 
 fn get_limits(d: &mut Decoder<'_>) -> Result<Limits, ProtoError> {
@@ -417,6 +430,8 @@ fn get_limits(d: &mut Decoder<'_>) -> Result<Limits, ProtoError> {
         queue_timeout: d.u32()?,
         request_timeout: d.u32()?,
         memory_limit: d.u64()?,
+        slow_log: d.u32()?,
+        x_sendfile: d.bool()?,
     })
 }
 
@@ -458,6 +473,11 @@ pub fn encode_request(r: &Request) -> io::Result<Vec<u8>> {
             };
             e.finish()
         }
+        Request::Note(n) => {
+            let mut e = Encoder::new(TAG_NOTE);
+            put_note(&mut e, n);
+            e.finish()
+        }
     }
 }
 
@@ -482,6 +502,7 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, ProtoError> {
             dir: get_opt_path(&mut d)?,
             userdir_user: if d.bool()? { Some(d.bytes()?) } else { None },
         },
+        TAG_NOTE => Request::Note(Box::new(get_note(&mut d)?)),
         _ => return Err(ProtoError("unexpected message tag")),
     };
     d.end()?;
@@ -540,6 +561,7 @@ fn put_pool_status(e: &mut Encoder, p: &PoolStatus) {
         e.u32(w.pid).u8(w.state as u8).u32(w.requests).u64(w.rss).u32(w.age_secs);
     }
     usage::put_pool_usage(e, &p.usage);
+    put_history(e, &p.history);
 }
 
 fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
@@ -554,6 +576,7 @@ fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
         1 => PoolState::Active,
         2 => PoolState::Retiring,
         3 => PoolState::Backoff,
+        4 => PoolState::Refused,
         _ => return Err(ProtoError("unknown pool state")),
     };
     let max_workers = d.u32()?;
@@ -586,6 +609,7 @@ fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
         workers.push(WorkerStatus { pid, state, requests: d.u32()?, rss: d.u64()?, age_secs: d.u32()? });
     }
     let usage = usage::get_pool_usage(d)?;
+    let history = get_history(d)?;
     Ok(PoolStatus {
         uid,
         gid,
@@ -604,6 +628,7 @@ fn get_pool_status(d: &mut Decoder<'_>) -> Result<PoolStatus, ProtoError> {
         stopped,
         workers,
         usage,
+        history,
     })
 }
 
@@ -868,6 +893,16 @@ mod tests {
             Request::Ensure(Box::new(sample_spec())),
             Request::Ensure(Box::new(PoolSpec { userdir_user: None, args: vec![], ..sample_spec() })),
             Request::Nudge { slot: 5, slot_generation: 9 },
+            Request::Note(Box::new(Note {
+                slot: 1,
+                slot_generation: 2,
+                kind: super::super::protocol_customer::NoteKind::Stderr,
+                status: 0,
+                worker: 3,
+                epoch: 4,
+                elapsed_ms: 0,
+                text: b"PHP Warning: x\nsecond".to_vec(),
+            })),
         ] {
             let f = encode_request(&r).unwrap();
             assert_eq!(decode_request(payload(&f)).unwrap(), r);
@@ -963,6 +998,11 @@ mod tests {
                 WorkerStatus { pid: 101, state: WorkerState::Stopping, requests: 0, rss: 0, age_secs: 1 },
             ],
             usage: PoolUsage { cpu_usec: Some(1500), memory: Some(9 << 20), processes: Some(3), oom_kills: None },
+            history: PoolHistory {
+                last_exit: Some(super::super::protocol_customer::Happened { at: 5, status: 0, text: "pid 9 exited with status 1".into() }),
+                stderr: vec!["warning".into()],
+                ..PoolHistory::default()
+            },
         }
     }
 
@@ -993,6 +1033,7 @@ mod tests {
         p.extend_from_slice(&12u32.to_le_bytes());
         let worker_state_at = p.len() - 21 + 4;
         p.extend_from_slice(&[0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // usage: cpu unknown, 7 bytes, the rest unknown
+        p.extend_from_slice(&[0u8; 16]); // empty history (protocol_customer)
         p.extend_from_slice(&[2, 4, 0, 0, 0, b'n', b'o', b'n', b'e', 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, b'o', b'f', b'f']); // isolation
         p.extend_from_slice(&1u32.to_le_bytes()); // one owner
         p.extend_from_slice(&2401u32.to_le_bytes());
@@ -1021,6 +1062,7 @@ mod tests {
                 stopped: StopCounts { idle: 1, max_requests: 2, reload: 3, timeout: 4, memory: 5, retired: 6, crashed: 7, exited: 8 },
                 workers: vec![WorkerStatus { pid: 77, state: WorkerState::Idle, requests: 5, rss: 4096, age_secs: 12 }],
                 usage: PoolUsage { memory: Some(7), ..Default::default() },
+                history: PoolHistory::default(),
             }],
             truncated: false,
             isolation: Isolation { mode: CgroupMode::Off, hierarchy: "none".into(), note: "off".into(), ..Default::default() },

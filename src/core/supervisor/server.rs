@@ -5,9 +5,12 @@
 //! listening socket and the connected server children. Nothing here blocks
 //! except `poll` itself; a misbehaving client only ever loses its own connection.
 
+mod customer;
+
+use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -20,7 +23,7 @@ use super::pools::{backoff_delay, base_key, crash_backoff, crashed_at_start, lin
 use super::protocol::{self, FrameReader, KillReason, PoolState, PoolStatus, Request, StatusReply, WorkerState, WorkerStatus};
 use super::spawn::{spawn_worker, Confinement, PreparedExec};
 use crate::core::hostconfig::HostConfig;
-use crate::core::identity::{self, Owner, Refusal, System};
+use crate::core::identity::{self, Refusal, System};
 use crate::core::request::{worker_socket_path, PoolInfo, PoolReply, PoolSpec};
 use crate::core::scoreboard::{pool_state, worker_state, PoolSlot, Scoreboard};
 use crate::core::sys;
@@ -73,6 +76,8 @@ pub(super) struct Server {
     logged_refusals: HashSet<String>,
     /// Owners' passwd entries and groups (accounts.rs).
     accounts: CachedAccounts,
+    /// Customer logs, pool histories, refused pools (server/customer.rs).
+    customer: RefCell<customer::CustomerState>,
     stopping: bool,
     /// Per-owner cgroups, or the fallback.
     cgroups: Cgroups,
@@ -157,6 +162,7 @@ impl Server {
             next_tick: Instant::now() + TICK,
             logged_refusals: HashSet::new(),
             accounts: CachedAccounts::default(),
+            customer: RefCell::default(),
             stopping: false,
             cgroups,
         })
@@ -269,10 +275,7 @@ impl Server {
     fn event(&self, id: u64, msg: &str) {
         let Some(pool) = self.pools.get(id) else { return };
         log_notice!("pool {}: {msg}", pool.desc);
-        if let Some(fd) = &pool.log {
-            let line = format!("[{}] {msg}\n", super::log::timestamp());
-            let _ = sys::write_all_fd(fd.as_raw_fd(), line.as_bytes());
-        }
+        self.customer_line(id, "event", msg.as_bytes());
     }
 
     fn reap(&mut self) {
@@ -326,11 +329,14 @@ impl Server {
         unlink_ours(&worker.socket_path, worker.socket_id);
         drop(worker.listener);
         let lived = now.saturating_duration_since(worker.started);
-        match (&worker.stopping, &oom) {
-            (_, Some(m)) => self.event(id, &format!("worker pid {} {how} after {} ms: the kernel ended it for memory ({})", worker.pid, lived.as_millis(), m.limit)),
-            (Some(st), None) => self.event(id, &format!("worker pid {} stopped ({}): {how}", worker.pid, st.reason.text())),
-            (None, None) => self.event(id, &format!("worker pid {} {how} after {} ms", worker.pid, lived.as_millis())),
-        }
+        let limits = self.pools.get(id).map(|p| p.limits).unwrap_or(crate::core::limits::Limits::DEFAULT);
+        let exit = match (&worker.stopping, &oom) {
+            (_, Some(m)) => format!("worker pid {} {how} after {} ms: the kernel ended it for memory ({})", worker.pid, lived.as_millis(), m.limit),
+            (Some(st), None) => format!("worker pid {} stopped ({}): {how}", worker.pid, customer::stop_detail(st.reason, &limits)),
+            (None, None) => format!("worker pid {} {how} after {} ms", worker.pid, lived.as_millis()),
+        };
+        self.event(id, &exit);
+        self.record_exit(id, &exit);
         let stopping = self.stopping;
         let Some(pool) = self.pools.get_mut(id) else { return };
         match &worker.stopping {
@@ -418,16 +424,8 @@ impl Server {
     }
 
     fn emit_stderr(&self, id: u64, pid: libc::pid_t, lines: &[Vec<u8>]) {
-        let Some(pool) = self.pools.get(id) else { return };
         for l in lines {
-            let text = String::from_utf8_lossy(l);
-            match &pool.log {
-                Some(fd) => {
-                    let line = format!("[{}] [pid {pid}] {text}\n", super::log::timestamp());
-                    let _ = sys::write_all_fd(fd.as_raw_fd(), line.as_bytes());
-                }
-                None => log_notice!("pool {} worker pid {pid} stderr: {text}", pool.desc),
-            }
+            self.customer_stderr(id, pid, l);
         }
     }
 
@@ -471,6 +469,7 @@ impl Server {
             }
         }
         self.cgroups.tick(now);
+        self.customer_tick();
     }
 
     /// Stop what should stop: retired workers, idle ones beyond the minimum
@@ -578,10 +577,12 @@ impl Server {
         self.cg_signal_pid(id, pid, sig);
         // Out of its entry: a replacement may start before it has exited.
         self.pools.drain(id, index);
-        self.event(id, &format!("stopping worker pid {pid}: {}", reason.text()));
+        let detail = self.pools.get(id).map(|p| customer::stop_detail(reason, &p.limits)).unwrap_or_default();
+        self.event(id, &format!("stopping worker pid {pid}: {detail}"));
     }
 
     fn forget_pool(&mut self, id: u64) {
+        self.forget_history(id);
         if let Some(pool) = self.pools.remove(id) {
             if let Some(slot) = self.slot(pool.slot) {
                 slot.state.store(pool_state::FREE, Ordering::Release);
@@ -910,6 +911,7 @@ impl Server {
                     Request::Kill { slot, slot_generation, worker, epoch, reason } => {
                         self.kill(slot, slot_generation, worker, epoch, reason)
                     }
+                    Request::Note(n) => self.handle_note(&n),
                     Request::Status { generation, vhost, dir, userdir_user } => {
                         let reply = self.status(generation, vhost, dir, userdir_user);
                         match protocol::encode_status_reply(&reply) {
@@ -950,8 +952,12 @@ impl Server {
 
     fn ensure(&mut self, spec: &PoolSpec) -> PoolReply {
         match self.try_ensure(spec) {
-            Ok(info) => PoolReply::Ready(info),
+            Ok(info) => {
+                self.pool_started(spec, info.uid);
+                PoolReply::Ready(info)
+            }
             Err(r) => {
+                self.note_refusal(spec, &r);
                 if self.logged_refusals.len() >= MAX_LOGGED_REFUSALS {
                     self.logged_refusals.clear();
                 }
@@ -1060,13 +1066,7 @@ impl Server {
                 self.retire_pool(old);
             }
         }
-        let log = spec.log_file.as_deref().and_then(|p| match open_as_owner(p, &owner) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                log_warn!("pool {desc}: cannot open SuFcgiLog {}: {e}; using the error log", p.display());
-                None
-            }
-        });
+        let log = self.log_target(spec, &owner);
         self.pools.insert(Pool {
             key,
             lineage,
@@ -1164,6 +1164,7 @@ impl Server {
         let now = Instant::now();
         let mut pools: Vec<PoolStatus> =
             self.pools.pools().filter(|p| only_uid.is_none_or(|u| p.uid == u)).map(|p| self.pool_status(p, now)).collect();
+        pools.extend(self.refused_status(only_uid));
         pools.sort_by(|a, b| (a.uid, &a.vhost, &a.program, &a.workdir).cmp(&(b.uid, &b.vhost, &b.program, &b.workdir)));
         let owners = self.owners_status(&pools, only_uid);
         StatusReply::Pools { pools, truncated: false, isolation: self.cgroups.isolation(), owners }
@@ -1266,6 +1267,7 @@ impl Server {
             stopped: p.stopped,
             workers,
             usage: self.pool_usage(p),
+            history: self.pool_history(p, now),
         }
     }
 
@@ -1348,30 +1350,5 @@ fn collect_stderr(w: &mut Worker, out: &mut Vec<Vec<u8>>) {
         if out.len() > 256 {
             break;
         }
-    }
-}
-
-/// Open `SuFcgiLog` with the owner's filesystem identity, so the file is
-/// created as theirs and a path they could not write cannot be reached
-/// through it (no root-privileged open of a customer-chosen path).
-fn open_as_owner(path: &Path, owner: &Owner) -> io::Result<OwnedFd> {
-    let c = sys::cpath(path)?;
-    // SAFETY: the supervisor is single-threaded; setfsuid/setfsgid only change
-    // this thread's filesystem ids and are restored right after the open.
-    unsafe {
-        libc::setfsgid(owner.gid);
-        libc::setfsuid(owner.uid);
-        let fd = libc::open(
-            c.as_ptr(),
-            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY,
-            0o640 as libc::c_uint,
-        );
-        let err = io::Error::last_os_error();
-        libc::setfsuid(0);
-        libc::setfsgid(0);
-        if fd < 0 {
-            return Err(err);
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
     }
 }
