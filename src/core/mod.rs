@@ -1,7 +1,9 @@
 //! The server-agnostic core. Nothing here may use a server's FFI.
 
 pub mod authorizer;
+pub mod customer_note;
 pub mod directives;
+pub mod error_page;
 pub mod fastcgi;
 pub mod guard;
 pub mod hostconfig;
@@ -17,7 +19,10 @@ pub mod owner_limits;
 pub mod php_ini;
 pub mod pool_link;
 pub mod request;
+pub mod request_cost;
 pub mod scoreboard;
+pub mod sendfile;
+pub mod slow_watch;
 pub mod slowlog;
 pub mod status_page;
 pub mod supervisor;

@@ -301,6 +301,12 @@ pub fn kill(site: &Site<'_>, info: &PoolInfo, worker: u32, epoch: u32) {
     let _ = ask(site.socket_dir, |c| c.kill(info.slot, info.slot_generation, worker, epoch, KillReason::Timeout));
 }
 
+/// Send a note for the pool owner's log (best effort, no reply; see
+/// `core::customer_note`, which decides what is sent).
+pub fn note(socket_dir: &Path, n: &crate::core::supervisor::protocol_customer::Note) {
+    let _ = ask(socket_dir, |c| c.note(n));
+}
+
 /// Run `f` on this process' connection, reconnecting once if it broke (the
 /// supervisor was restarted, or this process was forked from one that had a link).
 fn ask<T>(socket_dir: &Path, f: impl Fn(&mut Client) -> std::io::Result<T>) -> std::io::Result<T> {

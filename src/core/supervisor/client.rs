@@ -89,6 +89,11 @@ impl Client {
         self.one_way(&Request::Kill { slot, slot_generation, worker, epoch, reason })
     }
 
+    /// A note for the pool owner's log (protocol_customer::Note). No reply.
+    pub fn note(&mut self, n: &super::protocol_customer::Note) -> io::Result<()> {
+        self.one_way(&Request::Note(Box::new(n.clone())))
+    }
+
     fn one_way(&mut self, r: &Request) -> io::Result<()> {
         self.check()?;
         let res = self.send(r);
