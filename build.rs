@@ -141,7 +141,7 @@ fn lighttpd_bindings() {
     let bindings = bindgen::Builder::default()
         .header("lighttpd-headers/wrapper.h")
         .clang_args(&args)
-        .allowlist_function("fdevent_.*|chunkqueue_.*|buffer_.*|http_header_.*|http_response_.*|http_cgi_headers|http_chunk_.*|log_error|log_perror|stat_cache_.*|config_plugin_values_init|config_check_cond|array_.*")
+        .allowlist_function("fdevent_.*|chunkqueue_.*|buffer_.*|http_header_.*|http_response_.*|http_cgi_headers|http_chunk_.*|http_etag_create|http_method_buf|log_error|log_perror|stat_cache_.*|config_plugin_values_init|config_check_cond|array_.*")
         .allowlist_type("request_st|server|connection|plugin|plugin_data_base|config_plugin_value_t|config_plugin_keys_t|config_scope_type_t|config_values_type_t|handler_t|data_config|data_string|data_unset|http_cgi_opts|fdnode|fdevents|chunkqueue|buffer|array")
         .allowlist_var("log_con_jqueue|log_monotonic_secs|log_epoch_secs|FDEVENT_.*|HTTP_HEADER_.*|T_CONFIG_.*|T_CONFIG_SCOPE_.*|HANDLER_.*")
         .derive_default(true)

@@ -16,4 +16,6 @@
 #include <apr_tables.h>
 #include <apr_pools.h>
 #include <apr_buckets.h>
+#include <apr_portable.h>
+#include <mod_core.h>
 #include <apr_thread_proc.h>

@@ -19,4 +19,6 @@
 #include "request.h"
 #include "response.h"
 #include "stat_cache.h"
+#include "http_etag.h"
+#include "http_kv.h"
 #include "configfile.h"

@@ -106,3 +106,23 @@ pub unsafe fn table_get<'a>(t: *const ffi::apr_table_t, k: &[u8]) -> Option<&'a 
     // SAFETY: apr_table_get returns a pointer into the table or null.
     unsafe { bytes(ffi::apr_table_get(t, k.as_ptr())) }
 }
+
+/// Append bucket `e` to brigade `bb` (APR's `APR_BRIGADE_INSERT_TAIL`
+/// macro, which bindgen cannot see: the ring's sentinel is the brigade's
+/// list head viewed as a bucket, as APR_RING_SENTINEL computes it).
+///
+/// # Safety
+/// `bb` is a live brigade and `e` a live bucket in no brigade.
+pub unsafe fn brigade_insert_tail(bb: *mut ffi::apr_bucket_brigade, e: *mut ffi::apr_bucket) {
+    // SAFETY: per the contract; the offsets are those of the C structs, so
+    // `sentinel` aliases `bb->list` exactly as the macros do, and only its
+    // `link` field is ever touched.
+    unsafe {
+        let sentinel = (std::ptr::addr_of_mut!((*bb).list) as *mut u8).sub(std::mem::offset_of!(ffi::apr_bucket, link)) as *mut ffi::apr_bucket;
+        let last = (*bb).list.prev;
+        (*e).link.next = sentinel;
+        (*e).link.prev = last;
+        (*last).link.next = e;
+        (*bb).list.prev = e;
+    }
+}

@@ -41,6 +41,9 @@ pub struct ServerConf {
     /// `SuFcgiOwner*` limits set in this server record (the main server's
     /// are every owner's; a vhost's override them for its owners).
     pub owner_limits: OwnerOverrides,
+    /// `SuFcgiRequestNotes auto|on|off`: None = auto (set them when a log
+    /// format of the configuration mentions them).
+    pub request_notes: Option<bool>,
 }
 
 impl Default for ServerConf {
@@ -57,6 +60,7 @@ impl Default for ServerConf {
             php_forbid: Vec::new(),
             cgroups: None,
             owner_limits: OwnerOverrides::default(),
+            request_notes: None,
         }
     }
 }
@@ -77,15 +81,16 @@ enum HostDirective {
     OwnerCpuMax,
     OwnerMaxProcesses,
     OwnerMemory,
+    RequestNotes,
 }
 
 impl HostDirective {
-    const ALL: [(HostDirective, &'static CStr, &'static CStr); 14] = [
+    const ALL: [(HostDirective, &'static CStr, &'static CStr); 15] = [
         (HostDirective::Owner, c"SuFcgiOwner", c"USER [GROUP] -- the identity this vhost's FastCGI workers run as"),
         (HostDirective::MinUid, c"SuFcgiMinUid", c"N -- lowest uid a worker may run as (default 1000)"),
         (HostDirective::MinGid, c"SuFcgiMinGid", c"N -- lowest gid a worker may run as (default 1000)"),
         (HostDirective::SocketDir, c"SuFcgiSocketDir", c"DIR -- directory for worker sockets (default: runtime dir/sufcgi)"),
-        (HostDirective::Ceiling, c"SuFcgiCeiling", c"NAME VALUE -- highest value customers may set for SuFcgiNAME (MaxWorkers, MinWorkers, IdleTimeout, MaxRequests, QueueLimit, QueueTimeout, RequestTimeout, MemoryLimit)"),
+        (HostDirective::Ceiling, c"SuFcgiCeiling", c"NAME VALUE -- highest value customers may set for SuFcgiNAME (MaxWorkers, MinWorkers, IdleTimeout, MaxRequests, QueueLimit, QueueTimeout, RequestTimeout, MemoryLimit, SlowLog; XSendfile on|off)"),
         (HostDirective::MaxWorkersPerOwner, c"SuFcgiMaxWorkersPerOwner", c"N -- live workers one owner may have in all (default 32)"),
         (HostDirective::MaxWorkersTotal, c"SuFcgiMaxWorkersTotal", c"N -- live workers on this server in all (default 512)"),
         (HostDirective::BlockEnv, c"SuFcgiBlockEnv", c"NAME... -- environment names customers may not set with SuFcgiEnv"),
@@ -95,12 +100,13 @@ impl HostDirective {
         (HostDirective::OwnerCpuMax, c"SuFcgiOwnerCpuMax", c"PERCENT|none -- at most this much CPU for all of an owner's processes (150% = 1.5 CPUs; default none)"),
         (HostDirective::OwnerMaxProcesses, c"SuFcgiOwnerMaxProcesses", c"N|none -- processes all of an owner's workers may have in all (default 512)"),
         (HostDirective::OwnerMemory, c"SuFcgiOwnerMemory", c"SIZE|none -- memory for all of an owner's processes (e.g. 2G; default none)"),
+        (HostDirective::RequestNotes, c"SuFcgiRequestNotes", c"auto|on|off -- set the sufcgi-* request notes for LogFormat (auto: when a log format uses them)"),
     ];
 }
 
 /// httpd's command table must be a static C array that lives as long as the module.
 #[repr(transparent)]
-pub struct CommandTable(pub [ffi::command_rec; 34]);
+pub struct CommandTable(pub [ffi::command_rec; 37]);
 // SAFETY: the table is immutable after initialisation and holds only pointers
 // to 'static data (names, usage strings, functions).
 unsafe impl Sync for CommandTable {}
@@ -183,6 +189,8 @@ pub static COMMANDS: CommandTable = CommandTable([
     // FileInfo, as mod_fcgid's FcgidAuthorizer/FcgidAccessChecker; AuthConfig
     // too, the class hosts grant for access control (either one suffices).
     customer_in(Directive::Authorizer, c"SuFcgiAuthorizer", c"FILE [ARG...] | off -- a FastCGI authorizer app FILE must allow each request in this directory tree", ffi::OR_FILEINFO | ffi::OR_AUTHCFG),
+    customer(Directive::SlowLog, c"SuFcgiSlowLog", c"SECONDS -- a request still running after this long gets an entry in SuFcgiLog saying where the app is blocked (0: off)"),
+    customer(Directive::XSendfile, c"SuFcgiXSendfile", c"on|off -- an X-Sendfile response header makes the server send that file of yours itself"),
     host(0),
     host(1),
     host(2),
@@ -197,6 +205,7 @@ pub static COMMANDS: CommandTable = CommandTable([
     host(11),
     host(12),
     host(13),
+    host(14),
     php(0),
     php(1),
     php(2),
@@ -436,6 +445,21 @@ unsafe extern "C" fn host_directive(
                         _ => Err(format!("{name} takes one value")),
                     }
                 }
+                HostDirective::RequestNotes => match a.as_slice() {
+                    [v] if v.eq_ignore_ascii_case(b"auto") => {
+                        conf.request_notes = None;
+                        Ok(())
+                    }
+                    [v] if v.eq_ignore_ascii_case(b"on") => {
+                        conf.request_notes = Some(true);
+                        Ok(())
+                    }
+                    [v] if v.eq_ignore_ascii_case(b"off") => {
+                        conf.request_notes = Some(false);
+                        Ok(())
+                    }
+                    _ => Err(format!("{name} takes auto, on or off")),
+                },
                 HostDirective::BlockEnv => {
                     if a.is_empty() {
                         Err(format!("{name} takes one or more names"))

@@ -38,7 +38,24 @@ pub(super) fn userdir_user(uri: &[u8]) -> Option<Vec<u8>> {
 
 fn refuse(r: *mut ffi::request_rec, status: u32, why: &str) -> c_int {
     log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
+    error_page(r, status as c_int);
     status as c_int
+}
+
+/// The body of an error sufcgi answers (`core::error_page`: what kind of
+/// problem, and that the owner's SuFcgiLog and status page say more),
+/// unless the host or the site has an `ErrorDocument` for it.
+pub(super) fn error_page(r: *mut ffi::request_rec, status: c_int) {
+    let Some(page) = crate::core::error_page::page(status.clamp(0, 999) as u16) else { return };
+    let Ok(text) = std::ffi::CString::new(page) else { return };
+    // SAFETY: r is live; ap_custom_response copies the text into r's pool,
+    // and the index is httpd's own for a status it knows.
+    unsafe {
+        let idx = ffi::ap_index_of_response(status);
+        if ffi::ap_response_code_string(r, idx).is_null() {
+            ffi::ap_custom_response(r, status, text.as_ptr());
+        }
+    }
 }
 
 /// # Safety
@@ -170,6 +187,9 @@ unsafe fn handle(r: *mut ffi::request_rec) -> c_int {
                 if let Some(why) = &outcome.why {
                     log::request(r, log::ERR, format!("sufcgi: {why}").as_bytes());
                 }
+                if outcome.status >= 400 {
+                    error_page(r, outcome.status);
+                }
                 outcome.status
             }
             Err(NotRun::Busy { retry_after, why }) => busy(r, cfg, retry_after, &why),
@@ -199,5 +219,6 @@ fn busy(r: *mut ffi::request_rec, cfg: &DirConfig, retry_after: u32, why: &str) 
             return ffi::OK as c_int;
         }
     }
+    error_page(r, ffi::HTTP_SERVICE_UNAVAILABLE as c_int);
     ffi::HTTP_SERVICE_UNAVAILABLE as c_int
 }

@@ -8,6 +8,7 @@ use crate::core::guard::guard;
 use super::{authorizer, ffi, handler, log, runtime, watchdog};
 use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
 use crate::core::owner_limits::OwnerLimits;
+use crate::core::request_cost::Wanted;
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
 use crate::core::sys;
@@ -149,7 +150,7 @@ unsafe fn vhost_name(srv: *const ffi::server_rec) -> String {
 /// # Safety
 /// `node` is null or a node of httpd's live configuration tree.
 unsafe fn collect_host_directives(mut node: *const ffi::ap_directive_t, dir: Option<&PathBuf>, out: &mut Vec<HostDirective>) {
-    const NAMES: &[&str] = &["SuFcgiApp", "SuFcgiAuthorizer", "SuFcgiWrapper", "SuFcgiEnv", "php_value", "php_flag", "php_admin_value", "php_admin_flag"];
+    const NAMES: &[&str] = &["SuFcgiApp", "SuFcgiAuthorizer", "SuFcgiWrapper", "SuFcgiEnv", "SuFcgiLog", "php_value", "php_flag", "php_admin_value", "php_admin_flag"];
     // SAFETY: the tree is complete and immutable once configuration is read.
     unsafe {
         while let Some(d) = node.as_ref() {
@@ -168,6 +169,45 @@ unsafe fn collect_host_directives(mut node: *const ffi::ap_directive_t, dir: Opt
                 out.push(HostDirective { dir: dir.cloned(), name: name.to_vec(), args });
             }
             node = d.next;
+        }
+    }
+}
+
+/// The arguments of every log-format directive in the configuration
+/// (mod_log_config's), concatenated: what `SuFcgiRequestNotes auto` looks at.
+///
+/// # Safety
+/// `node` is null or a node of httpd's live configuration tree.
+unsafe fn log_formats(mut node: *const ffi::ap_directive_t, out: &mut Vec<u8>) {
+    const NAMES: &[&str] = &["LogFormat", "CustomLog", "TransferLog", "GlobalLog", "ErrorLogFormat"];
+    // SAFETY: the tree is complete and immutable once configuration is read.
+    unsafe {
+        while let Some(d) = node.as_ref() {
+            let name = bytes(d.directive).unwrap_or(b"");
+            if NAMES.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name)) {
+                out.extend_from_slice(bytes(d.args).unwrap_or(b""));
+                out.push(b'\n');
+            }
+            log_formats(d.first_child, out);
+            node = d.next;
+        }
+    }
+}
+
+/// Which request notes this configuration's logs use (`SuFcgiRequestNotes`).
+///
+/// # Safety
+/// `s` is the main server of a fully read configuration.
+unsafe fn notes_wanted(s: *mut ffi::server_rec) -> Wanted {
+    // SAFETY: the caller's contract.
+    match unsafe { server_conf(s) }.and_then(|c| c.request_notes) {
+        Some(true) => Wanted::ALL,
+        Some(false) => Wanted::default(),
+        None => {
+            let mut text = Vec::new();
+            // SAFETY: ap_conftree is httpd's complete tree at post_config.
+            unsafe { log_formats(ffi::ap_conftree, &mut text) };
+            Wanted::from_formats(&text)
         }
     }
 }
@@ -258,6 +298,7 @@ pub unsafe fn ensure_supervisor(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server
             io_timeout_ms,
             vhosts,
             blocked_env: hc.blocked_env.clone(),
+            notes: notes_wanted(s),
         }));
         Ok(())
     }

@@ -6,7 +6,7 @@
 use crate::core::pool_link::{self as link, PoolError};
 use super::relay::{self, Body, Outcome, Role};
 use super::runtime::Runtime;
-use super::{dispatch, ffi, log};
+use super::{dispatch, ffi, log, observe};
 use super::relay_shared;
 use crate::core::fastcgi::record;
 use crate::core::mux;
@@ -47,6 +47,7 @@ pub unsafe fn run(
 ) -> Result<Outcome, NotRun> {
     let mut fresh = false;
     let mut checked = false;
+    let mut meter = observe::meter(rt, role == Role::Responder);
     for _attempt in 0..4 {
         let pool = match link::pool_for(&rt.site(), spec, fresh) {
             Ok(p) => p,
@@ -58,7 +59,10 @@ pub unsafe fn run(
             }
         };
         if !checked {
-            check(&pool.info).map_err(|(status, why)| NotRun::Refused { status, retry_after: None, why })?;
+            check(&pool.info).map_err(|(status, why)| {
+                observe::not_run(rt, &pool, status, &why);
+                NotRun::Refused { status, retry_after: None, why }
+            })?;
             checked = true;
         }
         let Some(slot) = pool.slot(&rt.scoreboard) else {
@@ -74,6 +78,7 @@ pub unsafe fn run(
             }
             Err(dispatch::NoWorker::Busy { retry_after, why }) => {
                 slot.rejected.fetch_add(1, Ordering::Relaxed);
+                observe::not_run(rt, &pool, ffi::HTTP_SERVICE_UNAVAILABLE, &why);
                 return Err(NotRun::Busy { retry_after, why });
             }
         };
@@ -103,19 +108,37 @@ pub unsafe fn run(
         // ends (or is stopped) within its own timeout: allow for both.
         let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
         let deadline = (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed));
-        let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline };
-        let outcome = match &conn {
+        let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline, x_sendfile: pool.info.limits.x_sendfile };
+        // SAFETY: r is live (the caller's contract).
+        let slow = unsafe { observe::claimed(r, rt, &pool, slot, &claim, &mut meter) };
+        let mut outcome = match &conn {
             // SAFETY: r is live (the caller's contract).
             Conn::Own(sock) => unsafe { relay::exchange_as(r, sock, pairs, body, &timeouts, role) },
             // SAFETY: as above.
             Conn::Shared(mc) => unsafe { relay_shared::exchange_shared(r, mc, pairs, body, &timeouts, role) },
         };
         drop(conn);
-        let worker = claim.index;
+        drop(slow);
+        let (worker, epoch) = (claim.index, claim.epoch);
         slot.inflight.fetch_sub(1, Ordering::AcqRel);
         let never_accepted = link::settle(&rt.site(), &pool.info, claim, outcome.fate, outcome.answered);
+        // SAFETY: r is live.
+        unsafe { observe::ended(r, rt, spec, &pool, (worker, epoch), &mut outcome, meter.take(), never_accepted) };
         if never_accepted {
-            return Err(NotRun::Busy { retry_after: 1, why: "the worker exited before taking the request (is the app failing at start?)".into() });
+            let why = "the worker exited before taking the request (is the app failing at start?)";
+            observe::not_run(rt, &pool, ffi::HTTP_SERVICE_UNAVAILABLE, why);
+            return Err(NotRun::Busy { retry_after: 1, why: why.into() });
+        }
+        if let Some(wanted) = outcome.sendfile.take() {
+            // The worker is free already (settled above): httpd sends the file.
+            // SAFETY: r is live and nothing of the response was sent.
+            match unsafe { super::request_file::serve(r, &wanted, pool.info.uid) } {
+                Ok(status) => outcome.status = status,
+                Err(why) => {
+                    observe::not_run(rt, &pool, ffi::HTTP_FORBIDDEN, &why);
+                    (outcome.status, outcome.why) = (ffi::HTTP_FORBIDDEN as relay::Status, Some(why));
+                }
+            }
         }
         if outcome.refused == Some(record::CANT_MPX_CONN) {
             // It said it multiplexes, then refused to: believe the refusal.

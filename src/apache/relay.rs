@@ -8,7 +8,8 @@ use super::{ffi, log};
 pub use crate::core::authorizer::{Captured, MAX_CAPTURED_BODY};
 use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
-use crate::core::fastcgi::response::{Event, ResponseDecoder, StderrLines};
+use crate::core::customer_note::AppStderr;
+use crate::core::fastcgi::response::{Event, ResponseDecoder};
 use crate::core::fastcgi::params;
 use crate::core::sys;
 use std::io;
@@ -99,6 +100,10 @@ pub struct Outcome {
     /// The app ended the request unserved with this FastCGI protocol status
     /// (CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE).
     pub refused: Option<u8>,
+    /// The app's stderr lines (already in the error log), for its owner's log.
+    pub stderr: Vec<Vec<u8>>,
+    /// `X-Sendfile`: the file the app asked the server to send (its body was dropped).
+    pub sendfile: Option<crate::core::sendfile::Wanted>,
 }
 
 /// The FastCGI role a request is run in (BEGIN_REQUEST's role field).
@@ -163,6 +168,8 @@ pub struct Timeouts {
     pub io_ms: i32,
     /// `SuFcgiRequestTimeout`, as a deadline.
     pub deadline: Option<Instant>,
+    /// `SuFcgiXSendfile` in force for the pool.
+    pub x_sendfile: bool,
 }
 
 /// Why an exchange that heard nothing in time was cut.
@@ -187,16 +194,20 @@ pub(super) struct Exchange {
     headers_sent: bool,
     pub(super) client_gone: bool,
     pub(super) wrote_body: bool,
-    stderr: StderrLines,
+    stderr: AppStderr,
     end_protocol_status: Option<u8>,
     /// Some in the authorizer role: headers and body are kept here, never sent.
     capture: Option<Captured>,
+    /// Whether an `X-Sendfile` header is obeyed, and the one that was.
+    x_sendfile: bool,
+    sendfile: Option<crate::core::sendfile::Wanted>,
 }
 
 impl Exchange {
-    pub(super) fn new(r: *mut ffi::request_rec, role: Role) -> Exchange {
+    pub(super) fn new(r: *mut ffi::request_rec, role: Role, t: &Timeouts) -> Exchange {
         let capture = (role == Role::Authorizer).then(Captured::default);
-        Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr: StderrLines::default(), end_protocol_status: None, capture }
+        let x_sendfile = t.x_sendfile && role == Role::Responder;
+        Exchange { r, headers_sent: false, client_gone: false, wrote_body: false, stderr: AppStderr::default(), end_protocol_status: None, capture, x_sendfile, sendfile: None }
     }
 
     /// # Safety
@@ -204,13 +215,17 @@ impl Exchange {
     pub(super) unsafe fn on_event(&mut self, ev: Event<'_>) {
         let Some(ev) = Captured::pass(self.capture.as_mut(), ev) else { return };
         match ev {
-            Event::Headers(h) => {
+            Event::Headers(mut h) => {
+                if self.x_sendfile {
+                    // The server sends the file once the worker is free (handler.rs).
+                    self.sendfile = crate::core::sendfile::take_from(&mut h, false);
+                }
                 // SAFETY: headers come before any body bytes.
                 unsafe { apply_headers(self.r, &h) };
-                self.headers_sent = true;
+                self.headers_sent = self.sendfile.is_none();
             }
             Event::Body(b) => {
-                if self.client_gone || b.is_empty() {
+                if self.client_gone || b.is_empty() || self.sendfile.is_some() {
                     return;
                 }
                 // SAFETY: r is live; ap_rwrite copies the bytes into its brigade.
@@ -291,7 +306,7 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[
     let mut backend_buf = BACKEND_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
     backend_buf.resize(CHUNK + 8, 0);
     let mut dec = ResponseDecoder::new(REQUEST_ID, MAX_RESPONSE_HEADERS).for_authorizer(role == Role::Authorizer);
-    let mut ex = Exchange::new(r, role);
+    let mut ex = Exchange::new(r, role, t);
     let mut failure: Option<(Status, Fate, String)> = None;
 
     loop {
@@ -413,8 +428,10 @@ pub(super) unsafe fn conclude(r: *mut ffi::request_rec, mut ex: Exchange, dec: &
         }
     }
     let captured = ex.capture.take();
+    let stderr = ex.stderr.take();
+    let sendfile = ex.sendfile.take();
     match failure {
-        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None, captured, refused },
+        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None, captured, refused, stderr, sendfile },
         Some((status, fate, why)) => {
             if ex.headers_sent {
                 // Too late for an error page: make sure the client sees a
@@ -424,9 +441,9 @@ pub(super) unsafe fn conclude(r: *mut ffi::request_rec, mut ex: Exchange, dec: &
                     (*(*r).connection).keepalive = ffi::ap_conn_keepalive_e_AP_CONN_CLOSE;
                     (*(*r).connection).aborted = 1;
                 }
-                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why), captured, refused }
+                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why), captured, refused, stderr, sendfile: None }
             } else {
-                Outcome { status, fate, answered: got_bytes, why: Some(why), captured, refused }
+                Outcome { status, fate, answered: got_bytes, why: Some(why), captured, refused, stderr, sendfile: None }
             }
         }
     }

@@ -57,7 +57,7 @@ unsafe fn deliver(r: *mut ffi::request_rec, ex: &mut Exchange, dec: &mut Respons
 /// # Safety
 /// As `relay::exchange_as`.
 pub unsafe fn exchange_shared(r: *mut ffi::request_rec, conn: &MuxConn, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role) -> Outcome {
-    let mut ex = Exchange::new(r, role);
+    let mut ex = Exchange::new(r, role, t);
     let Some(id) = conn.open() else {
         let dec = ResponseDecoder::new(0, MAX_RESPONSE_HEADERS);
         let failure = Some((ffi::HTTP_BAD_GATEWAY as Status, Fate::Broken, "the shared connection to the app closed".to_string()));

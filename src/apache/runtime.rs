@@ -66,6 +66,8 @@ pub struct Runtime {
     pub vhosts: HashMap<usize, u32>,
     /// `SuFcgiBlockEnv` names: also kept out of the FastCGI params.
     pub blocked_env: Vec<String>,
+    /// Which `sufcgi-*` request notes to set (`SuFcgiRequestNotes`).
+    pub notes: crate::core::request_cost::Wanted,
 }
 
 impl Runtime {

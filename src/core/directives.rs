@@ -491,7 +491,7 @@ fn one_log_path(name: &str, args: &[&[u8]]) -> Result<PathBuf, String> {
     if p.starts_with(b"~") && !p.starts_with(b"~/") {
         return Err(format!("{name}: '{}': only ~/ (your own home) is understood", lossy(p)));
     }
-    if p.ends_with(b"/") || p == b"~/" || matches!(path.file_name(), None) || path.ends_with("..") || path.ends_with(".") {
+    if p.ends_with(b"/") || p == b"~/" || path.file_name().is_none() || path.ends_with("..") || path.ends_with(".") {
         return Err(format!("{name}: '{}' does not name a file", lossy(p)));
     }
     Ok(path)

@@ -236,6 +236,7 @@ mod tests {
             stopped: StopCounts { idle: 1, memory: 2, ..Default::default() },
             workers: vec![WorkerStatus { pid: 9, state: WorkerState::Busy, requests: 1, rss: 0, age_secs: 1 }],
             usage: PoolUsage { cpu_usec: Some(1_500_000), memory: Some(4096), processes: Some(2), oom_kills: Some(1) },
+            history: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@
 //! Why the server child opens it (as the web server's user) and not the
 //! supervisor as the owner: see SECURITY.md (property 23).
 
+use crate::core::fastcgi::cgi_headers::CgiHeaders;
 use crate::core::identity::{is_normal_absolute, path_within};
 use crate::core::sys::{self, FileStat};
 use crate::core::sys_files::{fs_type, open_beneath, open_dir_path};
@@ -27,6 +28,37 @@ pub fn is_sendfile_header(name: &[u8]) -> bool {
     HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// What an app's response asked the server to send instead of its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// `X-Sendfile: PATH` (or `X-LIGHTTPD-send-file`).
+    File(Vec<u8>),
+    /// lighttpd's `X-Sendfile2: PATH RANGE, …` (under lighttpd only).
+    Ranges(Vec<u8>),
+}
+
+/// Take the X-Sendfile request out of an app's headers (the client never
+/// sees it), with the app's `Content-Length` (the file's length replaces
+/// it). `ranges`: `X-Sendfile2` is understood too (lighttpd).
+pub fn take_from(h: &mut CgiHeaders, ranges: bool) -> Option<Wanted> {
+    let mut found = None;
+    h.headers.retain(|(k, v)| {
+        if is_sendfile_header(k) {
+            found.get_or_insert_with(|| Wanted::File(v.clone()));
+            false
+        } else if ranges && k.eq_ignore_ascii_case(HEADER2) {
+            found.get_or_insert_with(|| Wanted::Ranges(v.clone()));
+            false
+        } else {
+            true
+        }
+    });
+    if found.is_some() {
+        h.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(b"content-length"));
+    }
+    found
+}
+
 /// A file that may be sent, opened.
 #[derive(Debug)]
 pub struct Confined {
@@ -35,6 +67,8 @@ pub struct Confined {
 }
 
 /// Filesystems whose "files" are the kernel's or other processes' state.
+/// (The constants' type differs between architectures, hence the casts.)
+#[allow(clippy::unnecessary_cast)]
 fn is_pseudo_fs(t: i64) -> bool {
     [
         libc::PROC_SUPER_MAGIC as i64,
@@ -184,6 +218,22 @@ mod tests {
         let e = open_confined(b"/proc/self/environ", &[Path::new("/proc")], 0).unwrap_err();
         assert!(e.contains("symlink") || e.contains("real filesystem") || e.contains("owned by"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_request_is_taken_out_of_the_headers() {
+        let mut h = CgiHeaders::status_only(200);
+        h.headers = vec![(b"X-SendFile".to_vec(), b"/a".to_vec()), (b"Content-Length".to_vec(), b"3".to_vec()), (b"X-Other".to_vec(), b"1".to_vec())];
+        let mut plain = h.clone();
+        assert_eq!(take_from(&mut h, false), Some(Wanted::File(b"/a".to_vec())));
+        assert_eq!(h.headers, vec![(b"X-Other".to_vec(), b"1".to_vec())]);
+        plain.headers.remove(0);
+        assert_eq!(take_from(&mut plain, true), None);
+        assert_eq!(plain.headers.len(), 2, "nothing asked: Content-Length stays");
+        let mut two = CgiHeaders::status_only(206);
+        two.headers = vec![(b"X-Sendfile2".to_vec(), b"/a 0-1".to_vec())];
+        assert_eq!(take_from(&mut two.clone(), false), None);
+        assert_eq!(take_from(&mut two, true), Some(Wanted::Ranges(b"/a 0-1".to_vec())));
     }
 
     #[test]

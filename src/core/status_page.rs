@@ -4,7 +4,8 @@
 //! from the pools (paths, user names) is escaped for where it lands.
 
 use crate::core::request::AppKind;
-use crate::core::supervisor::protocol::{PoolStatus, StatusReply};
+use crate::core::supervisor::protocol::{PoolState, PoolStatus, StatusReply};
+use crate::core::supervisor::protocol_customer::{Happened, PoolHistory};
 use crate::core::supervisor::protocol_usage::{Isolation, OwnerUsage};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -156,6 +157,88 @@ fn json_secs(usec: Option<u64>) -> String {
     usec.map_or_else(|| "null".to_string(), |u| format!("{:.6}", u as f64 / 1e6))
 }
 
+/// `2026-11-21 11:20:00 UTC` for a unix time (days to civil date: Howard
+/// Hinnant's algorithm).
+fn utc(t: u64) -> String {
+    let days = (t / 86_400) as i64;
+    let secs = t % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn when(t: u64) -> String {
+    let now = now_unix();
+    if t <= now {
+        format!("{} ({} s ago)", utc(t), now - t)
+    } else {
+        format!("{} (in {} s)", utc(t), t - now)
+    }
+}
+
+fn happened_text(h: &Happened) -> String {
+    if h.status > 0 {
+        format!("{}: {} — {}", h.status, h.text, when(h.at))
+    } else {
+        format!("{} — {}", h.text, when(h.at))
+    }
+}
+
+fn json_happened(h: &Option<Happened>) -> String {
+    match h {
+        None => "null".into(),
+        Some(h) => format!("{{\"at\":{},\"status\":{},\"text\":{}}}", h.at, h.status, json_str(&h.text)),
+    }
+}
+
+fn json_opt_str(s: &Option<String>) -> String {
+    s.as_deref().map_or("null".into(), json_str)
+}
+
+/// A pool's history (protocol_customer): refusal, exit, stderr, back-off, log.
+fn json_history(h: &PoolHistory) -> String {
+    let lines: Vec<String> = h.stderr.iter().map(|l| json_str(l)).collect();
+    format!(
+        "\"last_refusal\":{},\"last_exit\":{},\"stderr\":[{}],\"backoff_until\":{},\"log\":{{\"file\":{},\"error\":{}}}",
+        json_happened(&h.last_refusal),
+        json_happened(&h.last_exit),
+        lines.join(","),
+        if h.backoff_until > 0 { h.backoff_until.to_string() } else { "null".into() },
+        json_opt_str(&h.log_file),
+        json_opt_str(&h.log_error),
+    )
+}
+
+fn history_rows(h: &PoolHistory) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    if h.backoff_until > 0 {
+        rows.push(("back-off until", when(h.backoff_until)));
+    }
+    if let Some(r) = &h.last_refusal {
+        rows.push(("last refusal", happened_text(r)));
+    }
+    if let Some(e) = &h.last_exit {
+        rows.push(("last exit", happened_text(e)));
+    }
+    match (&h.log_file, &h.log_error) {
+        (Some(f), Some(e)) => rows.push(("SuFcgiLog", format!("{f} — {e}"))),
+        (Some(f), None) => rows.push(("SuFcgiLog", f.clone())),
+        _ => {}
+    }
+    rows
+}
+
 fn isolation_json(o: &mut String, i: &Isolation, customer: bool) {
     let ctrls: Vec<String> = i.controllers.iter().map(|c| json_str(c)).collect();
     let _ = write!(
@@ -245,11 +328,12 @@ fn render_json(v: &View<'_>) -> Vec<u8> {
         let u = &p.usage;
         let _ = write!(
             o,
-            "],\"cgroup\":{{\"cpu_seconds\":{},\"memory_bytes\":{},\"processes\":{},\"oom_kills\":{}}}}}",
+            "],\"cgroup\":{{\"cpu_seconds\":{},\"memory_bytes\":{},\"processes\":{},\"oom_kills\":{}}},{}}}",
             json_secs(u.cpu_usec),
             json_opt(u.memory),
             json_opt(u.processes),
-            json_opt(u.oom_kills)
+            json_opt(u.oom_kills),
+            json_history(&p.history)
         );
     }
     o.push_str("]}\n");
@@ -342,8 +426,14 @@ fn render_html(v: &View<'_>) -> Vec<u8> {
             ("processes now (cgroups)", count_text(p.usage.processes)),
             ("OOM kills (cgroups)", count_text(p.usage.oom_kills)),
         ];
-        for (k, v) in rows {
+        // A refused pool never ran: who, where and why is all there is.
+        let shown = if p.state == PoolState::Refused { 5 } else { rows.len() };
+        for (k, v) in rows.into_iter().take(shown).chain(history_rows(&p.history)) {
             let _ = writeln!(o, "<tr><th>{}</th><td>{}</td></tr>", html(k), html(&v));
+        }
+        if !p.history.stderr.is_empty() {
+            let lines: Vec<String> = p.history.stderr.iter().map(|l| html(l)).collect();
+            let _ = writeln!(o, "<tr><th>stderr (last lines)</th><td><pre>{}</pre></td></tr>", lines.join("\n"));
         }
         o.push_str("</table>\n<table><tr><th>pid</th><th>state</th><th>requests</th><th>RSS</th><th>age</th></tr>\n");
         for w in &p.workers {
@@ -389,6 +479,7 @@ mod tests {
             stopped: StopCounts::default(),
             workers: vec![],
             usage: PoolUsage { cpu_usec: Some(2_500_000), memory: Some(4096), processes: None, oom_kills: Some(0) },
+            history: PoolHistory::default(),
         };
         let owner = OwnerUsage {
             uid: 2001,
@@ -426,6 +517,35 @@ mod tests {
         assert!(h.contains("isolation: cgroup v1 (cpu, memory)") && h.contains("SuFcgiCgroups required (no pids controller)"), "{h}");
         assert!(h.contains("<td>2.50 s</td>") || h.contains("2.50 s"), "pool CPU: {h}");
         assert_eq!(render(&v, Format::Metrics).1, crate::core::metrics::CONTENT_TYPE);
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn history_shows_escaped_on_both_pages() {
+        let (mut pools, owners, iso) = view_parts();
+        let p = &mut pools[0];
+        p.state = PoolState::Refused;
+        p.history = PoolHistory {
+            last_refusal: Some(Happened { at: 1_700_000_000, status: 403, text: "up/x.php is <writable>".into() }),
+            stderr: vec!["PHP Warning: \"x\"".into()],
+            log_file: Some("/home/a/logs/app.log".into()),
+            ..PoolHistory::default()
+        };
+        let v = View { pools: &pools, owners: &owners, isolation: &iso, customer: true, truncated: false };
+        let h = String::from_utf8(render(&v, Format::Html).0).unwrap();
+        assert!(h.contains("<th>last refusal</th><td>403: up/x.php is &lt;writable&gt; — 2023-11-14 22:13:20 UTC ("), "{h}");
+        assert!(h.contains("<pre>PHP Warning: &quot;x&quot;</pre>"), "{h}");
+        assert!(!h.contains("max workers"), "a refused pool shows no counters");
+        let j = String::from_utf8(render(&v, Format::Json).0).unwrap();
+        assert!(j.contains(r#""state":"refused""#), "{j}");
+        assert!(j.contains(r#""last_refusal":{"at":1700000000,"status":403,"text":"up/x.php is \u003cwritable\u003e"}"#), "{j}");
+        assert!(j.contains(r#""backoff_until":null,"log":{"file":"/home/a/logs/app.log","error":null}}"#), "{j}");
     }
 
     #[test]

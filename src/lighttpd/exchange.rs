@@ -18,7 +18,9 @@ use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::params::{self, param_value_is_safe};
 use crate::core::authorizer::{basic_credentials, verdict, Captured, Verdict, DROPPED_PARAMS, MAX_CAPTURED_BODY};
 use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
-use crate::core::fastcgi::response::{Event, ResponseDecoder, StderrLines};
+use crate::core::customer_note::AppStderr;
+use crate::core::fastcgi::response::{Event, ResponseDecoder};
+use super::observe;
 use crate::core::directives::read_busy_page;
 use crate::core::hostconfig::param_blocked;
 use crate::core::identity::WrappedScript;
@@ -100,11 +102,14 @@ struct Conn {
     got_bytes: bool,
     headers_done: bool,
     /// The app's stderr, logged line by line.
-    stderr: StderrLines,
+    stderr: AppStderr,
     /// An authorizer's answer, kept instead of sent.
     capture: Option<Captured>,
     last_io: Instant,
     deadline: Option<Instant>,
+    /// X-Sendfile: what to send once the worker is free, with the app's headers.
+    sendfile: Option<(crate::core::sendfile::Wanted, CgiHeaders)>,
+    _slow: Option<crate::core::slow_watch::SlowWatch>,
 }
 
 pub struct Ctx {
@@ -130,6 +135,8 @@ pub struct Ctx {
     /// The request's authorizer let it through (`SuFcgiAuthorizer`): when
     /// lighttpd runs it again, it goes to its handler.
     authorized: bool,
+    /// For `accesslog.format` (observe.rs).
+    meter: Option<crate::core::request_cost::Meter>,
 }
 
 thread_local! {
@@ -161,6 +168,7 @@ impl Ctx {
     pub fn new(r: *mut ffi::request_st, rt: Arc<Runtime>, job: Job) -> Box<Ctx> {
         // SAFETY: r is the live request being routed.
         let con = unsafe { (*r).con };
+        let meter = observe::meter(&rt, job.kind != AppKind::Authorizer);
         let ctx = Box::new(Ctx {
             r,
             con,
@@ -179,6 +187,7 @@ impl Ctx {
             timed_out: false,
             readable: false,
             authorized: false,
+            meter,
         });
         LIVE.with(|l| l.borrow_mut().push(&*ctx as *const Ctx as usize));
         ctx
@@ -233,6 +242,7 @@ impl Drop for Ctx {
 /// back what must be settled.
 fn close_conn(r: *mut ffi::request_st, con: *mut ffi::connection, mut conn: Conn, keep: bool) -> (Claim<'static>, Arc<Pool>) {
     conn.stderr.flush(|line| log_app_stderr(r, line));
+    observe::stderr(&conn.pool, (conn.claim.index, conn.claim.epoch), conn.stderr.take());
     match &conn.backend {
         // SAFETY: con is live while its request is; fdn was registered on its
         // server's event handler, which closes the fd once unregistered.
@@ -290,6 +300,9 @@ pub fn check_timeouts() {
 /// Answer an error (or busy) status without a response from the app.
 fn refuse(c: &mut Ctx, status: c_int, retry_after: Option<u32>, why: &str) -> ffi::handler_t {
     log::request(c.r, format!("sufcgi: {why}").as_bytes());
+    if let Some(p) = c.pool.clone() {
+        observe::not_served(&c.site(), &p, status as u32, why);
+    }
     // SAFETY: c.r is the live request; header names and values are copied.
     unsafe {
         let r = &mut *c.r;
@@ -307,6 +320,10 @@ fn refuse(c: &mut Ctx, status: c_int, retry_after: Option<u32>, why: &str) -> ff
             ffi::http_header_response_set(c.r, ffi::http_header_e_HTTP_HEADER_CONTENT_TYPE, c"Content-Type".as_ptr(), 12, ct.as_ptr() as *const c_char, ct.len() as u32);
             ffi::http_chunk_append_mem(c.r, page.as_ptr() as *const c_char, page.len());
             r.resp_body_finished = 1;
+            return ffi::handler_t_HANDLER_FINISHED;
+        }
+        // SAFETY: as above.
+        if observe::error_page(c.r, status as u16) {
             return ffi::handler_t_HANDLER_FINISHED;
         }
         r.http_status = status;
@@ -692,6 +709,8 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         }
         registered = !fdn.is_null();
     }
+    // SAFETY: c.r is live.
+    let slow = unsafe { observe::claimed(c.r, &c.rt.socket_dir, &pool, slot, &claim, &mut c.meter) };
     let mut out = std::mem::take(&mut c.params);
     // On a kept connection the app may have hung up since: a request without
     // a body can run again (its params are built anew from the request).
@@ -715,10 +734,12 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         dec: ResponseDecoder::new(id, MAX_RESPONSE_HEADERS).for_authorizer(c.is_authorizer()),
         got_bytes: false,
         headers_done: false,
-        stderr: StderrLines::default(),
+        stderr: AppStderr::default(),
         capture: c.is_authorizer().then(Captured::default),
         last_io: Instant::now(),
         deadline: (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed)),
+        sendfile: None,
+        _slow: slow,
     });
     if registered {
         Ok(())
@@ -828,7 +849,7 @@ fn send_pending(conn: &mut Conn) {
 }
 
 /// Put the app's CGI headers on lighttpd's response.
-unsafe fn apply_headers(r: *mut ffi::request_st, h: &CgiHeaders) {
+pub(super) unsafe fn apply_headers(r: *mut ffi::request_st, h: &CgiHeaders) {
     // SAFETY: r is live and no response bytes were produced yet; lighttpd
     // copies names and values.
     unsafe {
@@ -863,7 +884,10 @@ struct Sink<'a> {
     r: *mut ffi::request_st,
     headers_done: bool,
     append_failed: bool,
-    stderr: &'a mut StderrLines,
+    /// `SuFcgiXSendfile` in force, and what the app asked to have sent.
+    x_sendfile: bool,
+    sendfile: &'a mut Option<(crate::core::sendfile::Wanted, CgiHeaders)>,
+    stderr: &'a mut AppStderr,
     end_status: Option<u8>,
     /// Some for an authorizer: its headers and body are kept, never sent.
     capture: Option<&'a mut Captured>,
@@ -874,13 +898,20 @@ impl Sink<'_> {
     fn on_event(&mut self, ev: Event<'_>) {
         let Some(ev) = Captured::pass(self.capture.as_deref_mut(), ev) else { return };
         match ev {
-            Event::Headers(h) => {
+            Event::Headers(mut h) => {
+                if self.x_sendfile {
+                    if let Some(w) = crate::core::sendfile::take_from(&mut h, true) {
+                        // Sent once the worker is free (finish); the app's body is dropped.
+                        *self.sendfile = Some((w, h));
+                        return;
+                    }
+                }
                 // SAFETY: the request is live and headers come first.
                 unsafe { apply_headers(self.r, &h) };
                 self.headers_done = true;
             }
             Event::Body(b) => {
-                if !b.is_empty() && !self.append_failed {
+                if !b.is_empty() && !self.append_failed && self.sendfile.is_none() {
                     // SAFETY: lighttpd copies the bytes into the response queue.
                     self.append_failed = unsafe { ffi::http_chunk_append_mem(self.r, b.as_ptr() as *const c_char, b.len()) } != 0;
                 }
@@ -937,7 +968,8 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
     }
     let Some(conn) = c.conn.as_mut() else { return ffi::handler_t_HANDLER_ERROR };
 
-    let mut sink = Sink { r: c.r, headers_done: conn.headers_done, append_failed: false, stderr: &mut conn.stderr, end_status: None, capture: conn.capture.as_mut() };
+    let x_sendfile = conn.pool.info.limits.x_sendfile && conn.capture.is_none();
+    let mut sink = Sink { r: c.r, headers_done: conn.headers_done, append_failed: false, x_sendfile, sendfile: &mut conn.sendfile, stderr: &mut conn.stderr, end_status: None, capture: conn.capture.as_mut() };
     let mut failure: Option<(c_int, Fate, String)> = None;
     let mut eof = false;
     let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -1050,6 +1082,7 @@ unsafe fn again_on_a_fresh_connection(c: &mut Ctx) -> ffi::handler_t {
 fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::handler_t {
     let Some(mut conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
     let captured = conn.capture.take();
+    let sendfile = conn.sendfile.take();
     let why = why.map(|w| if c.is_authorizer() { format!("authorizer: {w}") } else { w });
     let headers_done = conn.headers_done;
     let answered = conn.got_bytes;
@@ -1073,8 +1106,24 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     }
     // A worker of this pool may be free now: the next waiter's turn.
     waiters::wake_front(pool.info.slot);
+    // SAFETY: c.r is live.
+    unsafe { observe::record(c.r, &c.job.spec, c.meter.take()) };
     if never_accepted {
         return busy(c, 1, "the worker exited before taking the request (is the app failing at start?)");
+    }
+    if let (Some((wanted, headers)), None) = (sendfile, &why) {
+        // The worker is free already: lighttpd sends the file.
+        // SAFETY: c.r is live, nothing of the response was produced.
+        let docroot = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(super::route::buf(unsafe { &(*c.r).physical.doc_root })));
+        // SAFETY: as above.
+        return match unsafe { super::request_file::serve(c.r, &wanted, &headers, pool.info.uid, &docroot) } {
+            // SAFETY: c.r is live.
+            Ok(()) => unsafe {
+                ffi::http_response_backend_done(c.r);
+                ffi::handler_t_HANDLER_FINISHED
+            },
+            Err(why) => refuse(c, 403, None, &why),
+        };
     }
     if let (Some(captured), None) = (captured, &why) {
         return judge(c, captured);
@@ -1085,6 +1134,7 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
             None => ffi::http_response_backend_done(c.r),
             Some(why) if headers_done => {
                 log::request(c.r, format!("sufcgi: {why}").as_bytes());
+                observe::not_served(&c.site(), &pool, 502, &why);
                 // Too late for an error page: cut the response so the client
                 // sees it truncated rather than complete-looking.
                 ffi::http_response_backend_error(c.r);

@@ -63,6 +63,8 @@ pub struct Runtime {
     pub io_timeout: std::time::Duration,
     /// Why sufcgi requests cannot be served, if so (answered 503).
     pub unavailable: Option<String>,
+    /// Which `sufcgi-*` request environment values `accesslog.format` uses.
+    pub notes: crate::core::request_cost::Wanted,
 }
 
 static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
@@ -176,6 +178,7 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
         php_forbid: st.php_forbid,
         io_timeout: std::time::Duration::from_secs(st.timeout_secs as u64),
         unavailable,
+        notes: st.notes,
     };
     *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(rt));
     Ok(())

@@ -102,6 +102,8 @@ pub struct Settings {
     /// Contexts that set `sufcgi.status` (the host's status page), ascending,
     /// with the value set.
     pub status_contexts: Vec<(u32, bool)>,
+    /// What the contexts' `accesslog.format` use of the `sufcgi-*` values.
+    pub notes: crate::core::request_cost::Wanted,
 }
 
 fn buf_bytes(b: *const ffi::buffer) -> &'static [u8] {
@@ -273,6 +275,7 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
     let mut docroot_of: Vec<Option<Vec<u8>>> = vec![None; ncontexts];
     let mut parent_of: Vec<Option<usize>> = vec![None; ncontexts];
     let mut names: Vec<String> = vec![String::new(); ncontexts];
+    let mut formats: Vec<u8> = Vec::new();
     for (u, slot) in docroot_of.iter_mut().enumerate() {
         // SAFETY: config_context holds `used` data_config pointers, each with
         // a value array; parents are earlier contexts of the same array.
@@ -284,6 +287,14 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
             if let Some(ds) = (du as *const ffi::data_string).as_ref() {
                 if ds.type_ == ffi::data_type_t_TYPE_STRING {
                     *slot = Some(buf_bytes(&ds.value).to_vec());
+                }
+            }
+            // mod_accesslog's format, to know whether the request environment is wanted.
+            let fk = c"accesslog.format";
+            let fu = ffi::array_get_element_klen(dc.value, fk.as_ptr(), fk.to_bytes().len() as u32);
+            if let Some(ds) = (fu as *const ffi::data_string).as_ref() {
+                if ds.type_ == ffi::data_type_t_TYPE_STRING {
+                    formats.extend_from_slice(buf_bytes(&ds.value));
                 }
             }
             parent_of[u] = dc.parent.as_ref().map(|p| p.context_ndx as usize);
@@ -324,7 +335,8 @@ pub unsafe fn read(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Res
     }
     host.owner_limits = OwnerLimits::DEFAULT.with(&limits_of.first().copied().unwrap_or_default());
     status_contexts.sort_unstable();
-    Ok(Settings { host, php_forbid, timeout_secs, identity_contexts, status_contexts })
+    let notes = crate::core::request_cost::Wanted::from_formats(&formats);
+    Ok(Settings { host, php_forbid, timeout_secs, identity_contexts, status_contexts, notes })
 }
 
 /// The identity context (supervisor vhost index) a request falls under.
