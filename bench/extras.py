@@ -10,6 +10,7 @@
            owner A's 16 workers burn both CPUs, on a server with per-owner
            cgroups (the default) and on one with `SuFcgiCgroups off`, the runs
            of the two interleaved (issue 15).
+- notes:   the sufcgi-* request notes, unused / set / logged (notes_ab.py).
 
 Called from bench.py (`--extras`); `b` is the bench module (its Apache class,
 logger, quiet-machine gate). See BENCHMARKS.md for what is measured and why.
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import harness
 
-EXTRAS = ("busy503", "upload", "owners", "cold200", "neighbour")
+EXTRAS = ("busy503", "upload", "owners", "cold200", "neighbour", "notes")
 BENCH = Path(__file__).resolve().parent
 
 BUSY_SAMPLES = 2000          # 503s measured (and as many 404s, interleaved)
@@ -754,6 +755,9 @@ def run(b, site, tmp: Path, gate, which: list[str], n_owners: int, neighbour_run
     if "neighbour" in which:
         gate.wait()
         out["neighbour"] = run_neighbour(b, site, tmp, gate, neighbour_runs)
+    if "notes" in which:
+        import notes_ab
+        out["notes"] = notes_ab.run(b, site, tmp, gate)
     return out
 
 
@@ -821,4 +825,7 @@ def markdown(x: dict) -> str:
                  f"max {p.get('max_ms', float('nan')):.1f} ms | — |")
     if "neighbour" in x:
         L += [""] + neighbour_markdown(x["neighbour"])
+    if "notes" in x:
+        import notes_ab
+        L.append(notes_ab.markdown(x["notes"]))
     return "\n".join(L)

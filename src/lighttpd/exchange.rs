@@ -311,34 +311,14 @@ fn refuse(c: &mut Ctx, status: c_int, retry_after: Option<u32>, why: &str) -> ff
             let k = b"Retry-After";
             ffi::http_header_response_set(c.r, ffi::http_header_e_HTTP_HEADER_OTHER, k.as_ptr() as *const c_char, k.len() as u32, v.as_ptr() as *const c_char, v.len() as u32);
         }
-        if status == 503 {
-            // Our own body (the customer's SuFcgiBusyPage, else a short
-            // page): lighttpd's generated error page would drop Retry-After.
-            let page = c.job.busy_page.as_deref().and_then(read_busy_page).unwrap_or_else(|| default_busy_page(retry_after));
-            r.http_status = 503;
-            let ct = b"text/html; charset=utf-8";
-            ffi::http_header_response_set(c.r, ffi::http_header_e_HTTP_HEADER_CONTENT_TYPE, c"Content-Type".as_ptr(), 12, ct.as_ptr() as *const c_char, ct.len() as u32);
-            ffi::http_chunk_append_mem(c.r, page.as_ptr() as *const c_char, page.len());
-            r.resp_body_finished = 1;
-            return ffi::handler_t_HANDLER_FINISHED;
-        }
-        // SAFETY: as above.
-        if observe::error_page(c.r, status as u16) {
+        let busy_page = (status == 503).then(|| c.job.busy_page.as_deref().and_then(read_busy_page)).flatten();
+        if observe::error_page(c.r, status as u16, busy_page) {
             return ffi::handler_t_HANDLER_FINISHED;
         }
         r.http_status = status;
         r.handler_module = std::ptr::null();
     }
     ffi::handler_t_HANDLER_FINISHED
-}
-
-fn default_busy_page(retry_after: Option<u32>) -> Vec<u8> {
-    let when = retry_after.map_or_else(|| "later".to_string(), |s| format!("in {} s", s.max(1)));
-    format!(
-        "<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>\n\
-         <body><h1>Service Unavailable</h1><p>The site is busy. Please try again {when}.</p></body></html>\n"
-    )
-    .into_bytes()
 }
 
 /// lighttpd's handle_subrequest for our requests.
@@ -898,14 +878,9 @@ impl Sink<'_> {
     fn on_event(&mut self, ev: Event<'_>) {
         let Some(ev) = Captured::pass(self.capture.as_deref_mut(), ev) else { return };
         match ev {
-            Event::Headers(mut h) => {
-                if self.x_sendfile {
-                    if let Some(w) = crate::core::sendfile::take_from(&mut h, true) {
-                        // Sent once the worker is free (finish); the app's body is dropped.
-                        *self.sendfile = Some((w, h));
-                        return;
-                    }
-                }
+            Event::Headers(h) => {
+                // X-Sendfile: kept for `finish`, the app's body is dropped.
+                let Some(h) = super::request_file::intercept(self.x_sendfile, h, self.sendfile) else { return };
                 // SAFETY: the request is live and headers come first.
                 unsafe { apply_headers(self.r, &h) };
                 self.headers_done = true;
@@ -1111,19 +1086,10 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
     if never_accepted {
         return busy(c, 1, "the worker exited before taking the request (is the app failing at start?)");
     }
-    if let (Some((wanted, headers)), None) = (sendfile, &why) {
+    if let (Some(wanted), None) = (sendfile, &why) {
         // The worker is free already: lighttpd sends the file.
         // SAFETY: c.r is live, nothing of the response was produced.
-        let docroot = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(super::route::buf(unsafe { &(*c.r).physical.doc_root })));
-        // SAFETY: as above.
-        return match unsafe { super::request_file::serve(c.r, &wanted, &headers, pool.info.uid, &docroot) } {
-            // SAFETY: c.r is live.
-            Ok(()) => unsafe {
-                ffi::http_response_backend_done(c.r);
-                ffi::handler_t_HANDLER_FINISHED
-            },
-            Err(why) => refuse(c, 403, None, &why),
-        };
+        return unsafe { super::request_file::finish(c.r, wanted, pool.info.uid) }.unwrap_or_else(|why| refuse(c, 403, None, &why));
     }
     if let (Some(captured), None) = (captured, &why) {
         return judge(c, captured);

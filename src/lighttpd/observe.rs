@@ -79,18 +79,25 @@ pub unsafe fn record(r: *mut ffi::request_st, spec: &PoolSpec, meter: Option<Met
 
 /// sufcgi's own body for an error it answers (`core::error_page`), unless
 /// the host has lighttpd make its own (`server.errorfile-prefix`,
-/// `server.error-handler`). True if the body was set.
+/// `server.error-handler`). A 503 always gets one of ours (lighttpd's would
+/// drop Retry-After): the customer's `SuFcgiBusyPage` if given. True if the
+/// body was set.
 ///
 /// # Safety
 /// `r` is the live request, nothing of its response produced.
-pub unsafe fn error_page(r: *mut ffi::request_st, status: u16) -> bool {
-    let Some(page) = crate::core::error_page::page(status) else { return false };
+pub unsafe fn error_page(r: *mut ffi::request_st, status: u16, busy_page: Option<Vec<u8>>) -> bool {
     // SAFETY: r is live; lighttpd copies the header and the body.
     unsafe {
         let rr = &mut *r;
-        if !rr.conf.errorfile_prefix.is_null() || !rr.conf.error_handler.is_null() {
-            return false;
-        }
+        let host_pages = !rr.conf.errorfile_prefix.is_null() || !rr.conf.error_handler.is_null();
+        let page = match busy_page {
+            Some(p) => p,
+            None if status == 503 || !host_pages => match crate::core::error_page::page(status) {
+                Some(p) => p.into_bytes(),
+                None => return false,
+            },
+            None => return false,
+        };
         rr.http_status = status as i32;
         let ct = b"text/html; charset=utf-8";
         ffi::http_header_response_set(r, ffi::http_header_e_HTTP_HEADER_CONTENT_TYPE, c"Content-Type".as_ptr(), 12, ct.as_ptr() as *const c_char, ct.len() as u32);

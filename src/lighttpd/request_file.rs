@@ -88,3 +88,31 @@ pub unsafe fn serve(r: *mut ffi::request_st, wanted: &Wanted, headers: &CgiHeade
     }
     Ok(())
 }
+
+/// What the app's headers ask for: with `x_sendfile` on and an X-Sendfile
+/// header among them, the request is kept in `into` (sent by `finish`) and
+/// None returned; else the headers, to apply as usual.
+pub fn intercept(x_sendfile: bool, mut h: CgiHeaders, into: &mut Option<(Wanted, CgiHeaders)>) -> Option<CgiHeaders> {
+    if x_sendfile {
+        if let Some(w) = crate::core::sendfile::take_from(&mut h, true) {
+            *into = Some((w, h));
+            return None;
+        }
+    }
+    Some(h)
+}
+
+/// The exchange ended cleanly with an X-Sendfile request: send it (the
+/// document root is the request's), or say why not.
+///
+/// # Safety
+/// As `serve`.
+pub unsafe fn finish(r: *mut ffi::request_st, (wanted, headers): (Wanted, CgiHeaders), owner_uid: u32) -> Result<ffi::handler_t, String> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let docroot = sys::path_from_bytes(super::route::buf(&(*r).physical.doc_root)).to_path_buf();
+        serve(r, &wanted, &headers, owner_uid, &docroot)?;
+        ffi::http_response_backend_done(r);
+    }
+    Ok(ffi::handler_t_HANDLER_FINISHED)
+}
