@@ -20,22 +20,36 @@ use std::os::raw::c_int;
 /// overrides: `SetHandler`, `AddHandler`, `RewriteRule [H=]`, or an
 /// `AllowOverrideList`) was read for this request.
 ///
+/// (httpd leaves `htaccess_result.override_list` uninitialised — its
+/// `.htaccess` cache never fills it in — so it is never read here; an
+/// `AllowOverrideList` in force for the request is seen in its merged core
+/// directory configuration instead.)
+///
 /// # Safety
 /// `r` is the live request.
 unsafe fn customer_configurable(r: *const ffi::request_rec) -> bool {
     // SAFETY: r->htaccess is httpd's list of .htaccess results for this
-    // request (pool-allocated, null-terminated); we only read it.
+    // request (pool-allocated, null-terminated); only its initialised fields
+    // are read. The core module's slot of per_dir_config holds its
+    // core_dir_config, as ap_get_core_module_config reads it.
     unsafe {
         let mut h = (*r).htaccess;
+        let mut read_any = false;
         while let Some(e) = h.as_ref() {
-            let fileinfo = e.override_ & ffi::OR_FILEINFO as c_int != 0;
-            let listed = !e.override_list.is_null() && ffi::apr_is_empty_table(e.override_list) == 0;
-            if !e.htaccess.is_null() && (fileinfo || listed) {
-                return true;
+            if !e.htaccess.is_null() {
+                read_any = true;
+                if e.override_ & ffi::OR_FILEINFO as c_int != 0 {
+                    return true;
+                }
             }
             h = e.next;
         }
-        false
+        if !read_any {
+            return false;
+        }
+        let idx = (*std::ptr::addr_of!(ffi::core_module)).module_index as usize;
+        let core = *((*r).per_dir_config as *mut *mut ffi::core_dir_config).add(idx);
+        core.as_ref().is_some_and(|c| !c.override_list.is_null() && ffi::apr_is_empty_table(c.override_list) == 0)
     }
 }
 

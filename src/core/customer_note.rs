@@ -96,32 +96,42 @@ pub fn stderr(site: &Site<'_>, info: &PoolInfo, worker: (u32, u32), lines: &[Vec
 pub struct AppStderr {
     lines: StderrLines,
     kept: Vec<Vec<u8>>,
+    dropped: usize,
+}
+
+fn keep(kept: &mut Vec<Vec<u8>>, dropped: &mut usize, l: &[u8]) {
+    if kept.len() < STDERR_LINES_PER_REQUEST {
+        kept.push(l.to_vec());
+    } else {
+        *dropped += 1;
+    }
 }
 
 impl AppStderr {
     pub fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(&[u8])) {
-        let kept = &mut self.kept;
+        let (kept, dropped) = (&mut self.kept, &mut self.dropped);
         self.lines.push(bytes, |l| {
             emit(l);
-            if kept.len() < STDERR_LINES_PER_REQUEST {
-                kept.push(l.to_vec());
-            }
+            keep(kept, dropped, l);
         });
     }
 
     pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
-        let kept = &mut self.kept;
+        let (kept, dropped) = (&mut self.kept, &mut self.dropped);
         self.lines.flush(|l| {
             emit(l);
-            if kept.len() < STDERR_LINES_PER_REQUEST {
-                kept.push(l.to_vec());
-            }
+            keep(kept, dropped, l);
         });
     }
 
-    /// The lines kept so far (taken).
+    /// The lines kept so far (taken), and a line saying how many were not.
     pub fn take(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.kept)
+        let mut out = std::mem::take(&mut self.kept);
+        let n = std::mem::take(&mut self.dropped);
+        if n > 0 {
+            out.push(format!("({n} more stderr lines of this request are in the server's error log)").into_bytes());
+        }
+        out
     }
 }
 
@@ -141,7 +151,9 @@ mod tests {
         for i in 0..100 {
             s.push(format!("{i}\n").as_bytes(), |_| {});
         }
-        assert_eq!(s.take().len(), STDERR_LINES_PER_REQUEST);
+        let kept = s.take();
+        assert_eq!(kept.len(), STDERR_LINES_PER_REQUEST + 1);
+        assert_eq!(kept.last().unwrap(), b"(36 more stderr lines of this request are in the server's error log)");
     }
 
     #[test]
