@@ -21,6 +21,8 @@ from harness import Vhost, ensure_user, mkdir, put, put_app, wait_for
 
 LOCK_FILE = Path("/tmp/sufcgi-status-tests.lock")
 ADMIN, A_HOST, B_HOST = "admin.st.test", "a.st.test", "b.st.test"
+# A's docroot again, with AllowOverride None but an AllowOverrideList (Apache only).
+LIST_HOST = "list.st.test"
 ROOT = (0, 0)
 # A directory name that must come out escaped on the HTML page.
 ODD_DIR = "x<b>&y"
@@ -65,6 +67,8 @@ def st(request, sufcgi_module):
         if request.param == "lighttpd":
             server = harness.Lighttpd(vhosts=vhosts, extra=LIGHTTPD_HOST_PAGE)
         else:
+            vhosts.append(Vhost(LIST_HOST, a.www, allow_override="None",
+                                extra=f"  <Directory {a.www}>\n    AllowOverrideList SetHandler\n  </Directory>"))
             server = harness.Apache(mpm="event", vhosts=vhosts,
                                     extra="<Location /sufcgi-status>\n  SetHandler sufcgi-status\n</Location>")
         try:
@@ -175,6 +179,17 @@ def test_host_location_on_a_customer_vhost_is_narrowed(st):
         assert j["view"] == "server" and {p["uid"] for p in j["pools"]} >= {ua.uid, ub.uid}
     else:
         assert j["view"] == "owner" and {p["uid"] for p in j["pools"]} == {ua.uid}
+
+
+def test_an_allow_override_list_narrows_the_host_page_too(st):
+    """A customer .htaccess read only because of an AllowOverrideList (no
+    FileInfo) could have set the handler as well: narrowed too."""
+    a, ua, ub = st
+    if a.mpm == "lighttpd":
+        pytest.skip("Apache's AllowOverrideList")
+    app_pid(a, A_HOST), app_pid(a, B_HOST)
+    j = status(a, LIST_HOST)
+    assert j["view"] == "owner" and {p["uid"] for p in j["pools"]} == {ua.uid}, j
 
 
 def test_status_in_a_directory_the_owner_does_not_own_is_refused(st):
