@@ -392,7 +392,7 @@ def test_package_contents(deb):
                           "SuFcgiMaxWorkersPerOwner 32", "SuFcgiMaxWorkersTotal 512",
                           "SuFcgiBlockEnv", "SuFcgiPhpForbid", "php_admin_value", "php_admin_flag",
                           "SuFcgiCgroups on", "SuFcgiOwnerCpuWeight 100", "SuFcgiOwnerCpuMax none",
-                          "SuFcgiOwnerMaxProcesses 512", "SuFcgiOwnerMemory none"):
+                          "SuFcgiOwnerMaxProcesses 512", "SuFcgiOwnerMemory none", "SuFcgiRequestNotes auto"):
             assert f"#{directive}" in conf, f"{directive} is not shown in sufcgi.conf"
 
         doc = root / "usr/share/doc/sufcgi"
