@@ -172,6 +172,18 @@ pub fn describe_fd(pid: i32, fd: u64) -> Option<String> {
     Some(t)
 }
 
+/// How telling a thread's description is: waiting on something named (a
+/// peer, a file) first, then running, then the rest (idle pools' futexes).
+fn rank(d: &str) -> u8 {
+    if d.contains(" on TCP ") || d.contains(" on UDP ") || d.contains(" on /") || d.contains("uninterruptible") {
+        0
+    } else if d.contains("running on CPU") {
+        1
+    } else {
+        2
+    }
+}
+
 fn describe_thread(pid: i32, tid: i32, out: &mut String) {
     let base = format!("/proc/{pid}/task/{tid}");
     let state = read(&format!("{base}/stat")).and_then(|s| parse_stat(&s)).map(|(st, _)| st);
@@ -226,10 +238,20 @@ pub fn describe(pid: i32, page_size: u64) -> String {
         out.push_str(if out.is_empty() { "the worker has exited" } else { "; the worker has exited" });
         return out;
     }
+    let mut threads: Vec<String> = tids
+        .iter()
+        .take(MAX_THREADS * 8)
+        .map(|&tid| {
+            let mut d = String::new();
+            describe_thread(pid, tid, &mut d);
+            d
+        })
+        .collect();
+    threads.sort_by_key(|d| rank(d));
     let more = tids.len().saturating_sub(MAX_THREADS);
-    for tid in tids.into_iter().take(MAX_THREADS) {
+    for d in threads.into_iter().take(MAX_THREADS) {
         out.push_str("; ");
-        describe_thread(pid, tid, &mut out);
+        out.push_str(&d);
     }
     if more > 0 {
         let _ = write!(out, "; {more} more thread(s)");
@@ -270,6 +292,13 @@ mod tests {
                      \x20  0: 0100007F:C350 0100007F:0CEA 01 00000000:00000000 00:00000000 00000000  1000        0 99123 1 0 20 4 30 10 -1\n";
         assert_eq!(find_inet_socket(table, 99123).as_deref(), Some("127.0.0.1:50000 -> 127.0.0.1:3306"));
         assert_eq!(find_inet_socket(table, 1), None);
+    }
+
+    #[test]
+    fn the_telling_threads_come_first() {
+        let mut v = vec!["thread 2: futex (waiting)", "thread 1 (main): running on CPU", "thread 3: recvfrom on TCP 1 -> 2"];
+        v.sort_by_key(|d| rank(d));
+        assert_eq!(v, ["thread 3: recvfrom on TCP 1 -> 2", "thread 1 (main): running on CPU", "thread 2: futex (waiting)"]);
     }
 
     #[test]
