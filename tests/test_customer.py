@@ -90,7 +90,7 @@ def evidence(name: str, text: str):
     (EVIDENCE / name).write_text(text)
 
 
-@pytest.fixture(scope="module", params=["event", "prefork", "lighttpd"])
+@pytest.fixture(scope="module", params=["event", "worker", "prefork", "lighttpd"])
 def cu(request, sufcgi_module):
     with harness.exclusive(LOCK_FILE, "the customer tests"):
         a = ensure_user("sufcgi-cu-a", 2701, limit=2750)
@@ -356,8 +356,21 @@ def test_p24_x_sendfile_never_sends_what_is_not_the_owners(cu, case):
     cu.wait_log(r"\[refused\] 403: X-Sendfile ", "the X-Sendfile refusal")
 
 
+def test_lighttpd_x_sendfile2_sends_ranges_of_the_owners_files_only(cu):
+    if cu.s.mpm != "lighttpd":
+        pytest.skip("X-Sendfile2 is lighttpd's")
+    from urllib.parse import quote
+    files = cu.a.www / "files"
+    v = f"{quote(str(files / 'small.txt'))} 2-5, {quote(str(files / 'small.txt'))} 10-"
+    r = cu.get("/xs/xs2?v=" + quote(v, safe=""))
+    assert r.status == 200 and r.body == b"2345abcdef\n", r
+    bad = f"{quote(str(files / 'small.txt'))} 0-1, {quote(str(files / 'link_b.txt'))} 0-3"
+    r = cu.get("/xs/xs2?v=" + quote(bad, safe=""))
+    assert r.status == 403 and b"bob" not in r.body and b"01" not in r.body, r
+
+
 def test_x_sendfile_of_1_gib_keeps_memory_bounded_and_the_worker_free(cu):
-    if cu.s.mpm == "prefork":
+    if cu.s.mpm in ("prefork", "worker"):
         pytest.skip("the 1 GiB case runs on event and lighttpd")
     from urllib.parse import quote
     procs = cu.s.child_pids()

@@ -5,6 +5,7 @@ Chosen by the first path segment after the mount:
   (default)  JSON: pid
   xs         answers X-Sendfile: ?path= (URL-decoded here) with a body the server must drop;
              ?ct= sets a Content-Type
+  xs2        answers X-Sendfile2: ?v= (lighttpd's form: URL-encoded path, space, range)
   crash      exits with status 3 in the middle of the request
   fcgierr    writes "cu-fcgi-stderr <token>" to wsgi.errors (FastCGI STDERR)
   spam       writes ?n= lines to its own fd 2 (the supervisor's pipe), then answers
@@ -27,6 +28,9 @@ def app(environ, start_response):
         if arg("ct"):
             headers.append(("Content-Type", arg("ct")))
         start_response("200 OK", headers)
+        return [b"app body"]
+    if what == "xs2":
+        start_response("200 OK", [("X-Sendfile2", arg("v")), ("Content-Type", "text/plain")])
         return [b"app body"]
     if what == "crash":
         os._exit(3)
