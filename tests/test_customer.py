@@ -4,7 +4,7 @@ limited; anywhere they can write), the refusal pages a visitor sees (no paths, n
 stderr), their status page (last refusal, last exit, stderr lines, back-off), the
 host's access-log values per request, and X-Sendfile confined to the owner's files.
 
-Own users (sufcgi-cu-a from uid 2701, sufcgi-cu-b from 2751: the first free ones), own vhosts; one server per kind (event, prefork, lighttpd), the
+Own users (sufcgi-cu-a, sufcgi-cu-b: the first free uids from 2701 and 2702, below 2750), own vhosts; one server per kind (event, prefork, lighttpd), the
 1 GiB X-Sendfile case on event and lighttpd only. What a customer sees is also
 written to EVIDENCE (the closing note of the issue quotes it).
 """
@@ -94,7 +94,7 @@ def evidence(name: str, text: str):
 def cu(request, sufcgi_module):
     with harness.exclusive(LOCK_FILE, "the customer tests"):
         a = ensure_user("sufcgi-cu-a", 2701, limit=2750)
-        b = ensure_user("sufcgi-cu-b", 2751, limit=2800)
+        b = ensure_user("sufcgi-cu-b", 2702, limit=2750)
         users = [a, b]
         harness.kill_pids(harness.processes_of_uids([u.uid for u in users]))
         for u in users:

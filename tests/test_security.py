@@ -661,7 +661,8 @@ def test_p7_only_processes_the_supervisor_forked_are_signalled(server, sec):
 
 # ---------------------------------------------------------------- 8. supervisor protocol
 
-LIMITS = struct.pack("<7IQ", 4, 0, 300, 0, 100, 60, 0, 0)
+# Limits: 7 u32, the memory limit (u64), the slow log (u32), X-Sendfile (u8).
+LIMITS = struct.pack("<7IQIB", 4, 0, 300, 0, 100, 60, 0, 0, 0, 0)
 
 
 def _b(x) -> bytes:
