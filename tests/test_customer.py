@@ -301,12 +301,14 @@ def test_a_slow_request_says_where_it_is_blocked(cu):
 # ---------------------------------------------------------------- the host's access log
 
 def test_each_request_leaves_its_cost_for_the_access_log(cu):
-    r = cu.get("/app/")
+    url = f"/app/cost-{os.getpid()}-{time.monotonic_ns()}"
+    r = cu.get(url)
     assert r.status == 200
     pid = r.json()["pid"]
+
     def line():
         text = cu.s.access_log.read_text() if cu.s.access_log.exists() else ""
-        return [l for l in text.splitlines() if " /app/ " in l]
+        return [l for l in text.splitlines() if f" {url} " in l]
     wait_for(line, 10, "the access log line")
     fields = line()[-1].split()
     status, _, queue, wpid, cpu, pool = fields[:6]
