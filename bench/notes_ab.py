@@ -4,30 +4,34 @@ nothing measurable when no LogFormat uses them.
 Three Apaches (event MPM, the bench sizing) serve the same hello app
 (`/su/hello.fcgi`, the bench user's pool), differing only in the notes:
 
+- `off`: `SuFcgiRequestNotes off`: the baseline (nothing is looked at or set);
 - `auto`: the harness's own LogFormat, which names no sufcgi note, so
-  `SuFcgiRequestNotes auto` sets none (the default configuration);
+  `SuFcgiRequestNotes auto` sets none (the default configuration): what
+  "no LogFormat uses them" costs, against `off`;
 - `on`: `SuFcgiRequestNotes on`: all four notes set on every request (the
   worker's CPU time read from /proc before and after) though no format uses them;
 - `used`: a CustomLog that writes all four.
 
 wrk (16 connections) on each for DURATION seconds, ROUNDS rounds, the order
-rotated every round so drift hits all three alike. Reported: req/s per
-variant (median, min–max) and the per-round ratios on/auto and used/auto
-(median, min–max). A/B in one run, on one build.
+rotated every round so drift hits all alike. Reported: req/s per variant
+(median, min–max) and the per-round ratios to `off` (median, min–max). A/B
+in one run, on one build.
 """
 from __future__ import annotations
 
 import harness
 
-ROUNDS = 5
+ROUNDS = 6
 DURATION = 5
 CONNS = 16
 PATH = "/su/hello.fcgi"
 NOTES = ("sufcgi-queue-ms", "sufcgi-worker-pid", "sufcgi-worker-cpu-ms", "sufcgi-pool")
-VARIANTS = ("auto", "on", "used")
+VARIANTS = ("off", "auto", "on", "used")
 
 
 def _extra(kind: str, root) -> str:
+    if kind == "off":
+        return "SuFcgiRequestNotes off"
     if kind == "on":
         return "SuFcgiRequestNotes on"
     if kind == "used":
@@ -59,7 +63,7 @@ def run(b, site, tmp, gate) -> dict:
         busy = []
         for rnd in range(ROUNDS):
             gate.wait()
-            order = VARIANTS[rnd % 3:] + VARIANTS[:rnd % 3]
+            order = VARIANTS[rnd % len(VARIANTS):] + VARIANTS[:rnd % len(VARIANTS)]
             for kind in order:
                 r = b.measure(lambda: b.run_wrk(servers[kind].port, PATH, CONNS, DURATION, tmp), None, gate)
                 rps[kind].append(r["req_per_s"])
@@ -75,16 +79,17 @@ def run(b, site, tmp, gate) -> dict:
            "used_log_line": sample}
     for k in VARIANTS:
         out[k] = {"median": round(_median(rps[k]), 1), "min": min(rps[k]), "max": max(rps[k]), "all": rps[k]}
-    for k in ("on", "used"):
-        ratios = [x / y for x, y in zip(rps[k], rps["auto"]) if y]
-        out[f"{k}_vs_auto"] = {"median": round(_median(ratios), 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3)}
-    b.log(f"  notes: on/auto {out['on_vs_auto']}, used/auto {out['used_vs_auto']}")
+    for k in ("auto", "on", "used"):
+        ratios = [x / y for x, y in zip(rps[k], rps["off"]) if y]
+        out[f"{k}_vs_off"] = {"median": round(_median(ratios), 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3)}
+    b.log(f"  notes: auto/off {out['auto_vs_off']}, on/off {out['on_vs_off']}, used/off {out['used_vs_off']}")
     return out
 
 
 def markdown(r: dict) -> str:
     cell = lambda k: f"{r[k]['median']:.0f} req/s ({r[k]['min']:.0f}–{r[k]['max']:.0f})"  # noqa: E731
     ratio = lambda k: f"{r[k]['median']:.3f} ({r[k]['min']:.3f}–{r[k]['max']:.3f})"  # noqa: E731
-    return (f"| request notes, {r['rounds']} × {r['duration_s']} s rounds, c{r['connections']}: "
-            f"none used (`auto`) / set but unused (`on`) / logged | {cell('auto')} / {cell('on')} / {cell('used')}; "
-            f"on ÷ auto {ratio('on_vs_auto')}, used ÷ auto {ratio('used_vs_auto')} | auto = baseline |")
+    return (f"| request notes, {r['rounds']} × {r['duration_s']} s rounds, c{r['connections']}: `off` / "
+            f"none used (`auto`) / set but unused (`on`) / logged (`used`) | {cell('off')} / {cell('auto')} / "
+            f"{cell('on')} / {cell('used')}; ÷ off: auto {ratio('auto_vs_off')}, on {ratio('on_vs_off')}, "
+            f"used {ratio('used_vs_off')} | auto ÷ off ≈ 1 |")

@@ -312,7 +312,7 @@ def test_each_request_leaves_its_cost_for_the_access_log(cu):
     wait_for(line, 10, "the access log line")
     fields = line()[-1].split()
     status, _, queue, wpid, cpu, pool = fields[:6]
-    assert status == "200" and queue.isdigit() and int(wpid) == pid and cpu.isdigit(), fields
+    assert status == "200" and queue.isdigit() and int(wpid) == pid and re.fullmatch(r"\d+\.\d{3}", cpu), fields
     assert pool == f"app:{cu.a.www}/app/cu_app.py", fields
 
 

@@ -46,16 +46,37 @@ pub fn pool_name(kind: AppKind, program: &Path, workdir: &Path) -> String {
     }
 }
 
-/// The CPU time (user + system, clock ticks) `pid` has used, from /proc.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    crate::core::slowlog::parse_stat(&s).map(|(_, t)| t)
+/// How a worker's CPU time is read: a single-threaded worker (php-cgi,
+/// libfcgi, Perl's FCGI) from its scheduler statistics, in nanoseconds; a
+/// threaded one (every thread's time counts) from `/proc/PID/stat`, in
+/// clock ticks (10 ms on most kernels).
+#[derive(Clone, Copy)]
+enum Clock {
+    Schedstat,
+    Ticks,
 }
 
-fn ticks_to_ms(t: u64) -> u64 {
-    // SAFETY: sysconf has no memory-safety requirements.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    t.saturating_mul(1000) / hz
+impl Clock {
+    /// procfs counts a process's threads in its task directory's link count.
+    fn of(pid: u32) -> Option<Clock> {
+        use std::os::unix::fs::MetadataExt;
+        let threads = std::fs::metadata(format!("/proc/{pid}/task")).ok()?.nlink().saturating_sub(2);
+        Some(if threads == 1 { Clock::Schedstat } else { Clock::Ticks })
+    }
+
+    /// CPU time used so far, in nanoseconds.
+    fn read(self, pid: u32) -> Option<u64> {
+        match self {
+            Clock::Schedstat => std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?.split_whitespace().next()?.parse().ok(),
+            Clock::Ticks => {
+                let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let ticks = crate::core::slowlog::parse_stat(&s)?.1;
+                // SAFETY: sysconf has no memory-safety requirements.
+                let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+                Some(ticks.saturating_mul(1_000_000_000) / hz)
+            }
+        }
+    }
 }
 
 /// One request, measured from its start to its end.
@@ -64,7 +85,7 @@ pub struct Meter {
     started: Instant,
     queue_ms: Option<u64>,
     pid: u32,
-    cpu_before: Option<u64>,
+    cpu_before: Option<(Clock, u64)>,
 }
 
 impl Meter {
@@ -78,7 +99,7 @@ impl Meter {
         self.queue_ms = Some(self.started.elapsed().as_millis() as u64);
         self.pid = pid;
         if self.wanted.cpu && alone && pid != 0 {
-            self.cpu_before = cpu_ticks(pid);
+            self.cpu_before = Clock::of(pid).and_then(|c| Some((c, c.read(pid)?)));
         }
     }
 
@@ -89,8 +110,11 @@ impl Meter {
             out.push((QUEUE_MS, q.to_string()));
             out.push((WORKER_PID, self.pid.to_string()));
         }
-        if let (Some(before), Some(after)) = (self.cpu_before, self.cpu_before.and_then(|_| cpu_ticks(self.pid))) {
-            out.push((WORKER_CPU_MS, ticks_to_ms(after.saturating_sub(before)).to_string()));
+        if let Some((clock, before)) = self.cpu_before {
+            if let Some(after) = clock.read(self.pid) {
+                let ns = after.saturating_sub(before);
+                out.push((WORKER_CPU_MS, format!("{}.{:03}", ns / 1_000_000, ns / 1000 % 1000)));
+            }
         }
         out.push((POOL, pool));
         out
