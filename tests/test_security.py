@@ -672,14 +672,14 @@ def _b(x) -> bytes:
 
 def _ensure_frame(generation: int, vhost: int, kind: int, program: str, workdir: str, args,
                   config_files=(), env=()) -> bytes:
-    """TAG_ENSURE (1) frame of src/core/supervisor/protocol.rs, version 3."""
+    """TAG_ENSURE (1) frame of src/core/supervisor/protocol.rs, version 4."""
     body = struct.pack("<QIB", generation, vhost, kind) + _b(program)
     body += struct.pack("<I", len(args)) + b"".join(_b(a) for a in args)
     body += _b(workdir)
     body += struct.pack("<I", len(config_files)) + b"".join(_b(c) for c in config_files)
     body += struct.pack("<I", len(env)) + b"".join(_b(k) + _b(v) for k, v in env)
     body += LIMITS + b"\0" + b"\0" + b"\0"      # no restart file, no log file, no userdir user
-    payload = bytes([3, 1]) + body
+    payload = bytes([4, 1]) + body
     return struct.pack("<I", len(payload)) + payload
 
 
