@@ -1,6 +1,7 @@
 //! The server-agnostic core. Nothing here may use a server's FFI.
 
 pub mod authorizer;
+pub mod dispatch;
 pub mod directives;
 pub mod fastcgi;
 pub mod guard;
@@ -14,6 +15,7 @@ pub mod mux;
 pub mod metrics;
 pub mod mux_conn;
 pub mod owner_limits;
+pub mod parking;
 pub mod php_ini;
 pub mod pool_link;
 pub mod request;
