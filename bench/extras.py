@@ -90,19 +90,24 @@ def parse(buf: bytes) -> tuple[int, dict, bytes]:
     return status, headers, body
 
 
+def send_timed(s: socket.socket, req: bytes) -> tuple[float, bytes]:
+    """Send `req` on `s` and read its response: the time from sending to its last byte."""
+    buf = b""
+    t0 = time.perf_counter()
+    s.sendall(req)
+    while not response_complete(buf):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return time.perf_counter() - t0, buf
+
+
 def timed_get(port: int, req: bytes, timeout: float = 10) -> tuple[float, int, dict, bytes]:
     """Connect (not timed), then time from sending the request to its last byte."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = b""
-        t0 = time.perf_counter()
-        s.sendall(req)
-        while not response_complete(buf):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        elapsed = time.perf_counter() - t0
+        elapsed, buf = send_timed(s, req)
     status, headers, body = parse(buf)
     return elapsed, status, headers, body
 
@@ -380,16 +385,9 @@ def upload(b, a, total: int) -> dict:
 
 
 def keepalive_get(s: socket.socket, req: bytes) -> tuple[float, int]:
-    """One request on a kept-alive connection: time from sending it to its last byte."""
-    buf = b""
-    t0 = time.perf_counter()
-    s.sendall(req)
-    while not response_complete(buf):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return time.perf_counter() - t0, parse(buf)[0]
+    """One request on a kept-alive connection: its time and status."""
+    elapsed, buf = send_timed(s, req)
+    return elapsed, parse(buf)[0]
 
 
 def handover(b, a, samples: int) -> dict:
