@@ -363,7 +363,10 @@ def cold_start(a: BenchApache, site: Site, d: str, samples: int) -> dict:
 # ---------------------------------------------------------------- environment
 
 BUSY_NAMES = {"pytest", "py.test", "cargo", "rustc", "clippy-driver"}
-WRAPPERS = {"flock", "timeout", "nice", "ionice"}
+# Programs that only wrap the work or wait for the heavy-run lock (a shell
+# `bash -c "timeout … pytest"` too): the work counts when it runs, as a
+# process of its own.
+WRAPPERS = {"flock", "timeout", "nice", "ionice", "bash", "sh", "make", "env"}
 
 
 def busy_processes() -> list[str]:

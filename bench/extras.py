@@ -9,7 +9,9 @@
 - neighbour: owner B's hello app (sequential requests, p50/p99) alone and while
            owner A's 16 workers burn both CPUs, on a server with per-owner
            cgroups (the default) and on one with `SuFcgiCgroups off`, the runs
-           of the two interleaved (issue 15).
+           of the two interleaved (issue 15);
+- handover: under prefork with one worker, the time a request in one child
+  takes to get the worker another child keeps a connection to (issue 16);
 - notes:   the sufcgi-* request notes, unused / set / logged (notes_ab.py).
 
 Called from bench.py (`--extras`); `b` is the bench module (its Apache class,
@@ -31,10 +33,11 @@ from pathlib import Path
 
 import harness
 
-EXTRAS = ("busy503", "upload", "owners", "cold200", "neighbour", "notes")
+EXTRAS = ("busy503", "upload", "owners", "cold200", "neighbour", "handover", "notes")
 BENCH = Path(__file__).resolve().parent
 
 BUSY_SAMPLES = 2000          # 503s measured (and as many 404s, interleaved)
+HANDOVER_SAMPLES = 500
 BUSY_WARMUP = 200
 UPLOAD_BYTES = 1 << 30
 OWNER_PREFIX, OWNER_UID0 = "sufcgi-o", 40000   # owner i: sufcgi-o0042, uid 40042
@@ -88,19 +91,24 @@ def parse(buf: bytes) -> tuple[int, dict, bytes]:
     return status, headers, body
 
 
+def send_timed(s: socket.socket, req: bytes) -> tuple[float, bytes]:
+    """Send `req` on `s` and read its response: the time from sending to its last byte."""
+    buf = b""
+    t0 = time.perf_counter()
+    s.sendall(req)
+    while not response_complete(buf):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return time.perf_counter() - t0, buf
+
+
 def timed_get(port: int, req: bytes, timeout: float = 10) -> tuple[float, int, dict, bytes]:
     """Connect (not timed), then time from sending the request to its last byte."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = b""
-        t0 = time.perf_counter()
-        s.sendall(req)
-        while not response_complete(buf):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        elapsed = time.perf_counter() - t0
+        elapsed, buf = send_timed(s, req)
     status, headers, body = parse(buf)
     return elapsed, status, headers, body
 
@@ -239,14 +247,15 @@ class ExtrasSite:
         w, A = site.www, site.ids
         for d, conf in (("x-busy", "AddHandler sufcgi-script .fcgi\nSuFcgiMaxWorkers 1\n"
                                    "SuFcgiQueueLimit 0\n"),
-                        ("x-upload", "AddHandler sufcgi-script .fcgi\n")):
+                        ("x-upload", "AddHandler sufcgi-script .fcgi\n"),
+                        ("x-handover", "AddHandler sufcgi-script .fcgi\nSuFcgiMaxWorkers 1\n")):
             shutil.rmtree(w / d, ignore_errors=True)
             harness.mkdir(w / d, A)
             harness.put(w / d / "x.fcgi", self.app.read_bytes(), A, 0o755)
             harness.put(w / d / ".htaccess", conf, A)
 
     def cleanup(self):
-        for d in ("x-busy", "x-upload"):
+        for d in ("x-busy", "x-upload", "x-handover"):
             shutil.rmtree(self.site.www / d, ignore_errors=True)
         try:
             self.app.unlink()
@@ -374,6 +383,80 @@ def upload(b, a, total: int) -> dict:
     b.log(f"  1 GiB upload: child {child} VmRSS before {before['VmRSS']} KiB, VmHWM after "
           f"{after['VmHWM']} KiB: growth {growth} KiB; {r['mib_per_s']} MiB/s; app: {r['app_answer']!r}")
     return r
+
+
+def keepalive_get(s: socket.socket, req: bytes) -> tuple[float, int]:
+    """One request on a kept-alive connection: its time and status."""
+    elapsed, buf = send_timed(s, req)
+    return elapsed, parse(buf)[0]
+
+
+def handover(b, a, samples: int) -> dict:
+    """Prefork, one worker (its app the bench's hello app): each sample, a
+    client on a kept-alive connection makes two requests in one child (that
+    child keeps its connection to the worker: the second is timed, `kept`),
+    then, while that client stays connected (its child serves nobody else),
+    a request on a fresh connection (another child) is timed: it takes the
+    worker over, and the holder's keeper closes its connection (`taken_over`).
+    A request on a fresh connection costs httpd more than one on a kept-alive
+    one anyway: the same pair of requests for a plain 404 of the same server
+    (`floor_kept`, `floor_fresh`) measures that, and the hand-over is
+    (taken_over − kept) − (floor_fresh − floor_kept). Connects are not timed."""
+    host = f"bench.test:{a.port}"
+    path = "/x-handover/x.fcgi?sleep=0"
+    floor = "/x-handover/none.txt"
+    ka = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sufcgi-bench\r\n\r\n").encode()
+    ka_floor = ka.replace(path.encode(), floor.encode())
+    fresh, fresh_floor = request_bytes(host, path), request_bytes(host, floor)
+    # The first requests make the app be asked whether it multiplexes; then
+    # connections are kept.
+    for _ in range(20):
+        timed_get(a.port, fresh)
+    got: dict[str, list[float]] = {"kept": [], "taken_over": [], "floor_kept": [], "floor_fresh": []}
+    bad: list[str] = []
+
+    def note(kind: str, t: float, st: int, want: int):
+        if st == want:
+            got[kind].append(t)
+        else:
+            bad.append(f"{kind}: {st}")
+
+    t_start = time.monotonic()
+    for _ in range(samples):
+        with socket.create_connection(("127.0.0.1", a.port), timeout=10) as c1:
+            c1.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            keepalive_get(c1, ka)
+            note("kept", *keepalive_get(c1, ka), 200)
+            note("floor_kept", *keepalive_get(c1, ka_floor), 404)
+            note("taken_over", *timed_get(a.port, fresh)[:2], 200)
+            note("floor_fresh", *timed_get(a.port, fresh_floor)[:2], 404)
+    took = time.monotonic() - t_start
+    sm = {k: summary_ms(v) for k, v in got.items()}
+    r = {"samples": samples, **sm, "unexpected": bad[:10], "unexpected_count": len(bad), "seconds": round(took, 1)}
+    if all(v.get("n") for v in sm.values()):
+        r["handover_ms"] = {k: round((sm["taken_over"][k] - sm["kept"][k]) - (sm["floor_fresh"][k] - sm["floor_kept"][k]), 3)
+                            for k in ("p50_ms", "p99_ms")}
+    sk, st_ = sm["kept"], sm["taken_over"]
+    b.log(f"  hand-over: kept p50 {sk.get('p50_ms')} p99 {sk.get('p99_ms')} ms; taken over p50 "
+          f"{st_.get('p50_ms')} p99 {st_.get('p99_ms')} max {st_.get('max_ms')} ms"
+          + (f"; {len(bad)} unexpected, e.g. {bad[0]}" if bad else ""))
+    return r
+
+
+def run_handover(b, site, tmp: Path, gate) -> dict:
+    xs = ExtrasSite(site, tmp)
+    port = harness.free_port()
+    vhost = harness.Vhost("bench.test", site.www)
+    a = harness.Apache(mpm="prefork", port=port, sufcgi=True, vhosts=[vhost], log_level="warn")
+    b.log(f"extras (hand-over, prefork): starting on 127.0.0.1:{port}")
+    try:
+        a.start()
+        gate.wait()
+        return b.measure(lambda: handover(b, a, HANDOVER_SAMPLES), None, gate)
+    finally:
+        a.stop()
+        a.cleanup()
+        xs.cleanup()
 
 
 def run_busy_upload(b, site, tmp: Path, gate, which: list[str]) -> dict:
@@ -750,6 +833,8 @@ def run(b, site, tmp: Path, gate, which: list[str], n_owners: int, neighbour_run
     if {"busy503", "upload"} & set(which):
         gate.wait()
         out.update(run_busy_upload(b, site, tmp, gate, which))
+    if "handover" in which:
+        out["handover"] = run_handover(b, site, tmp, gate)
     if {"owners", "cold200"} & set(which):
         out["owners"] = run_owners(b, site, tmp, gate, which, n_owners)
     if "neighbour" in which:
@@ -797,6 +882,19 @@ def markdown(x: dict) -> str:
         if "module_ms" in r:
             L.append(f"| 503 − 404 (≈ module time) | p50 {r['module_ms']['p50_ms']:+.3f} / "
                      f"p99 {r['module_ms']['p99_ms']:+.3f} ms | |")
+    if "handover" in x:
+        r = x["handover"]
+        k, t = r["kept"], r["taken_over"]
+        if k.get("n") and t.get("n"):
+            L.append(f"| prefork, 1 worker: request on this child's kept connection, N={k['n']} | "
+                     f"p50 {k['p50_ms']:.3f} / p99 {k['p99_ms']:.3f} / max {k['max_ms']:.3f} ms | |")
+            L.append(f"| the same worker taken over by another child (the holder's keeper closes its connection), N={t['n']} | "
+                     f"p50 {t['p50_ms']:.3f} / p99 {t['p99_ms']:.3f} / max {t['max_ms']:.3f} ms | |")
+            f0, f1 = r["floor_kept"], r["floor_fresh"]
+            L.append(f"| plain 404 of the same server on a kept-alive / a fresh connection (floor) | "
+                     f"p50 {f0['p50_ms']:.3f} / {f1['p50_ms']:.3f}, p99 {f0['p99_ms']:.3f} / {f1['p99_ms']:.3f} ms | |")
+            L.append(f"| hand-over: (taken over − kept) − (fresh − kept-alive 404) | p50 {r['handover_ms']['p50_ms']:+.3f} / "
+                     f"p99 {r['handover_ms']['p99_ms']:+.3f} ms | issue 16: measured |")
     if "upload" in x:
         r = x["upload"]
         L.append(f"| 1 GiB upload to a discarding app: Apache child VmHWM − VmRSS before | "

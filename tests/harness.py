@@ -448,7 +448,13 @@ class KeepAliveClient:
         self.local_port = self.conn.sock.getsockname()[1]
 
     def get(self, path: str) -> Response:
-        self.conn.request("GET", path, headers={"Host": f"{self.host}:{self.port}"})
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> Response:
+        h = {"Host": f"{self.host}:{self.port}"}
+        if method != "GET":
+            h["Content-Length"] = str(len(body or b""))
+        self.conn.request(method, path, body=body, headers=h)
         resp = self.conn.getresponse()
         r = _read_response(resp)
         if self.conn.sock is None or self.conn.sock.getsockname()[1] != self.local_port:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 
 import harness
-from harness import wait_for
 
 
 def new_root_processes(before: set[int]) -> list[int]:
@@ -79,65 +78,4 @@ def test_reload_that_changes_identities_answers_503_until_restart(site, sufcgi_m
         srv.cleanup()
 
 
-# ---------------------------------------------------------------- kept connections
-# lighttpd is one process, so it keeps its connection to a worker of an app that
-# does not multiplex from one request to the next (FCGI_KEEP_CONN), where Apache's
-# children cannot (BENCHMARKS.md). tests/apps/lt_keepconn.py tells which of its
-# connections carried each request.
-
-def _keepconn_server(site, mode: str):
-    from harness import APPS, mkdir, put
-    d = mkdir(site.alice.www / f"keepconn-{mode}", site.alice.ids)
-    put(d / "lt_keepconn.py", (APPS / "lt_keepconn.py").read_bytes(), site.alice.ids, 0o755)
-    # One worker, so every request goes to the same process.
-    put(d / ".htaccess", f"SuFcgiApp lt_keepconn.py {mode}\nSuFcgiMaxWorkers 1\n", site.alice.ids)
-    srv = harness.Lighttpd(vhosts=site.vhosts())
-    srv.start()
-    return srv, f"/keepconn-{mode}/"
-
-
-def _get(srv, site, path):
-    r = srv.get(path, host=site.ALICE)
-    assert r.status == 200, (r, srv.log_tail(10))
-    return r.json()
-
-
-def test_the_connection_to_a_worker_is_kept_between_requests(site, sufcgi_module):
-    srv, path = _keepconn_server(site, "keep")
-    try:
-        # The first request has a connection of its own; then the app is asked
-        # about multiplexing (on a thread), and once it has answered,
-        # connections are kept.
-        first = _get(srv, site, path)
-        wait_for(lambda: _get(srv, site, path)["on_conn"] >= 2, 10, "a request on a kept connection")
-        runs = [_get(srv, site, path) for _ in range(4)]
-        assert {r["pid"] for r in [first, *runs]} == {first["pid"]}
-        # One connection carries them all, one after another.
-        assert len({r["conn"] for r in runs}) == 1, runs
-        assert [r["on_conn"] for r in runs] == list(range(runs[0]["on_conn"], runs[0]["on_conn"] + 4)), runs
-        kept = runs[-1]["conn"]
-        # A request with a body goes out on it too, but the connection is not kept
-        # after it (the app might have left some of the body unread).
-        body = harness.request(srv.port, path, host=site.ALICE, method="POST", body=b"x" * 5000)
-        assert body.status == 200, (body, srv.log_tail(10))
-        assert (body.json()["conn"], body.json()["body"]) == (kept, 5000), body.json()
-        after = _get(srv, site, path)
-        assert after["conn"] > kept and after["on_conn"] == 1, after
-    finally:
-        srv.stop()
-        srv.cleanup()
-
-
-def test_a_kept_connection_the_app_dropped_is_replaced_unseen(site, sufcgi_module):
-    """The app hangs up on a kept connection as the next request arrives: that
-    request runs again on a fresh connection, and the client sees a plain 200."""
-    srv, path = _keepconn_server(site, "drop")
-    try:
-        _get(srv, site, path)
-        wait_for(lambda: _get(srv, site, path)["dropped"] >= 1, 10, "a request the app hung up on, run again")
-        runs = [_get(srv, site, path) for _ in range(4)]
-        assert runs[-1]["dropped"] >= 3, runs
-        assert "closed the connection" not in srv.log_since(0), srv.log_tail(10)
-    finally:
-        srv.stop()
-        srv.cleanup()
+# Kept connections to workers: tests/test_keepconn.py (every server).

@@ -9,6 +9,7 @@ use super::{authorizer, ffi, handler, log, runtime, watchdog};
 use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
 use crate::core::owner_limits::OwnerLimits;
 use crate::core::request_cost::Wanted;
+use crate::core::parking;
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
 use crate::core::sys;
@@ -304,7 +305,7 @@ pub unsafe fn ensure_supervisor(pconf: *mut ffi::apr_pool_t, s: *mut ffi::server
     }
 }
 
-unsafe extern "C" fn child_init(_p: *mut ffi::apr_pool_t, s: *mut ffi::server_rec) {
+unsafe extern "C" fn child_init(pchild: *mut ffi::apr_pool_t, s: *mut ffi::server_rec) {
     guard("child_init", (), |m| log::server(s, log::ERR, m), || {
         // SAFETY: runs in each new child; the process pool is live and the
         // Persist record was created by the parent before forking.
@@ -318,7 +319,30 @@ unsafe extern "C" fn child_init(_p: *mut ffi::apr_pool_t, s: *mut ffi::server_re
                 }
             }
         }
+        // Connections to workers are kept per child, with a keeper thread of
+        // its own (started here, in the child: a thread does not survive
+        // fork). The child pool's cleanup gives every parked worker back
+        // when the child exits; the thread never holds the child up.
+        if let Some(rt) = runtime::get() {
+            match parking::start(rt.scoreboard.clone(), Box::new(|m| log::server(ptr::null(), log::ERR, m))) {
+                Ok(_) => {
+                    // SAFETY: pchild is the child's live process pool.
+                    unsafe { super::apr::pool_box(pchild, StopKeeping) };
+                }
+                Err(e) => log::server(s, log::WARNING, &format!("sufcgi: this child keeps no connections to workers: {e}")),
+            }
+        }
     })
+}
+
+/// Dropped by the child pool's cleanup (the child exits): parked workers
+/// are given back to everyone.
+struct StopKeeping;
+
+impl Drop for StopKeeping {
+    fn drop(&mut self) {
+        guard("the child's exit", (), |m| log::server(ptr::null(), log::ERR, m), parking::stop);
+    }
 }
 
 /// Route requests: an app owns its whole directory tree; otherwise a wrapper

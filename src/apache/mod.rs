@@ -4,7 +4,6 @@
 mod apr;
 mod authorizer;
 mod config;
-mod dispatch;
 mod ffi;
 mod pool_request;
 mod handler;

@@ -12,7 +12,7 @@ use crate::core::customer_note;
 use crate::core::pool_link::Pool;
 use crate::core::request::PoolSpec;
 use crate::core::request_cost::{pool_name, Meter};
-use crate::core::scoreboard::{Claim, PoolSlot};
+use crate::core::scoreboard::{Claim, PoolSlot, Via};
 use crate::core::slow_watch::{self, SlowWatch};
 use std::sync::atomic::Ordering;
 
@@ -28,7 +28,7 @@ pub fn meter(rt: &Runtime, responder: bool) -> Option<Meter> {
 pub unsafe fn claimed(r: *mut ffi::request_rec, rt: &Runtime, pool: &Pool, slot: &PoolSlot, claim: &Claim<'_>, meter: &mut Option<Meter>) -> Option<SlowWatch> {
     if let Some(m) = meter.as_mut() {
         let pid = claim.worker().pid.load(Ordering::Acquire);
-        m.claimed(pid, !claim.shared && !claim.pipelined && slot.requests_per_worker() <= 1);
+        m.claimed(pid, claim.via != Via::Shared && !claim.pipelined() && slot.requests_per_worker() <= 1);
     }
     if pool.info.limits.slow_log == 0 {
         return None;

@@ -1,34 +1,86 @@
 //! One request on one pool: find the pool (cached, else asked of the
-//! supervisor), claim a worker, connect, relay, and release or retire the
-//! worker by how the exchange ended. Shared by the content handler and the
-//! authorizer; what to answer when it cannot run is left to the caller.
+//! supervisor), get a worker (`core::dispatch`; waiting asleep on the pool's
+//! futex), reach it (the connection this child kept, a fresh one, or the
+//! shared one of a multiplexing app), relay, and give the worker back by how
+//! the exchange ended (kept for the next request, released, or retired).
+//! Shared by the content handler and the authorizer; what to answer when it
+//! cannot run is left to the caller.
 
-use crate::core::pool_link::{self as link, PoolError};
 use super::relay::{self, Body, Outcome, Role};
-use super::runtime::Runtime;
-use super::{dispatch, ffi, log, observe};
 use super::relay_shared;
+use super::runtime::Runtime;
+use super::{ffi, log, observe};
+use crate::core::dispatch::{self, Dispatch, Host, Refusal, Step};
 use crate::core::fastcgi::record;
 use crate::core::mux;
 use crate::core::mux_conn::{self, MuxConn};
+use crate::core::parking;
+use crate::core::pool_link::{self as link, Pool, PoolError};
+use crate::core::request_cost::Meter;
 use crate::core::request::{connect_worker, PoolInfo, PoolSpec};
-use crate::core::scoreboard::PoolSlot;
+use crate::core::scoreboard::{Claim, PoolSlot, Via};
+use std::cell::RefCell;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why the request did not reach an app.
 pub enum NotRun {
     /// Answer `status` (with `Retry-After` when given); log `why`.
     Refused { status: u32, retry_after: Option<u32>, why: String },
-    /// Overloaded, backing off, or the worker died before taking the
-    /// request: 503 with `Retry-After`.
+    /// The dispatch's 503 (overloaded, backing off, or the worker died
+    /// before taking the request): with `Retry-After` and the busy page.
     Busy { retry_after: u32, why: String },
+}
+
+impl From<Refusal> for NotRun {
+    fn from(r: Refusal) -> NotRun {
+        match r.status {
+            503 => NotRun::Busy { retry_after: r.retry_after.unwrap_or(5), why: r.why },
+            status => NotRun::Refused { status: status as u32, retry_after: r.retry_after, why: r.why },
+        }
+    }
 }
 
 /// Vets a pool before use: Err is (status, reason).
 pub type PoolCheck<'a> = &'a dyn Fn(&PoolInfo) -> Result<(), (u32, String)>;
+
+/// This child as the dispatch sees it: its doorbell (when its keeper runs)
+/// and the kept connection of the worker it just claimed again.
+struct Child {
+    holder: Option<u32>,
+    kept: RefCell<Option<OwnedFd>>,
+}
+
+impl Host for Child {
+    fn holder(&self) -> Option<u32> {
+        self.holder
+    }
+    fn sleeps(&self) -> bool {
+        true
+    }
+    fn take_kept<'a>(&self, slot: &'a PoolSlot, info: &PoolInfo) -> Option<Claim<'a>> {
+        let (claim, conn) = parking::take(slot, info)?;
+        *self.kept.borrow_mut() = Some(conn);
+        Some(claim)
+    }
+}
+
+/// Step the dispatch until it decides, asleep on the pool's futex between steps.
+fn worker_for<'a>(d: &mut Dispatch<'a>, rt: &Runtime, info: &PoolInfo, slot: &'a PoolSlot, child: &Child) -> Step<'a> {
+    loop {
+        match d.step(&rt.site(), info, slot, child) {
+            Step::Wait { until, seen } => slot.wait_idle(seen, until),
+            decided => return decided,
+        }
+    }
+}
+
+/// Bytes BEGIN_REQUEST, the params and the empty STDIN take at most.
+fn request_len(pairs: &[(&[u8], &[u8])]) -> usize {
+    pairs.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>() + 64
+}
 
 /// Run `pairs` + `body` on a worker of `spec`'s pool. `check` vets the pool
 /// once it is known (e.g. a wrapped script must be the pool owner's).
@@ -47,16 +99,19 @@ pub unsafe fn run(
 ) -> Result<Outcome, NotRun> {
     let mut fresh = false;
     let mut checked = false;
+    let child = Child { holder: parking::holder(), kept: RefCell::new(None) };
+    let bodiless = body.done && body.head.is_empty();
+    // SAFETY: r is live; its method is httpd's string.
+    let idempotent = dispatch::idempotent(unsafe { super::apr::bytes((*r).method) }.unwrap_or(b""));
+    let mut d = Dispatch::new();
     let mut meter = observe::meter(rt, role == Role::Responder);
-    for _attempt in 0..4 {
+    loop {
         let pool = match link::pool_for(&rt.site(), spec, fresh) {
             Ok(p) => p,
             Err(PoolError::Refused { status, reason }) => {
                 return Err(NotRun::Refused { status: status as u32, retry_after: (status == 503).then_some(5), why: reason })
             }
-            Err(PoolError::Unavailable(why)) => {
-                return Err(NotRun::Refused { status: ffi::HTTP_SERVICE_UNAVAILABLE, retry_after: Some(5), why })
-            }
+            Err(PoolError::Unavailable(why)) => return Err(NotRun::Refused { status: ffi::HTTP_SERVICE_UNAVAILABLE, retry_after: Some(5), why }),
         };
         if !checked {
             check(&pool.info).map_err(|(status, why)| {
@@ -65,91 +120,56 @@ pub unsafe fn run(
             })?;
             checked = true;
         }
-        let Some(slot) = pool.slot(&rt.scoreboard) else {
-            // Replaced or forgotten since we cached it: ask again.
-            fresh = true;
-            continue;
-        };
-        let claim = match dispatch::claim_worker(rt, &pool, slot) {
-            Ok(c) => c,
-            Err(dispatch::NoWorker::Gone) => {
+        // Replaced or forgotten since we cached it (or while we waited): ask again.
+        let found = pool.slot(&rt.scoreboard).map(|slot| (worker_for(&mut d, rt, &pool.info, slot, &child), slot));
+        let (claim, slot) = match found {
+            Some((Step::Claimed(c), slot)) => (c, slot),
+            Some((Step::Refuse(refusal), _)) => return Err(turned_away(rt, &pool, refusal)),
+            _ => {
+                if !d.retry() {
+                    return Err(turned_away(rt, &pool, Refusal::tries_exhausted()));
+                }
                 fresh = true;
                 continue;
             }
-            Err(dispatch::NoWorker::Busy { retry_after, why }) => {
-                slot.rejected.fetch_add(1, Ordering::Relaxed);
-                observe::not_run(rt, &pool, ffi::HTTP_SERVICE_UNAVAILABLE, &why);
-                return Err(NotRun::Busy { retry_after, why });
-            }
         };
-        let _seat = dispatch::QueueSeat::new(slot, &claim);
-        // A multiplexing app's requests share this process's connection to
-        // the worker; every other app gets a connection per request.
-        let conn = if claim.shared || slot.requests_per_worker() > 1 {
-            let key = (pool.info.slot, pool.info.slot_generation, claim.index, claim.epoch);
-            mux_conn::shared(key, || connect_worker(&pool.info.socket_prefix, claim.index)).map(Conn::Shared)
-        } else {
-            connect_worker(&pool.info.socket_prefix, claim.index).map(Conn::Own)
-        };
-        let conn = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                // The worker went away between claim and connect: take another.
-                if claim.retire() {
-                    link::nudge(&rt.site(), &pool.info);
-                }
-                log::request(r, log::INFO, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
-                continue;
-            }
-        };
-        slot.requests.fetch_add(1, Ordering::Relaxed);
-        slot.inflight.fetch_add(1, Ordering::AcqRel);
-        // A pipelined request starts when the one ahead of it ends, which
-        // ends (or is stopped) within its own timeout: allow for both.
-        let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
-        let deadline = (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed));
-        let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline, x_sendfile: pool.info.limits.x_sendfile };
+        let kept = child.kept.borrow_mut().take();
+        let try_ = Try { spec, claim, kept, bodiless, idempotent };
         // SAFETY: r is live (the caller's contract).
-        let slow = unsafe { observe::claimed(r, rt, &pool, slot, &claim, &mut meter) };
-        let mut outcome = match &conn {
-            // SAFETY: r is live (the caller's contract).
-            Conn::Own(sock) => unsafe { relay::exchange_as(r, sock, pairs, body, &timeouts, role) },
-            // SAFETY: as above.
-            Conn::Shared(mc) => unsafe { relay_shared::exchange_shared(r, mc, pairs, body, &timeouts, role) },
-        };
-        drop(conn);
-        drop(slow);
-        let (worker, epoch) = (claim.index, claim.epoch);
-        slot.inflight.fetch_sub(1, Ordering::AcqRel);
-        let never_accepted = link::settle(&rt.site(), &pool.info, claim, outcome.fate, outcome.answered);
-        // SAFETY: r is live.
-        unsafe { observe::ended(r, rt, spec, &pool, (worker, epoch), &mut outcome, meter.take(), never_accepted) };
-        if never_accepted {
-            let why = "the worker exited before taking the request (is the app failing at start?)";
-            observe::not_run(rt, &pool, ffi::HTTP_SERVICE_UNAVAILABLE, why);
-            return Err(NotRun::Busy { retry_after: 1, why: why.into() });
-        }
-        if let Some(wanted) = outcome.sendfile.take() {
-            // The worker is free already (settled above): httpd sends the file.
-            // SAFETY: r is live and nothing of the response was sent.
-            match unsafe { super::request_file::serve(r, &wanted, pool.info.uid) } {
-                Ok(status) => outcome.status = status,
-                Err(why) => {
-                    observe::not_run(rt, &pool, ffi::HTTP_FORBIDDEN, &why);
-                    (outcome.status, outcome.why) = (ffi::HTTP_FORBIDDEN as relay::Status, Some(why));
+        match unsafe { exchange(r, rt, &pool, slot, try_, pairs, body, role, &child, &mut meter) } {
+            Tried::Done(outcome) => return Ok(outcome),
+            Tried::Refused(refusal) => return Err(turned_away(rt, &pool, refusal)),
+            Tried::Again => {
+                if !d.retry() {
+                    return Err(turned_away(rt, &pool, Refusal::tries_exhausted()));
                 }
             }
         }
-        if outcome.refused == Some(record::CANT_MPX_CONN) {
-            // It said it multiplexes, then refused to: believe the refusal.
-            slot.per_worker.store(1, Ordering::Release);
-        } else if outcome.fate == relay::Fate::Clean && outcome.refused.is_none() {
-            // SAFETY: r is live.
-            unsafe { ask_about_multiplexing(r, &pool.info, slot, worker) };
-        }
-        return Ok(outcome);
     }
-    Err(NotRun::Refused { status: ffi::HTTP_BAD_GATEWAY, retry_after: None, why: "no worker of the app could take the request".into() })
+}
+
+/// A refusal after the pool was known: said in the owner's log too.
+fn turned_away(rt: &Runtime, pool: &Pool, refusal: Refusal) -> NotRun {
+    observe::not_run(rt, pool, refusal.status as u32, &refusal.why);
+    refusal.into()
+}
+
+/// One try at a claimed worker: what `exchange` needs besides the request.
+struct Try<'a, 's> {
+    spec: &'s PoolSpec,
+    claim: Claim<'a>,
+    /// The connection this child kept to the claimed worker, if any.
+    kept: Option<OwnedFd>,
+    bodiless: bool,
+    idempotent: bool,
+}
+
+/// How one try at a worker went.
+enum Tried {
+    Done(Outcome),
+    Refused(Refusal),
+    /// Nothing reached the app: try again (another worker, or a fresh connection).
+    Again,
 }
 
 /// The backend side of one request.
@@ -158,30 +178,133 @@ enum Conn {
     Shared(Arc<MuxConn>),
 }
 
-/// After the pool's first clean request, ask its app once whether it
-/// multiplexes (`core::mux`): the worker that just answered is up. The
-/// answer is the pool's, in the scoreboard, for every server process; the
-/// first process to get here asks, the others meanwhile give one request per
-/// worker, as to any app.
+/// Reach the claimed worker, relay, and settle it.
 ///
 /// # Safety
-/// `r` is the live request, its exchange over.
-unsafe fn ask_about_multiplexing(r: *mut ffi::request_rec, info: &PoolInfo, slot: &PoolSlot, worker: u32) {
-    if slot.per_worker.load(Ordering::Acquire) != 0 || slot.per_worker.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        return;
+/// `r` is the live request.
+#[allow(clippy::too_many_arguments)]
+unsafe fn exchange(
+    r: *mut ffi::request_rec,
+    rt: &Runtime,
+    pool: &Arc<Pool>,
+    slot: &PoolSlot,
+    try_: Try<'_, '_>,
+    pairs: &[(&[u8], &[u8])],
+    body: &Body,
+    role: Role,
+    child: &Child,
+    meter: &mut Option<Meter>,
+) -> Tried {
+    let Try { spec, claim, kept, bodiless, idempotent } = try_;
+    let info = &pool.info;
+    // A request with a body never goes out on a kept connection, which the
+    // app may have closed meanwhile: it could not be sent again.
+    let kept = kept.filter(|_| dispatch::uses_kept(bodiless));
+    // A multiplexing app's requests share this process's connection to the
+    // worker; any other app gets a connection of its own (kept from this
+    // child's last request to the worker, or fresh).
+    let conn = match (claim.via, kept) {
+        (Via::Kept, Some(k)) => Ok(Conn::Own(k)),
+        (Via::Shared, _) => {
+            let key = (info.slot, info.slot_generation, claim.index, claim.epoch);
+            mux_conn::shared(key, || connect_worker(&info.socket_prefix, claim.index)).map(Conn::Shared)
+        }
+        _ if slot.requests_per_worker() > 1 => {
+            let key = (info.slot, info.slot_generation, claim.index, claim.epoch);
+            mux_conn::shared(key, || connect_worker(&info.socket_prefix, claim.index)).map(Conn::Shared)
+        }
+        _ => connect_worker(&info.socket_prefix, claim.index).map(Conn::Own),
+    };
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            // The worker went away between claim and connect: take another.
+            if claim.retire() {
+                link::nudge(&rt.site(), info);
+            }
+            log::request(r, log::INFO, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
+            return Tried::Again;
+        }
+    };
+    slot.requests.fetch_add(1, Ordering::Relaxed);
+    slot.inflight.fetch_add(1, Ordering::AcqRel);
+    // A pipelined request starts when the one ahead of it ends, which ends
+    // (or is stopped) within its own timeout: allow for both.
+    let allowed = info.limits.request_timeout as u64 * if claim.pipelined() { 2 } else { 1 };
+    let deadline = (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed));
+    let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline, x_sendfile: info.limits.x_sendfile };
+    let keep = matches!(conn, Conn::Own(_)) && dispatch::keepable(slot, child, bodiless, request_len(pairs));
+    // SAFETY: r is live (the caller's contract).
+    let slow = unsafe { observe::claimed(r, rt, pool, slot, &claim, meter) };
+    let mut outcome = match &conn {
+        // SAFETY: r is live (the caller's contract).
+        Conn::Own(fd) => unsafe { relay::exchange_as(r, fd, pairs, body, &timeouts, role, if keep { record::FCGI_KEEP_CONN } else { 0 }) },
+        // SAFETY: as above.
+        Conn::Shared(mc) => unsafe { relay_shared::exchange_shared(r, mc, pairs, body, &timeouts, role) },
+    };
+    drop(slow);
+    slot.inflight.fetch_sub(1, Ordering::AcqRel);
+    if dispatch::may_run_again(claim.via, bodiless, outcome.answered, outcome.unsent, idempotent) && outcome.fate != relay::Fate::Clean {
+        // The app had closed the connection this child kept before it took
+        // the request: nothing of it ran. The worker is free; try again.
+        drop(conn);
+        if claim.give_back() {
+            link::nudge(&rt.site(), info);
+        }
+        return Tried::Again;
     }
-    // (Not flushed first: httpd would then send the response chunked rather
-    // than with its length, and the question takes microseconds.)
-    match mux::ask(&info.socket_prefix, worker, slot) {
+    let (worker, epoch) = (claim.index, claim.epoch);
+    let never_accepted = match conn {
+        Conn::Own(fd) if keep && outcome.fate == relay::Fate::Clean && dispatch::may_keep(outcome.ending) => {
+            if parking::park(slot, info, claim, fd) {
+                link::nudge(&rt.site(), info);
+            }
+            false
+        }
+        conn => {
+            drop(conn);
+            link::settle(&rt.site(), info, claim, outcome.fate, outcome.answered)
+        }
+    };
+    // SAFETY: r is live.
+    unsafe { observe::ended(r, rt, spec, pool, (worker, epoch), &mut outcome, meter.take(), never_accepted) };
+    if never_accepted {
+        return Tried::Refused(Refusal::never_accepted(slot));
+    }
+    if let Some(wanted) = outcome.sendfile.take() {
+        // The worker is free already (kept or settled above): httpd sends the file.
+        // SAFETY: r is live and nothing of the response was sent.
+        match unsafe { super::request_file::serve(r, &wanted, info.uid) } {
+            Ok(status) => outcome.status = status,
+            Err(why) => {
+                observe::not_run(rt, pool, ffi::HTTP_FORBIDDEN, &why);
+                (outcome.status, outcome.why) = (ffi::HTTP_FORBIDDEN as relay::Status, Some(why));
+            }
+        }
+    }
+    if outcome.refused == Some(record::CANT_MPX_CONN) {
+        // It said it multiplexes, then refused to: believe the refusal.
+        slot.per_worker.store(1, Ordering::Release);
+    } else if outcome.fate == relay::Fate::Clean && outcome.refused.is_none() {
+        // SAFETY: r is live; its server lives as long as this generation's children.
+        let server = unsafe { (*r).server } as usize;
+        mux::ask_later(&rt.scoreboard, pool, worker, move |answer| report_multiplexing(server as *const ffi::server_rec, answer));
+    }
+    Tried::Done(outcome)
+}
+
+/// Log what the app said about multiplexing (`mux::ask_later`'s thread).
+fn report_multiplexing(s: *const ffi::server_rec, answer: std::io::Result<mux::Capabilities>) {
+    match answer {
         Ok(caps) if caps.requests_per_worker() > 1 => {
             let msg = format!(
                 "sufcgi: the app multiplexes (FCGI_MPXS_CONNS=1, FCGI_MAX_REQS={}): up to {} requests per worker share a connection",
                 caps.max_reqs.map_or("unset".into(), |m| m.to_string()),
                 caps.requests_per_worker()
             );
-            log::request(r, log::INFO, msg.as_bytes());
+            log::server(s, log::INFO, &msg);
         }
         Ok(_) => {}
-        Err(e) => log::request(r, log::INFO, format!("sufcgi: the app did not answer FCGI_GET_VALUES ({e}); one request per connection").as_bytes()),
+        Err(e) => log::server(s, log::INFO, &format!("sufcgi: the app did not answer FCGI_GET_VALUES ({e}); one request per connection")),
     }
 }

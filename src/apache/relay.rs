@@ -9,6 +9,7 @@ pub use crate::core::authorizer::{Captured, MAX_CAPTURED_BODY};
 use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use crate::core::fastcgi::record::{self, FCGI_AUTHORIZER, FCGI_RESPONDER, STDIN};
 use crate::core::customer_note::AppStderr;
+use crate::core::dispatch::Ending;
 use crate::core::fastcgi::response::{Event, ResponseDecoder};
 use crate::core::fastcgi::params;
 use crate::core::sys;
@@ -104,6 +105,11 @@ pub struct Outcome {
     pub stderr: Vec<Vec<u8>>,
     /// `X-Sendfile`: the file the app asked the server to send (its body was dropped).
     pub sendfile: Option<crate::core::sendfile::Wanted>,
+    /// Own connection only: how it ended, for keeping it (`core::dispatch::may_keep`).
+    pub ending: Ending,
+    /// Own connection only: nothing of the request was taken (the app had
+    /// closed the connection before it was sent).
+    pub unsent: bool,
 }
 
 /// The FastCGI role a request is run in (BEGIN_REQUEST's role field).
@@ -288,15 +294,18 @@ pub(super) unsafe fn next_stdin(r: *mut ffi::request_rec, client_buf: &mut Vec<u
 
 /// Run one request on connected socket `sock` in `role`. An authorizer gets
 /// no body (pass `Body::empty()`) and its response comes back in
-/// `Outcome::captured`; nothing is written to the client.
+/// `Outcome::captured`; nothing is written to the client. `flags`: the
+/// BEGIN_REQUEST flags (FCGI_KEEP_CONN to keep the connection afterwards).
 ///
 /// # Safety
 /// `r` is the live request (handler phase for a responder; any phase after
 /// map_to_storage for an authorizer).
-pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role) -> Outcome {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role, flags: u8) -> Outcome {
     let fd = sock.as_raw_fd();
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024 + body.head.len());
-    let mut stdin_closed = write_request_start(&mut out, REQUEST_ID, role, 0, pairs, body);
+    let mut stdin_closed = write_request_start(&mut out, REQUEST_ID, role, flags, pairs, body);
+    let mut unsent = false;
     let mut body_done = body.done;
     let mut out_pos = 0usize;
     let mut backend_closed_input = false;
@@ -333,7 +342,9 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[
         // Write first, poll only for what the socket did not take (usually
         // the whole request goes in one send, without a poll).
         if out_pos < out.len() && !backend_closed_input {
+            let first = out_pos == 0 && !got_bytes;
             backend_closed_input = !send_pending(fd, &mut out, &mut out_pos);
+            unsent |= first && backend_closed_input;
             if out_pos == out.len() && !stdin_closed && !backend_closed_input {
                 continue;
             }
@@ -400,8 +411,14 @@ pub unsafe fn exchange_as(r: *mut ffi::request_rec, sock: &OwnedFd, pairs: &[(&[
         }
     }
     BACKEND_BUF.with(|b| *b.borrow_mut() = backend_buf);
+    let client_gone = ex.client_gone;
+    let all_sent = stdin_closed && out_pos == out.len() && !backend_closed_input;
+    let clean = failure.is_none() && !client_gone;
     // SAFETY: r is live (the caller's contract).
-    unsafe { conclude(r, ex, &dec, failure, got_bytes) }
+    let mut outcome = unsafe { conclude(r, ex, &dec, failure, got_bytes) };
+    outcome.ending = Ending { complete: dec.is_done() && outcome.refused.is_none(), clean: clean && outcome.why.is_none(), all_sent };
+    outcome.unsent = unsent;
+    outcome
 }
 
 /// The outcome of an exchange that ended: the app's stderr flushed to the
@@ -431,7 +448,7 @@ pub(super) unsafe fn conclude(r: *mut ffi::request_rec, mut ex: Exchange, dec: &
     let stderr = ex.stderr.take();
     let sendfile = ex.sendfile.take();
     match failure {
-        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None, captured, refused, stderr, sendfile },
+        None => Outcome { status: ffi::OK as Status, fate: Fate::Clean, answered: true, why: None, captured, refused, stderr, sendfile, ending: Ending::default(), unsent: false },
         Some((status, fate, why)) => {
             if ex.headers_sent {
                 // Too late for an error page: make sure the client sees a
@@ -441,9 +458,9 @@ pub(super) unsafe fn conclude(r: *mut ffi::request_rec, mut ex: Exchange, dec: &
                     (*(*r).connection).keepalive = ffi::ap_conn_keepalive_e_AP_CONN_CLOSE;
                     (*(*r).connection).aborted = 1;
                 }
-                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why), captured, refused, stderr, sendfile: None }
+                Outcome { status: ffi::OK as Status, fate, answered: got_bytes, why: Some(why), captured, refused, stderr, sendfile: None, ending: Ending::default(), unsent: false }
             } else {
-                Outcome { status, fate, answered: got_bytes, why: Some(why), captured, refused, stderr, sendfile: None }
+                Outcome { status, fate, answered: got_bytes, why: Some(why), captured, refused, stderr, sendfile: None, ending: Ending::default(), unsent: false }
             }
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod authorizer;
 pub mod customer_note;
+pub mod dispatch;
 pub mod directives;
 pub mod error_page;
 pub mod fastcgi;
@@ -16,6 +17,7 @@ pub mod mux;
 pub mod metrics;
 pub mod mux_conn;
 pub mod owner_limits;
+pub mod parking;
 pub mod php_ini;
 pub mod pool_link;
 pub mod request;

@@ -1,7 +1,7 @@
 //! Whether an app multiplexes (FastCGI spec 4.1): asked once per pool with
 //! FCGI_GET_VALUES on a connection of its own, right after the pool's first
-//! clean request (the app is then known to be up and in its accept loop, so an
-//! app that ignores the question costs one short wait, once). Only an app
+//! clean request (the app is then known to be up and in its accept loop),
+//! on a thread of its own (`ask_later`): no response waits for it. Only an app
 //! that answers `FCGI_MPXS_CONNS=1` is ever given several requests at once,
 //! and then over one shared connection per server process
 //! (`core::mux_conn`); every other app gets one request per connection, as
@@ -10,11 +10,13 @@
 use crate::core::fastcgi::params::parse_name_values;
 use crate::core::fastcgi::record::{self, RecordHeader, GET_VALUES_RESULT, HEADER_LEN, NULL_REQUEST_ID, UNKNOWN_TYPE};
 use crate::core::request::connect_worker;
-use crate::core::scoreboard::PoolSlot;
+use crate::core::pool_link::Pool;
+use crate::core::scoreboard::{PoolSlot, Scoreboard};
 use crate::core::sys;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -93,6 +95,30 @@ pub fn ask(prefix: &Path, index: u32, slot: &PoolSlot) -> io::Result<Capabilitie
             }
             Err(e)
         }
+    }
+}
+
+/// After a clean request of a pool whose app was not asked yet: the first
+/// process to get here asks it, on a short-lived thread of its own, so that
+/// no response waits for the question (an app that ignores it costs
+/// `PROBE_TIMEOUT`, a simple responder may); the others meanwhile give one
+/// request per worker, as to any app. `report` gets the answer (for the log).
+pub fn ask_later(scoreboard: &Scoreboard, pool: &Arc<Pool>, worker: u32, report: impl FnOnce(io::Result<Capabilities>) + Send + 'static) {
+    let Some(slot) = pool.slot(scoreboard) else { return };
+    if slot.per_worker.load(Ordering::Acquire) != 0 || slot.per_worker.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return;
+    }
+    let (sb, asking) = (scoreboard.clone(), pool.clone());
+    let spawned = sys::with_signals_blocked(|| {
+        std::thread::Builder::new().name("sufcgi-mux-probe".into()).spawn(move || {
+            if let Some(slot) = asking.slot(&sb) {
+                report(ask(&asking.info.socket_prefix, worker, slot));
+            }
+        })
+    });
+    if spawned.is_err() {
+        // No thread: a later request asks.
+        slot.per_worker.store(0, Ordering::Release);
     }
 }
 

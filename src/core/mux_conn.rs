@@ -87,6 +87,11 @@ impl Router {
         self.open.is_empty()
     }
 
+    /// `id` is the only request id in use.
+    pub fn only(&self, id: u16) -> bool {
+        self.open.len() == 1 && self.open.contains_key(&id)
+    }
+
     /// Take what was filed for `id`.
     pub fn take(&mut self, id: u16) -> Vec<u8> {
         let data = self.open.get_mut(&id).map(|i| std::mem::take(&mut i.bytes)).unwrap_or_default();

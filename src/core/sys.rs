@@ -713,6 +713,28 @@ pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) {
     }
 }
 
+/// Run `f` (a thread spawn) with every signal blocked in the calling
+/// thread, so a thread it starts never takes the server's signals.
+pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask
+    // only swaps this thread's mask, restored below.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
+/// Whether process `pid` exists (kill(pid, 0); EPERM: it does, as another user).
+pub fn pid_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
 /// A non-blocking, close-on-exec connect to the Unix stream socket at the
 /// path made of `parts`, concatenated (built in place, no allocation).
 pub fn connect_unix_nonblocking(parts: &[&[u8]]) -> io::Result<OwnedFd> {

@@ -24,11 +24,11 @@ use super::observe;
 use crate::core::directives::read_busy_page;
 use crate::core::hostconfig::param_blocked;
 use crate::core::identity::WrappedScript;
+use crate::core::dispatch::{self, Dispatch, Ending, Host, Refusal, Step};
 use crate::core::pool_link::{self, Fate, Pool, PoolError, Site};
-use crate::core::request::{connect_worker, AppKind, PoolSpec};
+use crate::core::request::{connect_worker, AppKind, PoolInfo, PoolSpec};
 use crate::core::mux;
-use crate::core::scoreboard::{pool_state, Claim, PoolSlot, Scoreboard};
-use crate::core::sys;
+use crate::core::scoreboard::{Claim, Ended, PoolSlot, Via};
 use std::cell::RefCell;
 use std::os::fd::IntoRawFd;
 use std::os::raw::{c_char, c_int, c_void};
@@ -39,11 +39,6 @@ use std::time::{Duration, Instant};
 
 const REQUEST_ID: u16 = 1;
 const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
-/// A connection is kept for the worker's next request only after a request
-/// this small, with no body: the app then read all of it at once (libfcgi
-/// reads 8 KiB at a time and drops what it buffered of a finished request),
-/// so nothing of it is left to be taken for the start of the next one.
-const KEEP_MAX_REQUEST: usize = 8192;
 /// Body bytes collected before a worker is claimed (as under Apache).
 const PREFETCH: i64 = 64 * 1024;
 /// Reads per scheduling of one request: others get their turn in between.
@@ -87,12 +82,9 @@ struct Conn {
     backend: Backend,
     /// Its FastCGI request id (1 on a connection of its own).
     id: u16,
-    /// Small and without a body: its connection may be kept afterwards.
+    /// Small and without a body (`dispatch::keepable`): its connection may
+    /// be kept afterwards.
     keepable: bool,
-    /// It went out on a kept connection, without a body: it may run once
-    /// more on a fresh connection should the app have closed the kept one
-    /// before answering.
-    may_resend: bool,
     out: Vec<u8>,
     out_pos: usize,
     stdin_done: bool,
@@ -122,11 +114,8 @@ pub struct Ctx {
     pool: Option<Arc<Pool>>,
     fresh: bool,
     checked: bool,
-    attempts: u32,
-    /// Counted in the slot's `waiting` (the queue limit).
-    queued: Option<&'static PoolSlot>,
-    queue_deadline: Option<Instant>,
-    nudged: bool,
+    /// Its way to a worker: queue place, deadline, tries.
+    dispatch: Dispatch<'static>,
     conn: Option<Conn>,
     timed_out: bool,
     /// The backend socket reported an event since we last read it (no read
@@ -179,10 +168,7 @@ impl Ctx {
             pool: None,
             fresh: false,
             checked: false,
-            attempts: 0,
-            queued: None,
-            queue_deadline: None,
-            nudged: false,
+            dispatch: Dispatch::new(),
             conn: None,
             timed_out: false,
             readable: false,
@@ -220,9 +206,6 @@ impl Drop for Ctx {
         let me = self as *const Ctx as usize;
         LIVE.with(|l| l.borrow_mut().retain(|&p| p != me));
         waiters::remove(me);
-        if let Some(slot) = self.queued.take() {
-            slot.leave_queue();
-        }
         if let Some(conn) = self.conn.take() {
             // The request was cut short (client gone, server stopping): the
             // worker may be mid-answer, so it is not given to anyone else —
@@ -231,34 +214,75 @@ impl Drop for Ctx {
             let aborted_cleanly = matches!(&conn.backend, Backend::Shared(s) if s.borrow().closed().is_none());
             let fate = if conn.dec.is_done() || aborted_cleanly { Fate::Clean } else { Fate::Broken };
             let answered = conn.got_bytes;
-            let (claim, pool) = close_conn(self.r, self.con, conn, false);
-            pool_link::settle(&self.site(), &pool.info, claim, fate, answered);
+            let (left, pool) = close_conn(self.r, self.con, conn, None);
+            if let Left::Settle(claim) = left {
+                pool_link::settle(&self.site(), &pool.info, claim, fate, answered);
+            }
         }
     }
 }
 
+/// What is left to do for the worker once its connection is closed or kept.
+enum Left {
+    /// Settle it by how the exchange ended.
+    Settle(Claim<'static>),
+    /// Parked with the kept connection, or released when it could not be
+    /// (`nudge`: it retired).
+    Done { nudge: bool },
+}
+
 /// Unregister and close the backend socket (or leave the connection to the
-/// worker, kept when `keep`), log what is left of the app's stderr; hand
-/// back what must be settled.
-fn close_conn(r: *mut ffi::request_st, con: *mut ffi::connection, mut conn: Conn, keep: bool) -> (Claim<'static>, Arc<Pool>) {
+/// worker: kept, its worker parked, when `keep` names this process's
+/// doorbell and nothing else is on it), log what is left of the app's
+/// stderr; say what is left to settle.
+fn close_conn(r: *mut ffi::request_st, con: *mut ffi::connection, mut conn: Conn, keep: Option<u32>) -> (Left, Arc<Pool>) {
     conn.stderr.flush(|line| log_app_stderr(r, line));
     observe::stderr(&conn.pool, (conn.claim.index, conn.claim.epoch), conn.stderr.take());
-    match &conn.backend {
+    conn.slot.inflight.fetch_sub(1, Ordering::AcqRel);
+    let Conn { claim, pool, backend, id, dec, .. } = conn;
+    let left = match backend {
         // SAFETY: con is live while its request is; fdn was registered on its
         // server's event handler, which closes the fd once unregistered.
         Backend::Own { fd, fdn } => unsafe {
             let ev = (*(*con).srv).ev;
             if !fdn.is_null() {
-                ffi::fdevent_fdnode_event_del(ev, *fdn);
-                ffi::fdevent_sched_close(ev, *fdn);
+                ffi::fdevent_fdnode_event_del(ev, fdn);
+                ffi::fdevent_sched_close(ev, fdn);
             } else {
-                libc::close(*fd);
+                libc::close(fd);
+            }
+            Left::Settle(claim)
+        },
+        Backend::Shared(s) => match keep.filter(|_| shared_conn::may_keep(&s, id)) {
+            Some(holder) => match claim.park(holder) {
+                Ended::Parked(word) => {
+                    shared_conn::leave(&s, id, true, Some(word));
+                    Left::Done { nudge: false }
+                }
+                ended => {
+                    shared_conn::leave(&s, id, true, None);
+                    Left::Done { nudge: ended == Ended::Retired }
+                }
+            },
+            None => {
+                shared_conn::leave(&s, id, dec.is_done(), None);
+                Left::Settle(claim)
             }
         },
-        Backend::Shared(s) => shared_conn::leave(s, conn.id, conn.dec.is_done(), keep),
-    }
-    conn.slot.inflight.fetch_sub(1, Ordering::AcqRel);
-    (conn.claim, conn.pool)
+    };
+    (left, pool)
+}
+
+/// No body goes to the app (none, or an authorizer, which is never sent one).
+fn bodiless(r: *mut ffi::request_st, kind: AppKind) -> bool {
+    // SAFETY: r is the live request.
+    kind == AppKind::Authorizer || unsafe { (*r).reqbody_length == 0 }
+}
+
+fn idempotent(r: *mut ffi::request_st) -> bool {
+    // SAFETY: r is the live request.
+    let m = unsafe { (*r).http_method };
+    matches!(m, ffi::http_method_t_HTTP_METHOD_GET | ffi::http_method_t_HTTP_METHOD_HEAD | ffi::http_method_t_HTTP_METHOD_OPTIONS)
 }
 
 /// The fd handler: let lighttpd schedule the request, whose turn reads and
@@ -277,14 +301,18 @@ unsafe extern "C" fn on_backend_event(ctx: *mut c_void, revents: c_int) -> ffi::
 }
 
 /// Once a second: flag exchanges whose app went silent or ran out of time,
-/// and queued requests past their queue timeout.
+/// and queued requests past their queue timeout; close kept connections
+/// unused for a while.
 pub fn check_timeouts() {
+    if let Some(sb) = super::runtime::scoreboard() {
+        shared_conn::close_idle(sb);
+    }
     let now = Instant::now();
     let live: Vec<usize> = LIVE.with(|l| l.borrow().clone());
     for p in live {
         // SAFETY: LIVE holds only Ctx values not yet dropped (Drop removes them).
         let c = unsafe { &mut *(p as *mut Ctx) };
-        let due = match (&c.conn, c.queue_deadline) {
+        let due = match (&c.conn, c.dispatch.deadline()) {
             (Some(conn), _) => now.duration_since(conn.last_io) >= c.rt.io_timeout || conn.deadline.is_some_and(|d| now >= d),
             (None, Some(d)) => now >= d,
             _ => false,
@@ -511,12 +539,45 @@ enum Found {
     Done(ffi::handler_t),
 }
 
+/// lighttpd as the dispatch sees it: one process whose waiting requests
+/// are parked in its own line (`waiters`), never asleep.
+struct Plugin {
+    holder: Option<u32>,
+    /// The request is first in this process's line for the pool.
+    may: bool,
+}
+
+impl Host for Plugin {
+    fn holder(&self) -> Option<u32> {
+        self.holder
+    }
+    fn may_take(&self) -> bool {
+        self.may
+    }
+    fn sleeps(&self) -> bool {
+        false
+    }
+    fn take_kept<'a>(&self, slot: &'a PoolSlot, info: &PoolInfo) -> Option<Claim<'a>> {
+        shared_conn::take_parked(slot, info)
+    }
+}
+
+/// This process's doorbell when it keeps connections to workers: only
+/// while lighttpd runs as one process (`server.max-worker` 0), since a
+/// worker reading a connection kept by one lighttpd process would wait for
+/// that process while others queue (nobody here answers a doorbell).
+fn holder(c: &Ctx) -> Option<u32> {
+    // SAFETY: the connection and its server are live.
+    let single = unsafe { (*(*c.con).srv).srvconf.max_worker == 0 };
+    single.then(|| shared_conn::holder(c.rt.scoreboard)).flatten()
+}
+
 fn find_worker(c: &mut Ctx) -> Found {
     if let Some(why) = c.rt.unavailable.clone().or_else(|| c.job.stale.clone()) {
         return Found::Done(refuse(c, 503, Some(5), &why));
     }
     let me = c as *const Ctx as usize;
-    while c.attempts < 8 {
+    loop {
         let pool = match c.pool.clone().filter(|_| !c.fresh) {
             Some(p) => p,
             None => match pool_link::pool_for(&c.site(), &c.job.spec, c.fresh) {
@@ -537,110 +598,49 @@ fn find_worker(c: &mut Ctx) -> Found {
             }
             c.checked = true;
         }
-        let Some(slot) = pool.slot(c.rt.scoreboard) else {
-            c.attempts += 1;
-            c.fresh = true;
-            continue;
+        let plugin = Plugin { holder: holder(c), may: waiters::may_claim(pool.info.slot, me) };
+        let step = match pool.slot(c.rt.scoreboard) {
+            Some(slot) => {
+                let site = Site { socket_dir: &c.rt.socket_dir, scoreboard: c.rt.scoreboard };
+                Some((c.dispatch.step(&site, &pool.info, slot, &plugin), slot))
+            }
+            None => None,
         };
-        if waiters::may_claim(pool.info.slot, me) {
-            // An idle worker, else (a multiplexing app) a share of a busy one.
-            if let Some(claim) = slot.claim().or_else(|| slot.share()) {
-                if take(c, claim, slot, pool) {
+        match step {
+            Some((Step::Claimed(claim), slot)) => {
+                waiters::remove(me);
+                // The next in line may find a worker too (several became free).
+                waiters::wake_front(pool.info.slot);
+                if connect(c, claim, slot, pool).is_ok() {
                     return Found::Worker;
                 }
-                c.attempts += 1;
-                continue;
             }
-        }
-        let limits = &pool.info.limits;
-        match slot.state.load(Ordering::Acquire) {
-            pool_state::BACKOFF => {
-                let left = slot.backoff_until.load(Ordering::Acquire).saturating_sub(sys::monotonic_secs()).max(1);
-                slot.rejected.fetch_add(1, Ordering::Relaxed);
-                return Found::Done(busy(c, left, &format!("the app keeps crashing at start; next try in {left} s")));
+            Some((Step::Wait { .. }, _)) => {
+                waiters::add(pool.info.slot, me, c.con);
+                return Found::Wait;
             }
-            pool_state::ACTIVE => {}
-            _ => {
+            Some((Step::Refuse(r), _)) => return Found::Done(refused(c, r)),
+            Some((Step::Gone, _)) | None => {
                 waiters::remove(me);
-                c.attempts += 1;
                 c.fresh = true;
-                continue;
             }
         }
-        if c.queued.is_none() {
-            if !slot.enter_queue() {
-                slot.rejected.fetch_add(1, Ordering::Relaxed);
-                let why = format!("all {} workers busy and {} requests already waiting (SuFcgiQueueLimit)", limits.max_workers, limits.queue_limit);
-                return Found::Done(busy(c, 5, &why));
-            }
-            c.queued = Some(slot);
-            c.queue_deadline = Some(Instant::now() + Duration::from_secs(limits.queue_timeout as u64));
+        if !c.dispatch.retry() {
+            return Found::Done(refused(c, Refusal::tries_exhausted()));
         }
-        let live = slot.live_workers();
-        if live >= limits.max_workers {
-            // At its maximum the pool cannot grow: take a place in the backlog
-            // of a worker whose request began moments ago (as under Apache),
-            // so the worker finds the next request waiting when it is done
-            // instead of idling while lighttpd hands it over.
-            // Not where connections are kept: a request in the backlog would
-            // wait behind the kept connection the worker reads, and the
-            // hand-over on the event loop costs no more than the backlog.
-            if waiters::may_claim(pool.info.slot, me) && !keeps_connections(c.con, slot) {
-                if let Some(claim) = slot.enqueue() {
-                    if take(c, claim, slot, pool) {
-                        return Found::Worker;
-                    }
-                    c.attempts += 1;
-                    continue;
-                }
-            }
-        } else if !c.nudged {
-            pool_link::nudge(&c.site(), &pool.info);
-            c.nudged = true;
-        }
-        if c.queue_deadline.is_some_and(|d| Instant::now() >= d) {
-            slot.rejected.fetch_add(1, Ordering::Relaxed);
-            let why = format!("no worker became free within {} s (SuFcgiQueueTimeout)", limits.queue_timeout);
-            return Found::Done(busy(c, 5, &why));
-        }
-        waiters::add(pool.info.slot, me, c.con);
-        return Found::Wait;
     }
-    Found::Done(refuse(c, 502, None, "no worker of the app could take the request"))
 }
 
-/// Leave the line with a worker (claimed, or a place in its backlog) and
-/// connect. A pipelined request keeps its place in the queue count until its
-/// exchange ends (Drop), as under Apache. False: the worker was gone.
-fn take(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Arc<Pool>) -> bool {
-    waiters::remove(c as *const Ctx as usize);
-    if !claim.pipelined {
-        if let Some(q) = c.queued.take() {
-            q.leave_queue();
-        }
+/// Answer the dispatch's refusal (a 503 with the busy page).
+fn refused(c: &mut Ctx, r: Refusal) -> ffi::handler_t {
+    match r.status {
+        503 => busy(c, r.retry_after.unwrap_or(5), &r.why),
+        status => refuse(c, status as c_int, r.retry_after, &r.why),
     }
-    c.queue_deadline = None;
-    // The next in line may find a worker too (several became free).
-    waiters::wake_front(pool.info.slot);
-    connect(c, claim, slot, pool).is_ok()
 }
 
 fn busy(c: &mut Ctx, retry_after: u32, why: &str) -> ffi::handler_t {
     refuse(c, 503, Some(retry_after), &format!("503: {why}"))
-}
-
-/// Whether this process keeps its connections to the pool's workers from
-/// one request to the next: once the app answered whether it multiplexes
-/// (the question is asked on a connection of its own, which a worker
-/// reading a kept connection would leave unaccepted in its backlog — and the
-/// supervisor takes a connection waiting there for a worker still
-/// starting), and only while lighttpd runs as one process
-/// (`server.max-worker` 0): a worker waiting on a connection kept by one
-/// process would be lost to the others.
-fn keeps_connections(con: *mut ffi::connection, slot: &PoolSlot) -> bool {
-    // SAFETY: the connection and its server are live.
-    let single = unsafe { (*(*con).srv).srvconf.max_worker == 0 };
-    single && slot.asked.load(Ordering::Acquire) != 0
 }
 
 /// Connect to the claimed worker and register the socket with lighttpd; or
@@ -649,19 +649,24 @@ fn keeps_connections(con: *mut ffi::connection, slot: &PoolSlot) -> bool {
 fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Arc<Pool>) -> Result<(), ()> {
     // SAFETY: the connection and its server are live.
     let ev = unsafe { (*(*c.con).srv).ev };
-    let keeps = keeps_connections(c.con, slot);
-    // SAFETY: c.r is live.
-    let bodiless = unsafe { (*c.r).reqbody_length == 0 } || c.is_authorizer();
-    let keepable = keeps && bodiless && c.params.len() + record::HEADER_LEN <= KEEP_MAX_REQUEST;
-    // A pipelined request has a connection of its own, in the busy worker's backlog.
-    let backend = if claim.shared || slot.requests_per_worker() > 1 || (keeps && !claim.pipelined) {
-        let key = (pool.info.slot, pool.info.slot_generation, claim.index, claim.epoch);
+    let plugin = Plugin { holder: holder(c), may: true };
+    let keeps = dispatch::keeps(slot, plugin.holder);
+    let keepable = dispatch::keepable(slot, &plugin, bodiless(c.r, c.job.kind), c.params.len() + record::HEADER_LEN);
+    let key = (pool.info.slot, pool.info.slot_generation, claim.index, claim.epoch);
+    if claim.via == Via::Kept && !dispatch::uses_kept(bodiless(c.r, c.job.kind)) {
+        // A request with a body goes out on a fresh connection (joined below).
+        shared_conn::close(key);
+    }
+    // A pipelined or taken-over request has a connection of its own: the
+    // worker accepts it from its backlog.
+    let joins = matches!(claim.via, Via::Shared | Via::Kept) || slot.requests_per_worker() > 1 || (keeps && matches!(claim.via, Via::Idle | Via::TakenOver));
+    let backend = if joins {
         // SAFETY: c.con is the request's live connection, ev its server's.
-        unsafe { shared_conn::join(key, ev, c.con, || connect_worker(&pool.info.socket_prefix, claim.index)) }.map(|(s, id, reused)| (Backend::Shared(s), id, reused))
+        unsafe { shared_conn::join(key, ev, c.con, || connect_worker(&pool.info.socket_prefix, claim.index)) }.map(|(s, id)| (Backend::Shared(s), id))
     } else {
-        connect_worker(&pool.info.socket_prefix, claim.index).map(|sock| (Backend::Own { fd: sock.into_raw_fd(), fdn: std::ptr::null_mut() }, REQUEST_ID, false))
+        connect_worker(&pool.info.socket_prefix, claim.index).map(|sock| (Backend::Own { fd: sock.into_raw_fd(), fdn: std::ptr::null_mut() }, REQUEST_ID))
     };
-    let (mut backend, id, reused) = match backend {
+    let (mut backend, id) = match backend {
         Ok(b) => b,
         Err(e) => {
             // The worker went away between claim and connect: take another.
@@ -676,7 +681,7 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
     slot.inflight.fetch_add(1, Ordering::AcqRel);
     // A pipelined request starts when the one ahead of it ends, which ends
     // (or is stopped) within its own timeout: allow for both.
-    let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined { 2 } else { 1 };
+    let allowed = pool.info.limits.request_timeout as u64 * if claim.pipelined() { 2 } else { 1 };
     let mut registered = true;
     if let Backend::Own { fd, fdn } = &mut backend {
         // SAFETY: ev is live; the handler's ctx is this Ctx, which
@@ -692,9 +697,6 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
     // SAFETY: c.r is live.
     let slow = unsafe { observe::claimed(c.r, &c.rt.socket_dir, &pool, slot, &claim, &mut c.meter) };
     let mut out = std::mem::take(&mut c.params);
-    // On a kept connection the app may have hung up since: a request without
-    // a body can run again (its params are built anew from the request).
-    let may_resend = reused && slot.requests_per_worker() == 1 && bodiless;
     if matches!(backend, Backend::Shared(_)) {
         // Params were encoded for request 1 on a connection of its own.
         record::retarget(&mut out, id, record::FCGI_KEEP_CONN);
@@ -706,7 +708,6 @@ fn connect(c: &mut Ctx, claim: Claim<'static>, slot: &'static PoolSlot, pool: Ar
         backend,
         id,
         keepable,
-        may_resend,
         out,
         out_pos: 0,
         stdin_done: false,
@@ -1012,7 +1013,10 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
         return finish(c, Fate::Clean, 200, None);
     }
     if eof {
-        if !conn.got_bytes && conn.may_resend {
+        // A kept connection the app closed before it took the request: the
+        // request runs again on a fresh one if it may (`dispatch::may_run_again`).
+        let unsent = matches!(&conn.backend, Backend::Shared(s) if s.borrow().unsent());
+        if dispatch::may_run_again(conn.claim.via, bodiless(c.r, c.job.kind), conn.got_bytes, unsent, idempotent(c.r)) {
             // SAFETY: the caller's contract.
             return unsafe { again_on_a_fresh_connection(c) };
         }
@@ -1041,9 +1045,16 @@ unsafe fn relay(c: &mut Ctx) -> ffi::handler_t {
 /// `c.r` and its connection are live.
 unsafe fn again_on_a_fresh_connection(c: &mut Ctx) -> ffi::handler_t {
     let Some(conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
-    let (claim, pool) = close_conn(c.r, c.con, conn, false);
-    pool_link::settle(&c.site(), &pool.info, claim, Fate::Clean, false);
+    let (left, pool) = close_conn(c.r, c.con, conn, None);
+    if let Left::Settle(claim) = left {
+        if claim.give_back() {
+            pool_link::nudge(&c.site(), &pool.info);
+        }
+    }
     waiters::wake_front(pool.info.slot);
+    if !c.dispatch.retry() {
+        return refused(c, Refusal::tries_exhausted());
+    }
     // SAFETY: the caller's contract.
     if let Err(rc) = unsafe { build_params(c) } {
         return rc;
@@ -1055,36 +1066,41 @@ unsafe fn again_on_a_fresh_connection(c: &mut Ctx) -> ffi::handler_t {
 
 /// Settle the worker by how the exchange ended and complete the response.
 fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::handler_t {
+    let holder = holder(c);
     let Some(mut conn) = c.conn.take() else { return ffi::handler_t_HANDLER_ERROR };
     let captured = conn.capture.take();
     let sendfile = conn.sendfile.take();
     let why = why.map(|w| if c.is_authorizer() { format!("authorizer: {w}") } else { w });
     let headers_done = conn.headers_done;
     let answered = conn.got_bytes;
-    let ask = fate == Fate::Clean && matches!(conn.backend, Backend::Own { .. }) && first_to_ask(conn.slot);
-    // Kept for the worker's next request when this one left nothing behind
-    // on it, and no request waits in the worker's backlog (it must find the
-    // worker in accept()).
-    let keep = fate == Fate::Clean
-        && why.is_none()
-        && conn.keepable
-        && conn.dec.is_done()
-        && conn.stdin_done
-        && !conn.input_closed
-        && conn.out_pos == conn.out.len()
-        && conn.claim.worker().queued() == 0;
-    let (claim, pool) = close_conn(c.r, c.con, conn, keep);
-    let worker = claim.index;
-    let never_accepted = pool_link::settle(&c.site(), &pool.info, claim, fate, answered);
+    // The pool's first clean request makes its app be asked whether it multiplexes.
+    let ask = fate == Fate::Clean && matches!(conn.backend, Backend::Own { .. });
+    // Kept for the worker's next request when this one left nothing behind on it.
+    let ending = Ending { complete: conn.dec.is_done(), clean: fate == Fate::Clean && why.is_none(), all_sent: conn.stdin_done && !conn.input_closed && conn.out_pos == conn.out.len() };
+    let keep = holder.filter(|_| conn.keepable && dispatch::may_keep(ending));
+    let worker = conn.claim.index;
+    let slot = conn.slot;
+    let (left, pool) = close_conn(c.r, c.con, conn, keep);
+    let never_accepted = match left {
+        Left::Settle(claim) => pool_link::settle(&c.site(), &pool.info, claim, fate, answered),
+        Left::Done { nudge } => {
+            if nudge {
+                pool_link::nudge(&c.site(), &pool.info);
+            }
+            false
+        }
+    };
+    c.dispatch.exchange_over();
     if ask && !never_accepted {
-        ask_about_multiplexing(c.rt.scoreboard, pool.clone(), worker);
+        // On a thread of its own: never on lighttpd's event loop.
+        mux::ask_later(c.rt.scoreboard, &pool, worker, |_| {});
     }
     // A worker of this pool may be free now: the next waiter's turn.
     waiters::wake_front(pool.info.slot);
     // SAFETY: c.r is live.
     unsafe { observe::record(c.r, &c.job.spec, c.meter.take()) };
     if never_accepted {
-        return busy(c, 1, "the worker exited before taking the request (is the app failing at start?)");
+        return refused(c, Refusal::never_accepted(slot));
     }
     if let (Some(wanted), None) = (sendfile, &why) {
         // The worker is free already: lighttpd sends the file.
@@ -1112,32 +1128,6 @@ fn finish(c: &mut Ctx, fate: Fate, status: c_int, why: Option<String>) -> ffi::h
         }
     }
     ffi::handler_t_HANDLER_FINISHED
-}
-
-/// Whether this request is the first to end cleanly on a pool whose app was
-/// not asked yet whether it multiplexes (it then asks: see below).
-fn first_to_ask(slot: &PoolSlot) -> bool {
-    slot.per_worker.load(Ordering::Acquire) == 0 && slot.per_worker.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
-}
-
-/// Ask the app once whether it multiplexes (`core::mux::ask`), on the worker
-/// this request just used, as under Apache. The question is a blocking round
-/// trip (at most `mux::PROBE_TIMEOUT`, for an app that ignores it), so it
-/// runs on a short-lived thread of its own, never on lighttpd's event loop;
-/// it touches only the socket and the scoreboard.
-fn ask_about_multiplexing(scoreboard: &'static Scoreboard, pool: Arc<Pool>, worker: u32) {
-    let asking = pool.clone();
-    let spawned = std::thread::Builder::new().name("sufcgi-mux-probe".into()).spawn(move || {
-        if let Some(slot) = asking.slot(scoreboard) {
-            let _ = mux::ask(&asking.info.socket_prefix, worker, slot);
-        }
-    });
-    if spawned.is_err() {
-        // No thread: a later request asks.
-        if let Some(slot) = pool.slot(scoreboard) {
-            slot.per_worker.store(0, Ordering::Release);
-        }
-    }
 }
 
 /// An authorizer's answer (`core::authorizer`, as under Apache): 200 lets

@@ -39,7 +39,11 @@ unsafe extern "C" fn init() -> *mut c_void {
 unsafe extern "C" fn cleanup(_p_d: *mut c_void) {
     // Connections kept open to workers: closed before lighttpd frees its
     // event handler (a reload starts with none).
-    guard("cleanup", (), |_| {}, shared_conn::close_all)
+    guard("cleanup", (), |_| {}, || {
+        if let Some(sb) = runtime::scoreboard() {
+            shared_conn::close_all(sb);
+        }
+    })
 }
 
 unsafe extern "C" fn priv_defaults(srv: *mut ffi::server, p_d: *mut c_void) -> ffi::handler_t {

@@ -33,6 +33,11 @@ const SCOREBOARD_SLOTS: u32 = 4096;
 /// `server.max-worker` children.
 static SCOREBOARD: OnceCell<Scoreboard> = OnceCell::new();
 
+/// The scoreboard, once created (lighttpd was started as root).
+pub fn scoreboard() -> Option<&'static Scoreboard> {
+    SCOREBOARD.get()
+}
+
 struct Running {
     /// The keeper's pid, and our end of its lifeline.
     pid: libc::pid_t,

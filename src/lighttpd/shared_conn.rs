@@ -8,23 +8,30 @@
 //!
 //! When its last request leaves, the connection stays open for the worker's
 //! next request if that request ended cleanly and left nothing behind (see
-//! `leave`); otherwise it closes (an abandoned request is aborted with
+//! `leave`): the worker is PARKED in the scoreboard with this process's
+//! doorbell (`core::dispatch`), and this process claims it again with
+//! `take_parked`. Otherwise it closes (an abandoned request is aborted with
 //! FCGI_ABORT_REQUEST first). lighttpd is one process, so a worker waiting
 //! on a kept connection is only ever wanted by this process (exchange.rs
 //! keeps connections only then). An idle kept connection that the app
-//! closes, or that receives anything, is closed and forgotten.
+//! closes, or that receives anything, is closed and forgotten; one unused
+//! for `parking::KEEP_IDLE` is closed and its worker given back (`close_idle`).
 
 use super::exchange::schedule;
 use super::ffi;
 use crate::core::fastcgi::record;
 use crate::core::mux_conn::{Key, Router};
+use crate::core::parking::KEEP_IDLE;
+use crate::core::request::PoolInfo;
+use crate::core::scoreboard::{Claim, PoolSlot, Scoreboard};
 use crate::core::sys;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::raw::{c_int, c_void};
 use std::rc::Rc;
+use std::time::Instant;
 
 /// Reads per event: other connections get their turn in between.
 const READS_PER_EVENT: usize = 16;
@@ -45,23 +52,115 @@ pub struct SharedConn {
     closed: Option<String>,
     /// Where reads land (kept: a fresh 64 KiB per event would show).
     read_buf: Vec<u8>,
+    /// Kept with no request on it: the worker's word as parked, and since when.
+    parked: Option<(u64, Instant)>,
+    /// Bytes sent since its current request joined it.
+    sent: usize,
 }
 
 pub type Shared = Rc<RefCell<SharedConn>>;
 
 thread_local! {
     static SHARED: RefCell<HashMap<Key, Shared>> = RefCell::new(HashMap::new());
+    /// (pid, doorbell) of this process, claimed on first use.
+    static DOORBELL: Cell<Option<(u32, u32)>> = const { Cell::new(None) };
+}
+
+/// This process's doorbell (the holder its parked workers name), claimed in
+/// the scoreboard the first time this process keeps a connection.
+pub fn holder(sb: &Scoreboard) -> Option<u32> {
+    let pid = sys::getpid() as u32;
+    DOORBELL.with(|d| match d.get() {
+        Some((p, n)) if p == pid => Some(n),
+        _ => {
+            let n = sb.claim_doorbell(pid)?;
+            d.set(Some((pid, n)));
+            Some(n)
+        }
+    })
+}
+
+/// Claim again a worker of `slot` whose connection this process kept.
+/// Kept connections whose worker is no longer as it was parked (stopped by
+/// the supervisor) are closed on the way.
+pub fn take_parked<'a>(slot: &'a PoolSlot, info: &PoolInfo) -> Option<Claim<'a>> {
+    let mut stale: Vec<(Key, Shared)> = Vec::new();
+    let claim = SHARED.with(|m| {
+        for (key, shared) in m.borrow().iter() {
+            if key.0 != info.slot || key.1 != info.slot_generation {
+                continue;
+            }
+            let mut s = shared.borrow_mut();
+            let Some((word, _)) = s.parked else { continue };
+            if let Some(c) = slot.take_parked(key.2, word) {
+                s.parked = None;
+                s.sent = 0;
+                return Some(c);
+            }
+            if !slot.workers.get(key.2 as usize).is_some_and(|w| w.is_word(word)) {
+                stale.push((*key, shared.clone()));
+            }
+        }
+        None
+    });
+    for (key, shared) in stale {
+        shared.borrow_mut().shut();
+        forget(key, &shared);
+    }
+    claim
+}
+
+/// Close this process's connection to the worker `key` names, if it is kept
+/// with no request on it (its worker was claimed again for a request that
+/// goes out on a fresh connection).
+pub fn close(key: Key) {
+    let Some(shared) = SHARED.with(|m| m.borrow().get(&key).cloned()) else { return };
+    if !shared.borrow().members.is_empty() {
+        return;
+    }
+    shared.borrow_mut().shut();
+    forget(key, &shared);
+}
+
+/// Close kept connections unused for `KEEP_IDLE` and give their workers
+/// back (once a second, from the timeout check).
+pub fn close_idle(sb: &Scoreboard) {
+    let now = Instant::now();
+    let idle: Vec<(Key, Shared)> = SHARED.with(|m| {
+        m.borrow().iter().filter(|(_, s)| s.borrow().parked.is_some_and(|(_, since)| now.duration_since(since) >= KEEP_IDLE)).map(|(k, s)| (*k, s.clone())).collect()
+    });
+    for (key, shared) in idle {
+        unpark(sb, key, &shared);
+        forget(key, &shared);
+    }
+}
+
+/// Close a kept connection, then give its worker back if it is still as parked.
+fn unpark(sb: &Scoreboard, key: Key, shared: &Shared) {
+    let mut s = shared.borrow_mut();
+    let parked = s.parked.take();
+    s.shut();
+    if let (Some((word, _)), Some(slot)) = (parked, sb.slot(key.0).filter(|p| p.generation.load(std::sync::atomic::Ordering::Acquire) == key.1)) {
+        slot.unpark(key.2, word);
+    }
+}
+
+/// Whether request `id` is alone on the connection and nothing is pending:
+/// its worker may be parked with the connection when it leaves.
+pub fn may_keep(shared: &Shared, id: u16) -> bool {
+    let s = shared.borrow();
+    s.closed.is_none() && s.pending_out() == 0 && s.members.len() == 1 && s.members.contains_key(&id) && s.router.only(id)
 }
 
 /// A request id on this process's connection to the worker `key` names,
-/// opened with `connect` when there is none (or it closed). The flag says
-/// whether the connection was already open (kept, or shared).
+/// opened with `connect` when there is none (or it closed).
 ///
 /// # Safety
 /// `con` is the live connection of the request; `ev` its server's event handler.
-pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, connect: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<(Shared, u16, bool)> {
-    let existing = SHARED.with(|m| m.borrow().get(&key).filter(|s| s.borrow().closed.is_none()).cloned());
-    let reused = existing.is_some();
+pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, connect: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<(Shared, u16)> {
+    // (A kept connection still parked is not this request's: its worker was
+    // claimed another way, so it was given back meanwhile.)
+    let existing = SHARED.with(|m| m.borrow().get(&key).filter(|s| s.borrow().closed.is_none() && s.borrow().parked.is_none()).cloned());
     let shared = match existing {
         Some(s) => s,
         None => {
@@ -77,6 +176,8 @@ pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, 
                 members: HashMap::new(),
                 closed: None,
                 read_buf: Vec::new(),
+                parked: None,
+                sent: 0,
             }));
             // SAFETY: ev is live; the handler's ctx is the RefCell inside the
             // Rc, which the registry keeps alive until `shut` unregisters it.
@@ -99,15 +200,14 @@ pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, 
         s.members.insert(id, con);
         id
     };
-    Ok((shared, id, reused))
+    Ok((shared, id))
 }
 
 /// Request `id` leaves; `finished`: it took its END_REQUEST. The last one
-/// out closes the connection unless `keep` (the caller's judgement that the
-/// worker may be given its next request on it) and nothing is left on it:
-/// no request id open (an abandoned one waits for its END_REQUEST), nothing
-/// unsent.
-pub fn leave(shared: &Shared, id: u16, finished: bool, keep: bool) {
+/// out closes the connection unless `parked` (the worker was parked with
+/// it: its word) and nothing is left on it: no request id open (an
+/// abandoned one waits for its END_REQUEST), nothing unsent (`may_keep`).
+pub fn leave(shared: &Shared, id: u16, finished: bool, parked: Option<u64>) {
     let mut s = shared.borrow_mut();
     s.members.remove(&id);
     if s.router.close(id, finished) && s.closed.is_none() && !s.members.is_empty() {
@@ -115,7 +215,10 @@ pub fn leave(shared: &Shared, id: u16, finished: bool, keep: bool) {
         record::write_abort_request(&mut rec, id);
         s.queue(&rec);
     }
-    let kept = keep && s.closed.is_none() && s.router.is_idle() && s.pending_out() == 0;
+    let kept = parked.is_some() && s.closed.is_none() && s.router.is_idle() && s.pending_out() == 0;
+    if kept {
+        s.parked = parked.map(|w| (w, Instant::now()));
+    }
     if s.members.is_empty() && !kept {
         s.shut();
         let key = s.key;
@@ -135,12 +238,14 @@ fn forget(key: Key, shared: &Shared) {
 }
 
 /// Close every connection (lighttpd stops or reloads: its event handler is
-/// about to go, and with it every fd registered on it). Only kept, idle
-/// connections are left by then: requests end before the server does.
-pub fn close_all() {
-    let all: Vec<Shared> = SHARED.with(|m| m.borrow_mut().drain().map(|(_, s)| s).collect());
-    for shared in all {
+/// about to go, and with it every fd registered on it) and give the parked
+/// workers back. Only kept, idle connections are left by then: requests end
+/// before the server does.
+pub fn close_all(sb: &Scoreboard) {
+    let all: Vec<(Key, Shared)> = SHARED.with(|m| m.borrow_mut().drain().collect());
+    for (key, shared) in all {
         let mut s = shared.borrow_mut();
+        let parked = s.parked.take();
         if !s.fdn.is_null() {
             // SAFETY: fdn is registered on ev, which lighttpd frees only after
             // its plugins' cleanup; no event is dispatched any more, so the
@@ -153,6 +258,9 @@ pub fn close_all() {
             s.fdn = std::ptr::null_mut();
         }
         s.closed.get_or_insert_with(|| "server stopping".into());
+        if let (Some((word, _)), Some(slot)) = (parked, sb.slot(key.0).filter(|p| p.generation.load(std::sync::atomic::Ordering::Acquire) == key.1)) {
+            slot.unpark(key.2, word);
+        }
     }
 }
 
@@ -184,6 +292,12 @@ impl SharedConn {
         self.closed.as_deref()
     }
 
+    /// It closed before anything of its current request was sent: the app
+    /// had hung up on it (nothing of that request reached the app).
+    pub fn unsent(&self) -> bool {
+        self.closed.is_some() && self.sent == 0
+    }
+
     fn close_with(&mut self, why: String) {
         self.closed.get_or_insert(why);
         self.schedule_members();
@@ -212,7 +326,10 @@ impl SharedConn {
         while self.out_pos < self.out.len() {
             match sys::send_nonblocking(self.fd, &self.out[self.out_pos..]) {
                 Ok(0) => break,
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.sent += n;
+                }
                 Err(e) => {
                     self.close_with(format!("sending to the app failed: {e}"));
                     return;

@@ -507,7 +507,9 @@ impl Server {
                 live -= 1;
                 continue;
             }
-            if state == worker_state::IDLE {
+            // A parked worker serves nothing: idle, for stopping it too (its
+            // holder's kept connection then ends).
+            if state == worker_state::IDLE || state == worker_state::PARKED {
                 if retiring {
                     to_stop.push((i as u32, StopReason::Reload, false));
                     live -= 1;
@@ -627,7 +629,7 @@ impl Server {
             // lighttpd's event loop does, a worker is idle for moments
             // between them, and a pool looked at then would never grow.)
             let waiting = slot.waiting.load(Ordering::Acquire) as usize;
-            let idle = slot.workers[..pool.workers.len()].iter().filter(|w| w.load().1 == worker_state::IDLE).count();
+            let idle = slot.workers[..pool.workers.len()].iter().filter(|w| matches!(w.load().1, worker_state::IDLE | worker_state::PARKED)).count();
             let wanted = below_min || (waiting > idle && live < pool.limits.max_workers && !self.starting(pool));
             if !wanted || !self.spawn_into(id) {
                 return;

@@ -1,0 +1,146 @@
+#!/usr/bin/python3
+"""Raw FastCGI backend for the kept-connection tests (tests/test_keepconn.py):
+accepts on fd 0, serves requests one at a time, and answers JSON saying which
+connection (numbered in accept order) carried the request, how many requests
+that connection had, and what it saw of the server's behaviour.
+
+argv[1] picks the behaviour:
+  keep      honours FCGI_KEEP_CONN: waits on the connection for the next request
+  drop      serves the first request of a connection, then hangs up as soon as
+            the next one arrives on it, unanswered (an app that went away under
+            a kept connection); `dropped` counts those
+  droppost  keeps connections, but reads a POST that comes on a kept connection
+            to its end, notes it in posts.log (in its directory) and hangs up
+            unanswered (so the app may have acted on it: it must never be sent
+            twice)
+  ignore    keeps connections and never answers FCGI_GET_VALUES: it waits on
+            the question's connection until the server gives up on it;
+            `probe_seen` / `probe_closed` are when (time.time()) it came / ended
+A management record (FCGI_GET_VALUES) is otherwise answered FCGI_UNKNOWN_TYPE.
+"""
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+MODE = sys.argv[1] if len(sys.argv) > 1 else "keep"
+BEGIN, END, PARAMS, STDIN, STDOUT, UNKNOWN_TYPE = 1, 3, 4, 5, 6, 11
+state = {"conns": 0, "dropped": 0, "probe_seen": None, "probe_closed": None}
+
+
+def rec(typ, rid, content=b""):
+    pad = (-len(content)) % 8
+    return struct.pack(">BBHHBB", 1, typ, rid, len(content), pad, 0) + content + b"\0" * pad
+
+
+def recv_exact(conn, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def params(content):
+    """FastCGI name-value pairs."""
+    out, i = {}, 0
+    while i < len(content):
+        lens = []
+        for _ in range(2):
+            b = content[i]
+            if b >> 7:
+                lens.append(struct.unpack(">I", content[i:i + 4])[0] & 0x7FFFFFFF)
+                i += 4
+            else:
+                lens.append(b)
+                i += 1
+        out[content[i:i + lens[0]]] = content[i + lens[0]:i + lens[0] + lens[1]]
+        i += lens[0] + lens[1]
+    return out
+
+
+class Ignored(Exception):
+    pass
+
+
+def read_request(conn, on_first_byte=None):
+    """Records until the empty STDIN record: (request id, keep_conn, body length, method)."""
+    rid, keep, body, env = 1, False, 0, b""
+    while True:
+        head = recv_exact(conn, 8)
+        if on_first_byte:
+            on_first_byte()
+            on_first_byte = None
+        _ver, typ, rid_, clen, plen, _ = struct.unpack(">BBHHBB", head)
+        content = recv_exact(conn, clen + plen)[:clen]
+        if rid_ == 0:
+            if MODE == "ignore":
+                raise Ignored
+            conn.sendall(rec(UNKNOWN_TYPE, 0, bytes([typ]) + b"\0" * 7))
+            continue
+        if typ == BEGIN:
+            rid, keep = rid_, bool(content[2] & 1)
+        if typ == PARAMS:
+            env += content
+        if typ == STDIN:
+            if clen == 0:
+                return rid, keep, body, params(env).get(b"REQUEST_METHOD", b"")
+            body += clen
+
+
+def answer(conn, rid, on_conn, body):
+    doc = json.dumps({"conn": state["conns"], "on_conn": on_conn, "body": body, "dropped": state["dropped"],
+                      "probe_seen": state["probe_seen"],
+                      "probe_closed": state["probe_closed"], "pid": os.getpid()}).encode()
+    out = b"Content-Type: application/json\r\n\r\n" + doc
+    conn.sendall(rec(STDOUT, rid, out) + rec(STDOUT, rid) + rec(END, rid, b"\0" * 8))
+
+
+class Dropped(Exception):
+    pass
+
+
+def main():
+    listener = socket.socket(fileno=0)
+    while True:
+        conn, _ = listener.accept()
+        state["conns"] += 1
+        on_conn = 0
+        try:
+            while True:
+                def drop():
+                    if MODE == "drop" and on_conn >= 1:
+                        state["dropped"] += 1
+                        raise Dropped
+                rid, keep, body, method = read_request(conn, drop)
+                if MODE == "droppost" and method == b"POST" and on_conn >= 1:
+                    # Counted in a file: the server stops a worker after a
+                    # broken exchange, and the next one starts from zero.
+                    with open("posts.log", "a") as f:
+                        f.write(f"{os.getpid()} {body}\n")
+                    raise Dropped
+                on_conn += 1
+                answer(conn, rid, on_conn, body)
+                if not keep:
+                    break
+        except Ignored:
+            state["conns"] -= 1
+            state["probe_seen"] = time.time()
+            try:
+                while conn.recv(4096):
+                    pass
+            except OSError:
+                pass
+            state["probe_closed"] = time.time()
+        except (EOFError, OSError, Dropped):
+            pass
+        finally:
+            conn.close()
+
+
+if __name__ == "__main__":
+    main()
