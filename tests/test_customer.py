@@ -149,7 +149,6 @@ def cu(request, sufcgi_module):
             server.extra = ('LogFormat "%>s %U ' + " ".join(f"%{{{n}}}n" for n in NOTES) + '" cu\n'
                             f"CustomLog {server.cu_log} cu")
             server.access_log = server.cu_log
-            server.extra += "\nCoreDumpDirectory /tmp/cores18"  # DEBUG
         try:
             server.start()
             yield Site(server, a, b)
