@@ -209,6 +209,7 @@ pub fn parse_cgi_headers(block: &[u8]) -> Result<CgiHeaders, HeaderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::fastcgi::test_rng::XorShift;
 
     fn pair(n: &str, v: &str) -> (Vec<u8>, Vec<u8>) {
         (n.as_bytes().to_vec(), v.as_bytes().to_vec())
@@ -425,19 +426,6 @@ mod tests {
                     assert!(value_is_valid(v));
                 }
             }
-        }
-    }
-
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
         }
     }
 }

@@ -4,3 +4,5 @@ pub mod cgi_headers;
 pub mod params;
 pub mod record;
 pub mod response;
+#[cfg(test)]
+mod test_rng;
