@@ -7,8 +7,8 @@
 //! (`core::mux_conn`); every other app gets one request per connection, as
 //! before.
 
-use crate::core::fastcgi::params::parse_name_values;
-use crate::core::fastcgi::record::{self, RecordHeader, GET_VALUES_RESULT, HEADER_LEN, NULL_REQUEST_ID, UNKNOWN_TYPE};
+use crate::core::fastcgi::params::{self, parse_name_values};
+use crate::core::fastcgi::record::{RecordHeader, GET_VALUES_RESULT, HEADER_LEN, NULL_REQUEST_ID, UNKNOWN_TYPE};
 use crate::core::request::connect_worker;
 use crate::core::pool_link::Pool;
 use crate::core::scoreboard::{PoolSlot, Scoreboard};
@@ -130,7 +130,7 @@ pub fn probe(prefix: &Path, index: u32, timeout: Duration) -> io::Result<Capabil
     let sock = connect_worker(prefix, index)?;
     let fd = sock.as_raw_fd();
     let mut out = Vec::with_capacity(64);
-    record::write_get_values(&mut out, &[b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS"]);
+    params::write_get_values(&mut out, &[b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS"]);
     if out[6] == 0 {
         // Padded although the content is 48 bytes (any padding is legal):
         // libfcgi 2.4 reads on when a record ends exactly where its buffer

@@ -162,9 +162,43 @@ pub fn param_value_is_safe(v: &[u8]) -> bool {
     !chunks.remainder().iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
 }
 
+/// A GET_VALUES management record asking for `names` (e.g. `FCGI_MPXS_CONNS`).
+/// The query must fit one record: names that would push it past
+/// `MAX_CONTENT_LEN` are left out (never the case for the spec's names).
+pub fn write_get_values(out: &mut Vec<u8>, names: &[&[u8]]) {
+    let mut content = Vec::new();
+    for name in names {
+        let before = content.len();
+        write_name_value(&mut content, name, b"");
+        if content.len() > record::MAX_CONTENT_LEN {
+            content.truncate(before);
+        }
+    }
+    record::write_record(out, record::GET_VALUES, record::NULL_REQUEST_ID, &content);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn get_values_bytes() {
+        let mut out = Vec::new();
+        write_get_values(&mut out, &[b"FCGI_MAX_CONNS", b"FCGI_MPXS_CONNS"]);
+        let mut expected = vec![1, 9, 0, 0, 0, 33, 7, 0];
+        expected.extend_from_slice(&[14, 0]);
+        expected.extend_from_slice(b"FCGI_MAX_CONNS");
+        expected.extend_from_slice(&[15, 0]);
+        expected.extend_from_slice(b"FCGI_MPXS_CONNS");
+        expected.extend_from_slice(&[0; 7]);
+        assert_eq!(out, expected);
+
+        // Names that cannot fit one record are dropped rather than overflowing it.
+        let huge = vec![b'X'; 70000];
+        let mut out = Vec::new();
+        write_get_values(&mut out, &[b"A", &huge]);
+        assert_eq!(out, [1, 9, 0, 0, 0, 3, 5, 0, 1, 0, b'A', 0, 0, 0, 0, 0]);
+    }
 
     #[test]
     fn one_byte_lengths_up_to_127() {

@@ -6,8 +6,6 @@
 //! by the spec, but aligned records are what the reference library and most
 //! servers send, and some application libraries have been seen to assume it.
 
-use super::params;
-
 pub const FCGI_VERSION_1: u8 = 1;
 
 // Record types.
@@ -118,7 +116,8 @@ pub fn stream_record_header(rtype: u8, request_id: u16, len: usize) -> ([u8; 8],
     (hdr.to_bytes(), pad)
 }
 
-fn write_record(out: &mut Vec<u8>, rtype: u8, request_id: u16, content: &[u8]) {
+/// One record holding all of `content` (at most `MAX_CONTENT_LEN` bytes), padded.
+pub fn write_record(out: &mut Vec<u8>, rtype: u8, request_id: u16, content: &[u8]) {
     let (hdr, pad) = stream_record_header(rtype, request_id, content.len());
     out.extend_from_slice(&hdr);
     out.extend_from_slice(content);
@@ -153,21 +152,6 @@ pub fn write_stream_end(out: &mut Vec<u8>, rtype: u8, request_id: u16) {
 
 pub fn write_abort_request(out: &mut Vec<u8>, request_id: u16) {
     write_record(out, ABORT_REQUEST, request_id, &[]);
-}
-
-/// A GET_VALUES management record asking for `names` (e.g. `FCGI_MPXS_CONNS`).
-/// The query must fit one record: names that would push it past
-/// `MAX_CONTENT_LEN` are left out (never the case for the spec's names).
-pub fn write_get_values(out: &mut Vec<u8>, names: &[&[u8]]) {
-    let mut content = Vec::new();
-    for name in names {
-        let before = content.len();
-        params::write_name_value(&mut content, name, b"");
-        if content.len() > MAX_CONTENT_LEN {
-            content.truncate(before);
-        }
-    }
-    write_record(out, GET_VALUES, NULL_REQUEST_ID, &content);
 }
 
 /// Move whole records encoded for one request to request `id`, with `flags`
@@ -410,25 +394,6 @@ mod tests {
         let mut out = Vec::new();
         write_abort_request(&mut out, 7);
         assert_eq!(out, [1, 2, 0, 7, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn get_values_bytes() {
-        let mut out = Vec::new();
-        write_get_values(&mut out, &[b"FCGI_MAX_CONNS", b"FCGI_MPXS_CONNS"]);
-        let mut expected = vec![1, 9, 0, 0, 0, 33, 7, 0];
-        expected.extend_from_slice(&[14, 0]);
-        expected.extend_from_slice(b"FCGI_MAX_CONNS");
-        expected.extend_from_slice(&[15, 0]);
-        expected.extend_from_slice(b"FCGI_MPXS_CONNS");
-        expected.extend_from_slice(&[0; 7]);
-        assert_eq!(out, expected);
-
-        // Names that cannot fit one record are dropped rather than overflowing it.
-        let huge = vec![b'X'; 70000];
-        let mut out = Vec::new();
-        write_get_values(&mut out, &[b"A", &huge]);
-        assert_eq!(out, [1, 9, 0, 0, 0, 3, 5, 0, 1, 0, b'A', 0, 0, 0, 0, 0]);
     }
 
     #[test]
