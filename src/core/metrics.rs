@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::core::status_page::{kind_name, lossy, path_text, View};
+use crate::core::status_view::{kind_name, lossy, path_text, View};
 use crate::core::supervisor::protocol::WorkerState;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -27,6 +27,7 @@ pub mod sendfile;
 pub mod slow_watch;
 pub mod slowlog;
 pub mod status_page;
+pub mod status_view;
 pub mod supervisor;
 pub mod sys;
 pub mod sys_files;

@@ -3,14 +3,17 @@
 //! figures, as HTML, JSON or Prometheus text (metrics.rs). Every string
 //! from the pools (paths, user names) is escaped for where it lands.
 
-use crate::core::request::AppKind;
-use crate::core::supervisor::protocol::{PoolState, PoolStatus, StatusReply};
+use crate::core::supervisor::protocol::PoolState;
 use crate::core::supervisor::protocol_customer::{Happened, PoolHistory};
 use crate::core::supervisor::protocol_usage::{Isolation, OwnerUsage};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+// The view is the renderers' shared input; the glue names it from here.
+pub use crate::core::status_view::View;
+use crate::core::status_view::{kind_name, lossy, path_text};
 
 /// The directory a customer's status page lives in: the request's
 /// directory, or the one containing the file it names.
@@ -49,29 +52,6 @@ pub fn format_of(args: &[u8]) -> Format {
     }
 }
 
-/// What the supervisor answered, for one page.
-pub struct View<'a> {
-    pub pools: &'a [PoolStatus],
-    pub owners: &'a [OwnerUsage],
-    pub isolation: &'a Isolation,
-    /// One owner's page (says so; the host's paths are left out).
-    pub customer: bool,
-    /// More pools or owners exist than were sent.
-    pub truncated: bool,
-}
-
-impl<'a> View<'a> {
-    /// The view of a `StatusReply::Pools` (None for a refusal).
-    pub fn of(reply: &'a StatusReply, customer: bool) -> Option<View<'a>> {
-        match reply {
-            StatusReply::Pools { pools, truncated, isolation, owners } => {
-                Some(View { pools, owners, isolation, customer, truncated: *truncated })
-            }
-            StatusReply::Refused { .. } => None,
-        }
-    }
-}
-
 /// The page: body and content type.
 pub fn render(v: &View<'_>, format: Format) -> (Vec<u8>, &'static str) {
     match format {
@@ -79,23 +59,6 @@ pub fn render(v: &View<'_>, format: Format) -> (Vec<u8>, &'static str) {
         Format::Html => (render_html(v), "text/html; charset=utf-8"),
         Format::Metrics => (crate::core::metrics::render(v), crate::core::metrics::CONTENT_TYPE),
     }
-}
-
-pub(crate) fn kind_name(k: AppKind) -> &'static str {
-    match k {
-        AppKind::App => "app",
-        AppKind::Wrapper => "wrapper",
-        AppKind::Script => "script",
-        AppKind::Authorizer => "authorizer",
-    }
-}
-
-pub(crate) fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(b)
-}
-
-pub(crate) fn path_text(p: &Path) -> std::borrow::Cow<'_, str> {
-    lossy(p.as_os_str().as_bytes())
 }
 
 /// Text for HTML element content and quoted attribute values.
@@ -457,7 +420,8 @@ fn render_html(v: &View<'_>) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::core::owner_limits::{CgroupMode, OwnerLimits};
-    use crate::core::supervisor::protocol::{PoolState, StopCounts};
+    use crate::core::request::AppKind;
+    use crate::core::supervisor::protocol::{PoolState, PoolStatus, StopCounts};
     use crate::core::supervisor::protocol_usage::PoolUsage;
 
     fn view_parts() -> (Vec<PoolStatus>, Vec<OwnerUsage>, Isolation) {
