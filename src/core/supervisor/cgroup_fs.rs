@@ -250,6 +250,21 @@ pub fn instance_name(socket_dir: &Path) -> String {
     s
 }
 
+/// rmdir a group and its subgroups, deepest first. False if one is busy.
+pub(super) fn remove_tree<F: CgFs + ?Sized>(fs: &F, dir: &Path) -> bool {
+    if !fs.exists(dir) {
+        return true;
+    }
+    let mut all = true;
+    for c in fs.subgroups(dir).unwrap_or_default() {
+        all &= remove_tree(fs, &dir.join(c));
+    }
+    all && match fs.rmdir(dir) {
+        Ok(()) => true,
+        Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

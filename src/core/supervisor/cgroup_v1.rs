@@ -15,8 +15,8 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use super::cgroup::{GroupLimits, Hierarchy, Stats};
-use super::cgroup_fs::{keyed, number, parse_pids, CgFs, V1Mount};
+use super::cgroup_fs::{keyed, number, parse_pids, remove_tree, CgFs, V1Mount};
+use super::cgroup_hierarchy::{GroupLimits, Hierarchy, Stats};
 
 /// cfs period for `SuFcgiOwnerCpuMax` (the kernel's default).
 const PERIOD_US: u64 = 100_000;
@@ -278,21 +278,6 @@ impl<F: CgFs> Hierarchy for V1<F> {
                 let _ = self.fs.rmdir(top);
             }
         }
-    }
-}
-
-/// rmdir a group and its subgroups, deepest first. False if one is busy.
-pub(super) fn remove_tree<F: CgFs + ?Sized>(fs: &F, dir: &Path) -> bool {
-    if !fs.exists(dir) {
-        return true;
-    }
-    let mut all = true;
-    for c in fs.subgroups(dir).unwrap_or_default() {
-        all &= remove_tree(fs, &dir.join(c));
-    }
-    all && match fs.rmdir(dir) {
-        Ok(()) => true,
-        Err(e) => e.raw_os_error() == Some(libc::ENOENT),
     }
 }
 

@@ -15,9 +15,8 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use super::cgroup::{GroupLimits, Hierarchy, Stats};
-use super::cgroup_fs::{keyed, number, parse_pids, CgFs};
-use super::cgroup_v1::remove_tree;
+use super::cgroup_fs::{keyed, number, parse_pids, remove_tree, CgFs};
+use super::cgroup_hierarchy::{GroupLimits, Hierarchy, Stats};
 
 const PERIOD_US: u64 = 100_000;
 /// The leaf the server's own processes move into.

@@ -13,6 +13,7 @@ mod cgroup;
 #[cfg(test)]
 mod cgroup_fake;
 pub mod cgroup_fs;
+mod cgroup_hierarchy;
 mod cgroup_v1;
 mod cgroup_v2;
 pub mod client;
