@@ -1,18 +1,30 @@
 //! Thin, checked wrappers over the libc calls the supervisor needs.
 //!
 //! Everything that touches raw file descriptors, credentials or the
-//! passwd database goes through here so the `unsafe` stays in one place.
+//! passwd database goes through here so the `unsafe` stays in one place:
+//! this file and its two parts, sys/socket.rs (Unix sockets) and
+//! sys/users.rs (passwd and group lookups), re-exported below.
 //! Functions marked "async-signal-safe" may be used between `fork` and
 //! `execve`/`_exit`: they neither allocate nor take locks.
 
 // libc's field and constant types differ between targets; the casts keep this portable.
 #![allow(clippy::unnecessary_cast)]
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+mod socket;
+mod users;
+
+// Callers name every wrapper `sys::…`, whichever file holds it.
+pub use socket::{
+    connect_unix_nonblocking, peer_cred, recv_nonblocking, recv_with_uid, send_all, send_nonblocking, set_passcred,
+    socketpair, unix_listen,
+};
+pub use users::{getgrnam_gid, getgrouplist, getpwnam, getpwuid, Passwd};
 
 /// Turns a `-1` return into the current `errno`.
 pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -104,180 +116,6 @@ pub fn fstat(fd: RawFd) -> io::Result<FileStat> {
         let mut st: libc::stat = std::mem::zeroed();
         cvt(libc::fstat(fd, &mut st))?;
         Ok(FileStat::from_raw(&st))
-    }
-}
-
-/// One passwd entry, copied out of libc's buffers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passwd {
-    pub name: Vec<u8>,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: Vec<u8>,
-}
-
-/// Runs a `get*_r` lookup with a buffer for its strings, doubling the buffer
-/// while it says ERANGE (up to 1 MiB). `attempt` returns the lookup's error
-/// code, or what it made of the answer.
-fn with_lookup_buffer<T>(mut attempt: impl FnMut(&mut [libc::c_char]) -> Result<T, libc::c_int>) -> io::Result<T> {
-    let mut buf: Vec<libc::c_char> = vec![0; 1024];
-    loop {
-        match attempt(&mut buf) {
-            Ok(v) => return Ok(v),
-            Err(libc::ERANGE) if buf.len() < (1 << 20) => {
-                let n = buf.len() * 2;
-                buf.resize(n, 0);
-            }
-            Err(rc) => return Err(io::Error::from_raw_os_error(rc)),
-        }
-    }
-}
-
-fn getpw_with<F>(mut call: F) -> io::Result<Option<Passwd>>
-where
-    F: FnMut(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> libc::c_int,
-{
-    with_lookup_buffer(|buf| {
-        // SAFETY: zeroed passwd is a valid out-struct; buf is writable for buf.len() bytes;
-        // on success `result` points at `pw`, whose strings point into `buf` (both alive here).
-        unsafe {
-            let mut pw: libc::passwd = std::mem::zeroed();
-            let mut result: *mut libc::passwd = std::ptr::null_mut();
-            let rc = call(&mut pw, buf.as_mut_ptr(), buf.len(), &mut result);
-            if rc != 0 {
-                return Err(rc);
-            }
-            if result.is_null() {
-                return Ok(None);
-            }
-            let cs = |p: *const libc::c_char| -> Vec<u8> {
-                if p.is_null() {
-                    Vec::new()
-                } else {
-                    CStr::from_ptr(p).to_bytes().to_vec()
-                }
-            };
-            Ok(Some(Passwd { name: cs(pw.pw_name), uid: pw.pw_uid, gid: pw.pw_gid, home: cs(pw.pw_dir) }))
-        }
-    })
-}
-
-/// `getpwnam_r`; `Ok(None)` when there is no such user.
-pub fn getpwnam(name: &[u8]) -> io::Result<Option<Passwd>> {
-    let c = cstring(name)?;
-    // SAFETY: forwarded pointers come from `getpw_with`, valid for the call.
-    getpw_with(|pw, buf, len, res| unsafe { libc::getpwnam_r(c.as_ptr(), pw, buf, len, res) })
-}
-
-/// `getpwuid_r`; `Ok(None)` when there is no such uid.
-pub fn getpwuid(uid: u32) -> io::Result<Option<Passwd>> {
-    // SAFETY: forwarded pointers come from `getpw_with`, valid for the call.
-    getpw_with(|pw, buf, len, res| unsafe { libc::getpwuid_r(uid, pw, buf, len, res) })
-}
-
-/// `getgrnam_r`: the gid of group `name`; `Ok(None)` when there is no such group.
-pub fn getgrnam_gid(name: &[u8]) -> io::Result<Option<u32>> {
-    let c = cstring(name)?;
-    with_lookup_buffer(|buf| {
-        // SAFETY: zeroed group is a valid out-struct; buf is writable for
-        // buf.len() bytes; only gr_gid is read, on success.
-        unsafe {
-            let mut gr: libc::group = std::mem::zeroed();
-            let mut result: *mut libc::group = std::ptr::null_mut();
-            let rc = libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut result);
-            if rc != 0 {
-                return Err(rc);
-            }
-            Ok((!result.is_null()).then_some(gr.gr_gid))
-        }
-    })
-}
-
-/// Supplementary groups of `name` (including `gid`), from the group database.
-pub fn getgrouplist(name: &[u8], gid: u32) -> io::Result<Vec<libc::gid_t>> {
-    let c = cstring(name)?;
-    let mut n: libc::c_int = 32;
-    loop {
-        let mut groups: Vec<libc::gid_t> = vec![0; n as usize];
-        let mut count = n;
-        // SAFETY: `groups` has room for `count` entries; glibc updates `count` to the real size.
-        let rc = unsafe { libc::getgrouplist(c.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
-        if rc >= 0 {
-            groups.truncate(count.max(0) as usize);
-            return Ok(groups);
-        }
-        if count <= n {
-            // glibc reports the needed size; if it did not grow, give up rather than loop.
-            if n >= 65536 {
-                return Err(io::Error::other("getgrouplist: too many groups"));
-            }
-            n *= 2;
-        } else {
-            n = count;
-        }
-    }
-}
-
-/// `socketpair(AF_UNIX, SOCK_STREAM)`, both ends close-on-exec.
-pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` is a writable array of two ints.
-    cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
-    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn sockaddr_un(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
-    // SAFETY: sockaddr_un is plain old data; all-zero is valid.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long or invalid"));
-    }
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    Ok((addr, len as libc::socklen_t))
-}
-
-/// Creates a listening Unix stream socket at `path` with mode `mode` (via umask around bind).
-/// The fd is close-on-exec and blocking. `path` must not exist.
-pub fn unix_listen(path: &Path, backlog: i32, mode: u32) -> io::Result<OwnedFd> {
-    let (addr, len) = sockaddr_un(path)?;
-    // SAFETY: plain socket creation; the result is checked.
-    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mask = (!mode) & 0o777;
-    // SAFETY: umask only swaps the process's mask; restored right after bind. The
-    // processes calling this (root parent at start-up, the supervisor) are single-threaded.
-    let old = unsafe { libc::umask(mask as libc::mode_t) };
-    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-    let rc = unsafe { libc::bind(fd.as_raw_fd(), &addr as *const libc::sockaddr_un as *const libc::sockaddr, len) };
-    // SAFETY: restores the previous mask.
-    unsafe { libc::umask(old) };
-    cvt(rc)?;
-    // SAFETY: listening on a bound socket fd we own.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
-    Ok(fd)
-}
-
-/// `SO_PEERCRED` of a connected Unix socket: (pid, uid, gid).
-pub fn peer_cred(fd: RawFd) -> io::Result<(i32, u32, u32)> {
-    // SAFETY: ucred is plain data; getsockopt writes at most `len` bytes into it.
-    unsafe {
-        let mut cred: libc::ucred = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        cvt(libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        ))?;
-        Ok((cred.pid, cred.uid, cred.gid))
     }
 }
 
@@ -583,69 +421,6 @@ pub fn read_exact_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// `send(2)` of all of `buf` with `MSG_NOSIGNAL`: a closed peer is an `EPIPE`
-/// error, never a SIGPIPE in a host process that did not ignore it.
-pub fn send_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
-    // SAFETY: `b` is valid for `b.len()` bytes.
-    write_loop(buf, |b| unsafe { libc::send(fd, b.as_ptr() as *const libc::c_void, b.len(), libc::MSG_NOSIGNAL) })
-}
-
-/// Turns on `SO_PASSCRED`: every `recv_with_uid` then learns the sender's uid
-/// from the kernel, per message, unforgeable.
-pub fn set_passcred(fd: RawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is a valid int of the given size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PASSCRED,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
-}
-
-/// `recvmsg` on a socket with `SO_PASSCRED`: bytes read and the sender's uid
-/// (`None` if the kernel attached no credentials). On a stream socket the
-/// kernel never merges bytes from senders with different credentials into one read.
-pub fn recv_with_uid(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
-    // u64 backing keeps the control buffer aligned for cmsghdr.
-    let mut cbuf = [0u64; 16];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    // SAFETY: msghdr points at `iov` and `cbuf`, both alive and sized as declared;
-    // the CMSG_* walk stays inside `msg_controllen` as reported by the kernel.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut uid = None;
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
-                let cred = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::ucred);
-                uid = Some(cred.uid);
-            } else if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                // Nobody should pass us fds here: close them.
-                let data = libc::CMSG_DATA(c) as *const libc::c_int;
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
-                for k in 0..count {
-                    libc::close(std::ptr::read_unaligned(data.add(k)));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-        Ok((n as usize, uid))
-    }
-}
-
 /// `RLIMIT_NOFILE` as (soft, hard).
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
     // SAFETY: getrlimit writes into a local struct.
@@ -735,40 +510,6 @@ pub fn pid_alive(pid: libc::pid_t) -> bool {
     pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
-/// A non-blocking, close-on-exec connect to the Unix stream socket at the
-/// path made of `parts`, concatenated (built in place, no allocation).
-pub fn connect_unix_nonblocking(parts: &[&[u8]]) -> io::Result<OwnedFd> {
-    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total >= addr.sun_path.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket path too long"));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let mut at = 0;
-    for p in parts {
-        for (d, s) in addr.sun_path[at..at + p.len()].iter_mut().zip(p.iter()) {
-            *d = *s as libc::c_char;
-        }
-        at += p.len();
-    }
-    let bytes_len = total;
-    // SAFETY: plain socket(2) call; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh socket we own.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes_len + 1) as libc::socklen_t;
-    // SAFETY: addr is initialised and len covers the family plus the path and its NUL.
-    let rc = unsafe { libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(owned)
-}
-
 /// poll(2) on one fd, retried on EINTR: the returned events, 0 on timeout.
 pub fn poll_fd(fd: RawFd, events: i16, timeout_ms: i32) -> io::Result<i16> {
     let mut p = libc::pollfd { fd, events, revents: 0 };
@@ -804,33 +545,6 @@ pub fn wait_fd(fd: RawFd, events: i16, deadline: std::time::Instant) -> io::Resu
     }
 }
 
-/// Send what a non-blocking socket takes now, without SIGPIPE: Ok(0) also
-/// when it would block; Err when the peer stopped reading.
-pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: writing from a live buffer to a socket the caller owns.
-    let n = unsafe { libc::send(fd, buf.as_ptr() as *const _, buf.len(), libc::MSG_NOSIGNAL) };
-    if n >= 0 {
-        return Ok(n as usize);
-    }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-        _ => Err(e),
-    }
-}
-
-/// recv(2) into `buf`: Ok(0) at end of stream; Err(WouldBlock) when nothing
-/// is there yet (non-blocking sockets).
-pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: reading into a live buffer of buf.len() bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
-    if n >= 0 {
-        Ok(n as usize)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
@@ -838,16 +552,4 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn group_lookup_by_name() {
-        assert_eq!(getgrnam_gid(b"root").unwrap(), Some(0));
-        assert_eq!(getgrnam_gid(b"sufcgi-no-such-group").unwrap(), None);
-        assert!(getgrnam_gid(b"a\0b").is_err(), "a NUL in the name is an error, not a lookup");
-    }
 }
