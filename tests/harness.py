@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import grp
+import re
 import shutil
 import signal
 import socket
@@ -220,9 +221,29 @@ def put(path: Path, content, owner: tuple[int, int], mode: int = 0o644) -> Path:
     return path
 
 
+# Modules of tests/apps/ that apps import rather than run (an app runs from its
+# copy in a site directory, so what it imports must be copied beside it).
+APP_HELPERS = ("fcgi_raw",)
+
+
+def app_helpers(code: bytes) -> list[str]:
+    """The helper modules (APP_HELPERS) an app's source imports."""
+    return [h for h in APP_HELPERS
+            if re.search(rb"^\s*(?:import|from)\s+" + h.encode() + rb"\b", code, re.M)]
+
+
+def put_app_helpers(d: Path, code: bytes, owner: tuple[int, int]) -> None:
+    """Copy into directory d the helper modules `code` imports, owned by owner."""
+    for h in app_helpers(code):
+        put(d / f"{h}.py", (APPS / f"{h}.py").read_bytes(), owner, 0o644)
+
+
 def put_app(path: Path, app_name: str, owner: tuple[int, int], mode: int = 0o755) -> Path:
-    """Copy one of tests/apps/ into place as an executable owned by owner."""
-    return put(path, (APPS / app_name).read_bytes(), owner, mode)
+    """Copy one of tests/apps/ into place as an executable owned by owner, with
+    the helper modules it imports beside it."""
+    code = (APPS / app_name).read_bytes()
+    put_app_helpers(Path(path).parent, code, owner)
+    return put(path, code, owner, mode)
 
 
 def compile_c_app(source: Path, dest: Path, owner: tuple[int, int]) -> Path:

@@ -3,7 +3,12 @@
 They need no sufcgi module: when they fail, the harness is broken, not sufcgi."""
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import os
+import socket
+import subprocess
 
 import pytest
 
@@ -160,3 +165,107 @@ def test_a_test_user_whose_preferred_uid_is_taken_gets_the_next_free_one():
             subprocess.run(["userdel", name], capture_output=True)
             subprocess.run(["groupdel", name], capture_output=True)
         shutil.rmtree(f"/home/{probe}", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- tests/apps/fcgi_raw.py
+
+def _load_fcgi_raw():
+    spec = importlib.util.spec_from_file_location("fcgi_raw", harness.APPS / "fcgi_raw.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fr = _load_fcgi_raw()
+
+
+def test_fcgi_raw_writes_records_as_the_spec_lays_them_out():
+    # version 1, STDOUT (6), id 1, 2 content bytes, 6 bytes of padding, reserved
+    assert fr.record(fr.STDOUT, 1, b"hi") == b"\x01\x06\x00\x01\x00\x02\x06\x00hi\0\0\0\0\0\0"
+    assert fr.record(fr.STDOUT, 0x1234) == b"\x01\x06\x12\x34\x00\x00\x00\x00"
+    assert fr.record(fr.STDIN, 1, b"12345678") == b"\x01\x05\x00\x01\x00\x08\x00\x00" b"12345678"
+    assert fr.record(fr.STDOUT, 1, b"x", version=9) == b"\x09\x06\x00\x01\x00\x01\x07\x00x" + b"\0" * 7
+    assert fr.end_request(3) == b"\x01\x03\x00\x03\x00\x08\x00\x00" + b"\0" * 8
+    # the bytes of record.rs's end_request_bytes
+    assert fr.end_request(1, 0x01020304, 2) == bytes([1, 3, 0, 1, 0, 8, 0, 0, 1, 2, 3, 4, 2, 0, 0, 0])
+    assert fr.unknown_type(77) == b"\x01\x0b\x00\x00\x00\x08\x00\x00\x4d" + b"\0" * 7
+    # a header that claims more than follows
+    assert fr.header(fr.STDOUT, 5, 60000) == b"\x01\x06\x00\x05\xea\x60\x00\x00"
+    # 70144 bytes: one full record (65535 bytes, 1 of padding), then 4609 (0x1201) with 7
+    data = bytes(range(256)) * 274
+    s = fr.stream(fr.STDOUT, 1, data)
+    assert s[:8] == b"\x01\x06\x00\x01\xff\xff\x01\x00" and s[8:8 + 65535] == data[:65535]
+    assert s[8 + 65535:8 + 65536] == b"\0"
+    rest = s[8 + 65536:]
+    assert rest[:8] == b"\x01\x06\x00\x01\x12\x01\x07\x00" and rest[8:8 + 4609] == data[65535:]
+    assert rest[8 + 4609:] == b"\0" * 7
+    assert fr.stream(fr.STDOUT, 1, b"") == b"", "no records for no data (the terminator is separate)"
+
+
+def test_fcgi_raw_reads_records_and_drops_their_padding():
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"\x01\x01\x00\x07\x00\x08\x00\x00" b"\x00\x01\x01\x00\x00\x00\x00\x00"  # BEGIN_REQUEST 7, keep
+                  b"\x01\x04\x00\x07\x00\x05\x03\x00" b"\x01\x02Aab" b"\0\0\0"             # PARAMS A=ab, padded
+                  b"\x01\x05\x00\x07\x00\x00\x00\x00"                                       # empty STDIN
+                  b"\x01\x05\x00")                                                           # half a header
+        b.shutdown(socket.SHUT_WR)
+        assert fr.read_record(a) == (fr.BEGIN_REQUEST, 7, b"\x00\x01\x01\x00\x00\x00\x00\x00")
+        assert fr.read_header(a) == (1, fr.PARAMS, 7, 5, 3)
+        assert fr.read_content(a, 5, 3) == b"\x01\x02Aab"
+        assert fr.read_record(a) == (fr.STDIN, 7, b""), "the padding before it was consumed"
+        with pytest.raises(EOFError):
+            fr.read_record(a)
+
+
+def test_fcgi_raw_name_values_with_one_and_four_byte_lengths():
+    body = (b"\x0e\x03REQUEST_METHODGET"                 # 14 and 3: one byte each
+            + b"\x01\x80\x00\x00\x80V" + b"x" * 128      # a value of 128: the four-byte form
+            + b"\x80\x00\x01\x2c\x00" + b"n" * 300)      # a name of 300, an empty value
+    assert fr.name_values(body) == {b"REQUEST_METHOD": b"GET", b"V": b"x" * 128, b"n" * 300: b""}
+    assert fr.name_values(b"") == {}
+
+
+def test_apps_get_the_helpers_they_import_copied_beside_them(tmp_path):
+    for app in ("keepconn.py", "sec_rawfcgi.py"):
+        assert harness.app_helpers((harness.APPS / app).read_bytes()) == ["fcgi_raw"], app
+    assert harness.app_helpers((harness.APPS / "envapp.py").read_bytes()) == []
+    assert harness.app_helpers(b"import fcgi_rawer\nx = 'import fcgi_raw'\n") == []
+    me = (os.getuid(), os.getgid())
+    harness.put_app(tmp_path / "envapp.py", "envapp.py", me)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["envapp.py"]
+    harness.put_app(tmp_path / "app.py", "sec_rawfcgi.py", me)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.py", "envapp.py", "fcgi_raw.py"]
+    assert (tmp_path / "fcgi_raw.py").read_bytes() == (harness.APPS / "fcgi_raw.py").read_bytes()
+    # The copy runs from where it was put (the helper found beside it), on fd 0 as
+    # under the supervisor, and leaves no __pycache__ there.
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "app.sock"))
+    listener.listen(1)
+    proc = subprocess.Popen([harness.PYTHON, str(tmp_path / "app.py"), "stdin"], stdin=listener.fileno(),
+                            cwd="/", env={"PATH": "/usr/bin:/bin"}, stderr=subprocess.PIPE)
+    try:
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(10)
+            c.connect(str(tmp_path / "app.sock"))
+            c.sendall(b"\x01\x01\x00\x01\x00\x08\x00\x00" b"\x00\x01\x00\x00\x00\x00\x00\x00"
+                      b"\x01\x04\x00\x01\x00\x00\x00\x00"
+                      b"\x01\x05\x00\x01\x00\x03\x05\x00abc\0\0\0\0\0"
+                      b"\x01\x05\x00\x01\x00\x00\x00\x00")
+            out = b""
+            while True:
+                rtype, rid, content = fr.read_record(c)
+                assert rid == 1
+                if rtype == fr.END_REQUEST:
+                    break
+                assert rtype == fr.STDOUT
+                out += content
+        head, body = out.split(b"\r\n\r\n", 1)
+        assert head == b"Content-Type: application/json"
+        assert json.loads(body) == {"records": [3], "length": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        listener.close()
+    assert not (tmp_path / "__pycache__").exists()
+    assert b"Error" not in err, err

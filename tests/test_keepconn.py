@@ -16,7 +16,7 @@ import time
 import pytest
 
 import harness
-from harness import APPS, KeepAliveClient, mkdir, put, wait_for
+from harness import KeepAliveClient, mkdir, put, put_app, wait_for
 
 SHARED_SERVER = True
 
@@ -32,7 +32,7 @@ def _app(site, name: str, mode: str, workers: int = 1) -> str:
     if d.exists():
         harness.shutil.rmtree(d)
     mkdir(d, site.alice.ids)
-    put(d / "keepconn.py", (APPS / "keepconn.py").read_bytes(), site.alice.ids, 0o755)
+    put_app(d / "keepconn.py", "keepconn.py", site.alice.ids)
     put(d / ".htaccess", f"SuFcgiApp keepconn.py {mode}\nSuFcgiMaxWorkers {workers}\n", site.alice.ids)
     return f"/{name}/"
 

@@ -8,7 +8,7 @@ next free ones where those are taken: tests use each user's real ids)
 and vhosts (*.sec.test); the harness kills every process of the users registered in
 this pytest process at teardown, so a run holds LOCK_FILE and never touches the
 users of the other suites. Apps: tests/apps/sec_* (raw FastCGI backends written in
-Python that accept on fd 0) and tests/apps/envapp.py.
+Python that accept on fd 0; records through tests/apps/fcgi_raw.py) and tests/apps/envapp.py.
 """
 from __future__ import annotations
 
@@ -429,6 +429,7 @@ def _swap_race(apache, sec, rel, good: bytes, planted_owned_by_b: Path, seconds:
     bad = planted_owned_by_b.read_bytes()
     d = sec.app_dir("race", rel, "SuFcgiApp app\nSuFcgiMaxRequests 1\nSuFcgiMaxWorkers 2\n", apps=())
     put(d / "app", good, r_.ids, 0o755)
+    harness.put_app_helpers(d, good, r_.ids)
     first = apache.get(f"/{rel}/", host=host("race"), method="POST", body=b"x")
     assert first.status == 200, f"the unswapped app must serve: {first}{log_of(apache)}"
     stop = threading.Event()
@@ -1129,6 +1130,7 @@ def test_p19_2000_misconfigured_apps_cause_no_fork_storm(apache, sec):
         d = mkdir(root / f"d{i:04d}", s.ids)
         if i % 2:
             put(d / "app.py", code, s.ids, 0o775)       # group-writable: refused
+            harness.put_app_helpers(d, code, s.ids)
             put(d / ".htaccess", "SuFcgiApp app.py\n", s.ids)
         else:
             put(d / ".htaccess", "SuFcgiApp missing.py\n", s.ids)   # no such file

@@ -17,50 +17,20 @@ argv[1] picks the behaviour:
             the question's connection until the server gives up on it;
             `probe_seen` / `probe_closed` are when (time.time()) it came / ended
 A management record (FCGI_GET_VALUES) is otherwise answered FCGI_UNKNOWN_TYPE.
+Records are read and written with fcgi_raw.py (copied beside this file).
 """
 import json
 import os
 import socket
-import struct
 import sys
 import time
 
+sys.dont_write_bytecode = True   # leave no __pycache__ in the customer's directory
+import fcgi_raw  # noqa: E402
+from fcgi_raw import BEGIN_REQUEST, STDIN, STDOUT, PARAMS, record  # noqa: E402
+
 MODE = sys.argv[1] if len(sys.argv) > 1 else "keep"
-BEGIN, END, PARAMS, STDIN, STDOUT, UNKNOWN_TYPE = 1, 3, 4, 5, 6, 11
 state = {"conns": 0, "dropped": 0, "probe_seen": None, "probe_closed": None}
-
-
-def rec(typ, rid, content=b""):
-    pad = (-len(content)) % 8
-    return struct.pack(">BBHHBB", 1, typ, rid, len(content), pad, 0) + content + b"\0" * pad
-
-
-def recv_exact(conn, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return buf
-
-
-def params(content):
-    """FastCGI name-value pairs."""
-    out, i = {}, 0
-    while i < len(content):
-        lens = []
-        for _ in range(2):
-            b = content[i]
-            if b >> 7:
-                lens.append(struct.unpack(">I", content[i:i + 4])[0] & 0x7FFFFFFF)
-                i += 4
-            else:
-                lens.append(b)
-                i += 1
-        out[content[i:i + lens[0]]] = content[i + lens[0]:i + lens[0] + lens[1]]
-        i += lens[0] + lens[1]
-    return out
 
 
 class Ignored(Exception):
@@ -71,24 +41,23 @@ def read_request(conn, on_first_byte=None):
     """Records until the empty STDIN record: (request id, keep_conn, body length, method)."""
     rid, keep, body, env = 1, False, 0, b""
     while True:
-        head = recv_exact(conn, 8)
+        _ver, typ, rid_, clen, plen = fcgi_raw.read_header(conn)
         if on_first_byte:
             on_first_byte()
             on_first_byte = None
-        _ver, typ, rid_, clen, plen, _ = struct.unpack(">BBHHBB", head)
-        content = recv_exact(conn, clen + plen)[:clen]
+        content = fcgi_raw.read_content(conn, clen, plen)
         if rid_ == 0:
             if MODE == "ignore":
                 raise Ignored
-            conn.sendall(rec(UNKNOWN_TYPE, 0, bytes([typ]) + b"\0" * 7))
+            conn.sendall(fcgi_raw.unknown_type(typ))
             continue
-        if typ == BEGIN:
-            rid, keep = rid_, bool(content[2] & 1)
+        if typ == BEGIN_REQUEST:
+            rid, keep = rid_, bool(content[2] & fcgi_raw.KEEP_CONN)
         if typ == PARAMS:
             env += content
         if typ == STDIN:
             if clen == 0:
-                return rid, keep, body, params(env).get(b"REQUEST_METHOD", b"")
+                return rid, keep, body, fcgi_raw.name_values(env).get(b"REQUEST_METHOD", b"")
             body += clen
 
 
@@ -97,7 +66,7 @@ def answer(conn, rid, on_conn, body):
                       "probe_seen": state["probe_seen"],
                       "probe_closed": state["probe_closed"], "pid": os.getpid()}).encode()
     out = b"Content-Type: application/json\r\n\r\n" + doc
-    conn.sendall(rec(STDOUT, rid, out) + rec(STDOUT, rid) + rec(END, rid, b"\0" * 8))
+    conn.sendall(record(STDOUT, rid, out) + record(STDOUT, rid) + fcgi_raw.end_request(rid))
 
 
 class Dropped(Exception):

@@ -17,58 +17,38 @@ argv[1] picks the behaviour:
   location     Location: /sec-other/secret.txt (no Status)
   status200loc Status: 200 with a Location to another path
 Every mode but `stdin` writes nothing that a correct client should accept.
+Records are read and written with fcgi_raw.py (copied beside this file).
 """
 import hashlib
 import json
 import os
 import socket
-import struct
 import sys
 import time
 
+sys.dont_write_bytecode = True   # leave no __pycache__ in the customer's directory
+import fcgi_raw  # noqa: E402
+from fcgi_raw import BEGIN_REQUEST, STDIN, STDOUT, end_request as end, record as rec  # noqa: E402
+
 MODE = sys.argv[1] if len(sys.argv) > 1 else "stdin"
-BEGIN, END, PARAMS, STDIN, STDOUT = 1, 3, 4, 5, 6
-
-
-def rec(typ, rid, content=b"", version=1):
-    pad = (-len(content)) % 8
-    return struct.pack(">BBHHBB", version, typ, rid, len(content), pad, 0) + content + b"\0" * pad
-
-
-def recv_exact(conn, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return buf
 
 
 def read_request(conn):
     """Records until the empty STDIN record: (request id, STDIN record lengths, body)."""
     rid, lengths, body = 1, [], []
     while True:
-        _ver, typ, rid_, clen, plen, _ = struct.unpack(">BBHHBB", recv_exact(conn, 8))
-        content = recv_exact(conn, clen + plen)[:clen]
-        if typ == BEGIN:
+        typ, rid_, content = fcgi_raw.read_record(conn)
+        if typ == BEGIN_REQUEST:
             rid = rid_
         if typ == STDIN:
-            if clen == 0:
+            if not content:
                 return rid, lengths, b"".join(body)
-            lengths.append(clen)
+            lengths.append(len(content))
             body.append(content)
 
 
 def stdout_records(rid, data):
-    out = b""
-    for i in range(0, len(data), 65535):
-        out += rec(STDOUT, rid, data[i:i + 65535])
-    return out
-
-
-def end(rid):
-    return rec(END, rid, b"\0\0\0\0\0\0\0\0")
+    return fcgi_raw.stream(STDOUT, rid, data)
 
 
 def answer(conn, rid, lengths, body):
@@ -85,7 +65,7 @@ def answer(conn, rid, lengths, body):
     elif MODE == "wrongid":
         conn.sendall(stdout_records(4242, b"Content-Type: text/plain\r\n\r\nhi") + end(4242))
     elif MODE == "lenpast":
-        conn.sendall(struct.pack(">BBHHBB", 1, STDOUT, rid, 60000, 0, 0) + b"Status: 20")
+        conn.sendall(fcgi_raw.header(STDOUT, rid, 60000) + b"Status: 20")
     elif MODE == "truncated":
         conn.sendall(b"\x01\x06\x00")
     elif MODE == "bigheaders":
