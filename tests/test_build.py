@@ -3,9 +3,14 @@
 packaging/apt-deb-src.py: the deb-src lines the build fetches lighttpd's source package
 through are the machine's own apt sources (a mirror or proxy a host configured), in
 both formats apt reads.
+
+The fuzzing toolchain: cargo-fuzz's nightly-only sanitizer flags work on this stable
+rustc with RUSTC_BOOTSTRAP=1 (what `make fuzz` and `make fuzz-smoke` rely on).
 """
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -61,3 +66,26 @@ def test_deb_src_lines_come_from_the_machines_own_sources(tmp_path):
 def test_no_deb_source_at_all_is_a_clear_error(tmp_path):
     res = run(tmp_path)
     assert res.returncode == 1 and "no 'deb' source configured" in res.stderr
+
+
+def test_sanitizer_flags_cargo_fuzz_needs_work_on_stable_with_bootstrap(tmp_path):
+    """cargo-fuzz builds with `-Zsanitizer=address` and sancov passes: nightly-only flags.
+    On this machine's stable toolchain they work with RUSTC_BOOTSTRAP=1, as the Makefile's
+    fuzz targets (and `make test`'s fuzz-smoke) run them; findings in SECURITY.md, Fuzzing.
+    A toolchain check, not a property of the product (it was the security suite's p16)."""
+    rustc = shutil.which("rustc") or str(Path.home() / ".cargo/bin/rustc")
+    src = tmp_path / "t.rs"
+    src.write_text("fn main() { let v = vec![1u8, 2, 3]; println!(\"{}\", v.iter().sum::<u8>()); }\n")
+    flags = ["-Cpasses=sancov-module", "-Cllvm-args=-sanitizer-coverage-level=4",
+             "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters", "-Zsanitizer=address",
+             "-Cdebug-assertions", "-Cdebuginfo=1"]
+    env = dict(os.environ, RUSTC_BOOTSTRAP="1")
+    res = subprocess.run([rustc, *flags, "-o", str(tmp_path / "t"), str(src)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "6"
+    env.pop("RUSTC_BOOTSTRAP")
+    res = subprocess.run([rustc, "-Zsanitizer=address", "-o", str(tmp_path / "u"), str(src)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0, "stable rustc accepted -Z flags without RUSTC_BOOTSTRAP"
