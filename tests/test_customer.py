@@ -253,7 +253,7 @@ def test_a_hot_loop_cannot_fill_the_disk(cu):
     assert cu.log.stat().st_size - size < 200_000
 
 
-def test_p25_the_log_is_written_only_as_the_owner_where_the_owner_named_it(cu):
+def test_p24_the_log_is_written_only_as_the_owner_where_the_owner_named_it(cu):
     # Outside the owner's reach: not created (root could), shown, the site works.
     r = cu.get("/badlog/")
     assert r.status == 200, f"a SuFcgiLog outside the owner's reach is no 500: {r}"
@@ -341,7 +341,7 @@ def test_x_sendfile_sends_the_owners_file_as_a_static_file(cu):
 
 
 @pytest.mark.parametrize("case", ["traversal", "symlink_to_other_owner", "hard_link_to_root_file", "proc", "outside"])
-def test_p24_x_sendfile_never_sends_what_is_not_the_owners(cu, case):
+def test_p23_x_sendfile_never_sends_what_is_not_the_owners(cu, case):
     files = cu.a.www / "files"
     path = {
         "traversal": f"{files}/../../../../etc/passwd",

@@ -1001,18 +1001,18 @@ def test_p15_huge_headers_and_location_tricks(apache, sec):
     assert r.status == 200 and r.body == b"from-backend", r
 
 
-# ---------------------------------------------------------------- 17. slow bodies
+# ---------------------------------------------------------------- 16. slow bodies
 
-def test_p17_a_slow_body_does_not_hold_the_only_worker(apache, sec):
-    sec.app_dir("slow", "p17", "SuFcgiApp sec_rawfcgi.py stdin\nSuFcgiMaxWorkers 1\n",
+def test_p16_a_slow_body_does_not_hold_the_only_worker(apache, sec):
+    sec.app_dir("slow", "p16", "SuFcgiApp sec_rawfcgi.py stdin\nSuFcgiMaxWorkers 1\n",
                 apps=("sec_rawfcgi.py",))
-    ok_json(apache, "/p17/", "slow", method="POST", body=b"warm")
+    ok_json(apache, "/p16/", "slow", method="POST", body=b"warm")
     n = 8
     slow_status = []
 
     def slow_client():
         with socket.create_connection(("127.0.0.1", apache.port), timeout=30) as s:
-            s.sendall(b"POST /p17/ HTTP/1.1\r\nHost: slow.sec.test\r\nContent-Length: %d\r\n"
+            s.sendall(b"POST /p16/ HTTP/1.1\r\nHost: slow.sec.test\r\nContent-Length: %d\r\n"
                       b"Connection: close\r\n\r\n" % n)
             for _ in range(n):
                 time.sleep(1)
@@ -1028,36 +1028,36 @@ def test_p17_a_slow_body_does_not_hold_the_only_worker(apache, sec):
     t = threading.Thread(target=slow_client, daemon=True)
     t.start()
     time.sleep(2)
-    other = harness.timed_request(apache.port, "/p17/", host=host("slow"), method="POST",
+    other = harness.timed_request(apache.port, "/p16/", host=host("slow"), method="POST",
                                   body=b"fast", timeout=30)
     t.join(40)
     workers = harness.processes_of_uids([sec.u["slow"].uid])
-    print(f"\np17: request during a 1 byte/s upload: {other!r}; slow upload: {slow_status}; "
+    print(f"\np16: request during a 1 byte/s upload: {other!r}; slow upload: {slow_status}; "
           f"workers of the owner: {len(workers)}")
     assert other.status == 200, other
     assert other.elapsed < 3, (f"a request waited {other.elapsed:.1f} s behind a client uploading "
                                f"1 byte/s (the worker is claimed before the body is read)")
 
 
-# ---------------------------------------------------------------- 18. caps and backoff
+# ---------------------------------------------------------------- 17. caps and backoff
 
-def test_p18_per_owner_caps_and_backoff_hold(server, sec):
+def test_p17_per_owner_caps_and_backoff_hold(server, sec):
     f, c = sec.u["fork"], sec.u["crash"]
     for i in range(4):
-        sec.app_dir("fork", f"p18_{i}", "SuFcgiApp sec_rawfcgi.py stdin\nSuFcgiMinWorkers 2\n"
+        sec.app_dir("fork", f"p17_{i}", "SuFcgiApp sec_rawfcgi.py stdin\nSuFcgiMinWorkers 2\n"
                                         "SuFcgiMaxWorkers 4\n", apps=("sec_rawfcgi.py",))
-    fam = sec.app_dir("fork", "p18_family", "SuFcgiApp sec_family.py 20\n",
+    fam = sec.app_dir("fork", "p17_family", "SuFcgiApp sec_family.py 20\n",
                       apps=("sec_family.py", "sec_rawfcgi.py"))
-    sec.app_dir("crash", "p18", "SuFcgiApp lc_dies_at_start.py\n", apps=("lc_dies_at_start.py",))
+    sec.app_dir("crash", "p17", "SuFcgiApp lc_dies_at_start.py\n", apps=("lc_dies_at_start.py",))
     srv = server(extra="SuFcgiMaxWorkersPerOwner 3", keys=["fork", "crash"])
-    statuses = [srv.get(f"/p18_{i}/", host=host("fork"), method="POST", body=b"x").status for i in range(4)]
+    statuses = [srv.get(f"/p17_{i}/", host=host("fork"), method="POST", body=b"x").status for i in range(4)]
     peak = 0
     t_end = time.monotonic() + 3
     while time.monotonic() < t_end:
         ws = [p for p in harness.processes_of_uids([f.uid])]
         peak = max(peak, len(ws))
         time.sleep(0.1)
-    print(f"\np18: statuses {statuses}, peak workers of one owner with cap 3: {peak}")
+    print(f"\np17: statuses {statuses}, peak workers of one owner with cap 3: {peak}")
     assert peak <= 3, f"{peak} processes for one owner with SuFcgiMaxWorkersPerOwner 3"
     assert statuses.count(200) >= 1 and all(s in (200, 503) for s in statuses), statuses
 
@@ -1066,11 +1066,11 @@ def test_p18_per_owner_caps_and_backoff_hold(server, sec):
     t_end = time.monotonic() + 8
     codes: dict = {}
     while time.monotonic() < t_end:
-        r = harness.timed_request(srv.port, "/p18/", host=host("crash"), timeout=10)
+        r = harness.timed_request(srv.port, "/p17/", host=host("crash"), timeout=10)
         codes[r.status] = codes.get(r.status, 0) + 1
         time.sleep(0.05)
     spawns = srv.log_since(mark).count("exiting at start on purpose")
-    print(f"p18: crash loop for 8 s: {spawns} spawns, responses {codes}")
+    print(f"p17: crash loop for 8 s: {spawns} spawns, responses {codes}")
     assert spawns <= 15, f"{spawns} spawns of an app that exits at start within 8 s"
     assert codes.get(503, 0) > 0
 
@@ -1081,7 +1081,7 @@ def test_p18_per_owner_caps_and_backoff_hold(server, sec):
     for extra in ("SuFcgiOwnerMaxProcesses 12", "SuFcgiOwnerMaxProcesses 12\nSuFcgiCgroups off"):
         (fam / "family.json").unlink(missing_ok=True)
         srv2 = server(extra=extra, keys=["fork"])
-        r = srv2.get("/p18_family/", host=host("fork"), method="POST", body=b"x")
+        r = srv2.get("/p17_family/", host=host("fork"), method="POST", body=b"x")
         assert r.status == 200, f"{extra}: {r}{log_of(srv2)}"
         info = json.loads(wait_for(lambda: (fam / "family.json").exists() and (fam / "family.json").read_text(),
                                    10, "family.json"))
@@ -1094,11 +1094,11 @@ def test_p18_per_owner_caps_and_backoff_hold(server, sec):
         harness.kill_pids(harness.processes_of_uids([f.uid]))
 
 
-# ---------------------------------------------------------------- 19. refusal storm
+# ---------------------------------------------------------------- 18. refusal storm
 
-def test_p19_2000_misconfigured_apps_cause_no_fork_storm(apache, sec):
+def test_p18_2000_misconfigured_apps_cause_no_fork_storm(apache, sec):
     s = sec.u["storm"]
-    root = s.www / "p19"
+    root = s.www / "p18"
     shutil.rmtree(root, ignore_errors=True)
     mkdir(root, s.ids)
     code = (APPS / "sec_rawfcgi.py").read_bytes()
@@ -1112,7 +1112,7 @@ def test_p19_2000_misconfigured_apps_cause_no_fork_storm(apache, sec):
             put(d / ".htaccess", "SuFcgiApp missing.py\n", s.ids)   # no such file
     sup = harness.supervisor_pids_from_log(apache)[-1]
     # warm the supervisor's code paths first
-    apache.get("/p19/d0000/", host=host("storm"))
+    apache.get("/p18/d0000/", host=host("storm"))
     rss0 = harness.rss_kib(sup)
     kids0 = len(harness.descendants(sup))
     counts: dict = {}
@@ -1126,7 +1126,7 @@ def test_p19_2000_misconfigured_apps_cause_no_fork_storm(apache, sec):
                 i = next(idx, None)
             if i is None:
                 return
-            t = harness.timed_request(apache.port, f"/p19/d{i:04d}/", host=host("storm"), timeout=20)
+            t = harness.timed_request(apache.port, f"/p18/d{i:04d}/", host=host("storm"), timeout=20)
             with lock:
                 counts[t.status] = counts.get(t.status, 0) + 1
 
@@ -1141,7 +1141,7 @@ def test_p19_2000_misconfigured_apps_cause_no_fork_storm(apache, sec):
         t.join(5)
     elapsed = time.monotonic() - t0
     rss1 = harness.rss_kib(sup)
-    print(f"\np19: 2000 refused apps in {elapsed:.1f} s, statuses {counts}, supervisor RSS "
+    print(f"\np18: 2000 refused apps in {elapsed:.1f} s, statuses {counts}, supervisor RSS "
           f"{rss0} -> {rss1} KiB, peak extra supervisor descendants {peak[0]}")
     assert sum(counts.values()) == 2000
     assert set(counts) <= {403, 404, 500}, counts

@@ -10,7 +10,7 @@
 //! nothing can be swapped between the check and the sending.
 //!
 //! Why the server child opens it (as the web server's user) and not the
-//! supervisor as the owner: see SECURITY.md (property 24).
+//! supervisor as the owner: see SECURITY.md (property 23).
 
 use crate::core::fastcgi::cgi_headers::CgiHeaders;
 use crate::core::identity::{is_normal_absolute, path_within};
