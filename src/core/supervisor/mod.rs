@@ -30,6 +30,7 @@ pub mod protocol_usage;
 pub mod protocol_customer;
 mod server;
 mod spawn;
+mod worker_policy;
 
 #[cfg(test)]
 mod tests;

@@ -8,83 +8,16 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::cgroup::{PoolTotals, WorkerGroup};
 use super::protocol::{Encoder, StopCounts};
 use super::spawn::PreparedExec;
+use super::worker_policy::{Backoff, StopReason};
 use crate::core::identity::{Checked, Owner};
 use crate::core::limits::Limits;
 use crate::core::owner_limits::OwnerLimits;
 use crate::core::request::{AppKind, PoolInfo, PoolSpec};
-
-/// A worker that dies sooner than this after its start counts as a crash.
-pub const CRASH_WINDOW: Duration = Duration::from_secs(1);
-/// Longest pause between restarts of a crashing pool.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// A pool that did not crash for this long starts its backoff over at 1 s.
-pub const STREAK_RESET: Duration = Duration::from_secs(120);
-
-/// A pool backs off only after this many crashes at start in a row (no
-/// worker of it starting in between): one worker killed from outside (the
-/// OOM killer, an admin's kill -9) just after its start is not a crash loop.
-pub const CRASH_BURST: u32 = 3;
-
-/// 1 s, 2 s, 4 s … capped at 60 s, for the `streak`-th consecutive crash (1-based).
-pub fn backoff_delay(streak: u32) -> Duration {
-    let exp = streak.saturating_sub(1).min(6);
-    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
-}
-
-/// Whether a worker that exited on its own crashed at start: it died within
-/// `CRASH_WINDOW` of its start without having taken a connection. One that
-/// accepted a request has started, however soon it died.
-pub fn crashed_at_start(lived: Duration, served: u32, accepted: bool) -> bool {
-    lived < CRASH_WINDOW && served == 0 && !accepted
-}
-
-/// After the `streak`-th crash at start in a row: None to start another
-/// worker at once, else how long the pool backs off.
-pub fn crash_backoff(streak: u32) -> Option<Duration> {
-    (streak >= CRASH_BURST).then(|| backoff_delay(streak - CRASH_BURST + 1))
-}
-
-/// Why the supervisor is stopping a worker (for the log).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    Idle,
-    MaxRequests,
-    Reload,
-    Timeout,
-    Memory,
-    Retired,
-}
-
-impl StopReason {
-    pub fn text(self) -> &'static str {
-        match self {
-            StopReason::Idle => "idle",
-            StopReason::MaxRequests => "max requests reached",
-            StopReason::Reload => "reload: the app or its configuration changed",
-            StopReason::Timeout => "request timeout",
-            StopReason::Memory => "memory limit exceeded",
-            StopReason::Retired => "retired after a failed request",
-        }
-    }
-
-    /// One more worker stopped for this reason (for the status page).
-    pub fn count_in(self, c: &mut StopCounts) {
-        let n = match self {
-            StopReason::Idle => &mut c.idle,
-            StopReason::MaxRequests => &mut c.max_requests,
-            StopReason::Reload => &mut c.reload,
-            StopReason::Timeout => &mut c.timeout,
-            StopReason::Memory => &mut c.memory,
-            StopReason::Retired => &mut c.retired,
-        };
-        *n = n.saturating_add(1);
-    }
-}
 
 pub struct Stopping {
     pub reason: StopReason,
@@ -136,12 +69,8 @@ pub struct Pool {
     pub exec: PreparedExec,
     /// `SuFcgiLog`: where this pool's lines go (opened as the owner, see customer_log.rs).
     pub log: Option<super::customer_log::LogTarget>,
-    /// Consecutive backoff steps; reset when a worker outlives the crash window.
-    pub crash_streak: u32,
-    /// While backing off: when spawning may resume.
-    pub restart_at: Option<Instant>,
-    /// When the last backoff step began; a long quiet spell resets the streak.
-    pub last_crash: Option<Instant>,
+    /// Crashes at start and the backoff they led to (worker_policy.rs decides).
+    pub backoff: Backoff,
     /// Replaced by a newer version: stop workers as they go idle, then remove.
     pub retiring: bool,
     /// Since when the pool has had no worker (for forgetting unused pools).
@@ -373,35 +302,6 @@ impl PoolTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_steps() {
-        let secs: Vec<u64> = (1..=9).map(|s| backoff_delay(s).as_secs()).collect();
-        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(backoff_delay(0).as_secs(), 1);
-        assert_eq!(backoff_delay(u32::MAX).as_secs(), 60);
-    }
-
-    #[test]
-    fn only_a_burst_of_crashes_at_start_backs_off() {
-        let ms = Duration::from_millis;
-        assert!(crashed_at_start(ms(80), 0, false), "died before taking any connection");
-        assert!(!crashed_at_start(ms(80), 0, true), "killed while serving its first request: it had started");
-        assert!(!crashed_at_start(ms(80), 1, false), "it served");
-        assert!(!crashed_at_start(CRASH_WINDOW, 0, false), "it lived past the window");
-        let steps: Vec<Option<u64>> = (1..=6).map(|s| crash_backoff(s).map(|d| d.as_secs())).collect();
-        assert_eq!(steps, vec![None, None, Some(1), Some(2), Some(4), Some(8)]);
-    }
-
-    #[test]
-    fn stop_reasons_are_counted_apart() {
-        let mut c = StopCounts::default();
-        for r in [StopReason::Idle, StopReason::MaxRequests, StopReason::Reload, StopReason::Timeout, StopReason::Memory, StopReason::Retired] {
-            r.count_in(&mut c);
-        }
-        StopReason::Memory.count_in(&mut c);
-        assert_eq!(c, StopCounts { idle: 1, max_requests: 1, reload: 1, timeout: 1, memory: 2, retired: 1, crashed: 0, exited: 0 });
-    }
 
     #[test]
     fn keys_differ_by_every_part() {

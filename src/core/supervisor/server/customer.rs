@@ -12,7 +12,8 @@ use super::super::customer_log::{self, CustomerLogs, LogTarget};
 use super::super::history::{unix_now, History, RefusedKey, RefusedPools};
 use super::super::justify;
 use super::super::log::log_notice;
-use super::super::pools::{Pool, StopReason};
+use super::super::pools::Pool;
+use super::super::worker_policy::StopReason;
 use super::super::protocol::{PoolState, PoolStatus};
 use super::super::protocol_customer::{Note, NoteKind, PoolHistory, NO_WORKER};
 use super::Server;
@@ -182,7 +183,7 @@ impl Server {
     pub(super) fn pool_history(&self, p: &Pool, now: Instant) -> PoolHistory {
         let c = self.customer.borrow();
         let h = c.histories.get(&p.id);
-        let backoff_until = p.restart_at.map_or(0, |t| unix_now() + t.saturating_duration_since(now).as_secs() + 1);
+        let backoff_until = p.backoff.restart_at.map_or(0, |t| unix_now() + t.saturating_duration_since(now).as_secs() + 1);
         PoolHistory {
             last_refusal: h.and_then(|h| h.last_refusal.clone()),
             last_exit: h.and_then(|h| h.last_exit.clone()),
