@@ -26,6 +26,8 @@ mod justify;
 mod php;
 mod pools;
 pub mod protocol;
+mod protocol_codec;
+mod protocol_status;
 pub mod protocol_usage;
 pub mod protocol_customer;
 mod server;

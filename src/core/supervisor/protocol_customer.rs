@@ -5,7 +5,7 @@
 //! `protocol`: fixed-width little-endian integers, length-prefixed bytes,
 //! every length bounded by the frame.
 
-use super::protocol::{Decoder, Encoder, ProtoError};
+use super::protocol_codec::{Decoder, Encoder, ProtoError};
 
 /// Longest note text sent (the rest is cut by the sender).
 pub const MAX_NOTE_TEXT: usize = 16 * 1024;

@@ -4,7 +4,7 @@
 //! encoding rules as protocol.rs; a figure the hierarchy cannot give is
 //! `None` on the wire (a 0 byte), never a made-up 0.
 
-use super::protocol::{Decoder, Encoder, ProtoError};
+use super::protocol_codec::{Decoder, Encoder, ProtoError};
 use crate::core::owner_limits::{CgroupMode, OwnerLimits, OwnerOverrides};
 
 /// Which isolation holds an owner's processes, for the status page.
