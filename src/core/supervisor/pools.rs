@@ -290,6 +290,12 @@ impl PoolTable {
         self.by_pid.len() as u32
     }
 
+    /// Worker `pid` of pool `id`, in service or draining.
+    pub fn worker_mut(&mut self, id: u64, pid: libc::pid_t) -> Option<&mut Worker> {
+        let p = self.pools.get_mut(&id)?;
+        p.workers.iter_mut().flatten().chain(p.draining.iter_mut()).find(|w| w.pid == pid)
+    }
+
     pub fn pool_of_pid(&self, pid: libc::pid_t) -> Option<u64> {
         self.by_pid.get(&pid).copied()
     }

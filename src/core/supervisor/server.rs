@@ -273,11 +273,10 @@ impl Server {
         self.sb.slot(index)
     }
 
-    /// A lifecycle event: to the error log, and to the pool's `SuFcgiLog` if it has one.
-    fn event(&self, id: u64, msg: &str) {
-        let Some(pool) = self.pools.get(id) else { return };
-        log_notice!("pool {}: {msg}", pool.desc);
-        self.customer_line(id, "event", msg.as_bytes());
+    /// Resolve a (slot, generation) a child quoted to the pool it names.
+    fn pool_of_slot(&self, slot: u32, slot_generation: u32) -> Option<u64> {
+        let id = self.pools.slot_pool(slot)?;
+        (self.pools.get(id)?.slot_generation == slot_generation).then_some(id)
     }
 
     fn shutdown(&mut self) {

@@ -182,12 +182,6 @@ impl Server {
         true
     }
 
-    /// Resolve a (slot, generation) a child quoted to the pool it names.
-    pub(super) fn pool_of_slot(&self, slot: u32, slot_generation: u32) -> Option<u64> {
-        let id = self.pools.slot_pool(slot)?;
-        (self.pools.get(id)?.slot_generation == slot_generation).then_some(id)
-    }
-
     fn nudge(&mut self, slot: u32, slot_generation: u32) {
         let Some(id) = self.pool_of_slot(slot, slot_generation) else { return };
         self.look_at_workers(id, std::time::Instant::now(), sys::monotonic_secs());

@@ -74,6 +74,13 @@ impl Server {
         Some(LogTarget { path, who: FsIdentity { uid: owner.uid, gid: owner.gid, groups } })
     }
 
+    /// A lifecycle event: to the error log, and to the pool's `SuFcgiLog` if it has one.
+    pub(super) fn event(&self, id: u64, msg: &str) {
+        let Some(pool) = self.pools.get(id) else { return };
+        log_notice!("pool {}: {msg}", pool.desc);
+        self.customer_line(id, "event", msg.as_bytes());
+    }
+
     /// A line in pool `id`'s customer log, if it has one; true if written there.
     pub(super) fn customer_line(&self, id: u64, category: &'static str, text: &[u8]) -> bool {
         let Some(t) = self.pools.get(id).and_then(|p| p.log.as_ref()) else { return false };

@@ -28,7 +28,7 @@ impl Server {
 
     pub(super) fn read_stderr(&mut self, id: u64, pid: u32) {
         let mut lines = Vec::new();
-        if let Some(w) = self.worker_by_pid_mut(id, pid as libc::pid_t) {
+        if let Some(w) = self.pools.worker_mut(id, pid as libc::pid_t) {
             collect_stderr(w, &mut lines);
         }
         self.emit_stderr(id, pid as libc::pid_t, &lines);

@@ -93,7 +93,7 @@ impl Server {
         for pid in to_kill {
             let _ = signal_group(pid, libc::SIGKILL);
             self.cg_signal_pid(id, pid, libc::SIGKILL);
-            if let Some(w) = self.worker_by_pid_mut(id, pid) {
+            if let Some(w) = self.pools.worker_mut(id, pid) {
                 if let Some(st) = w.stopping.as_mut() {
                     st.killed = true;
                 }
@@ -102,11 +102,6 @@ impl Server {
         for s in to_stop {
             self.stop_worker(id, s.index, s.reason, s.hard);
         }
-    }
-
-    pub(super) fn worker_by_pid_mut(&mut self, id: u64, pid: libc::pid_t) -> Option<&mut Worker> {
-        let p = self.pools.get_mut(id)?;
-        p.workers.iter_mut().flatten().chain(p.draining.iter_mut()).find(|w| w.pid == pid)
     }
 
     /// Take worker `index` out of service (no request can claim it any more)
