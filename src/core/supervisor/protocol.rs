@@ -4,8 +4,9 @@
 //!
 //! Framing and the primitives every message uses are in protocol_codec;
 //! the status report is protocol_status, its isolation and usage figures
-//! protocol_usage, notes and pool history protocol_customer. Their types
-//! are re-exported here, so `protocol::…` names the whole protocol.
+//! protocol_usage, notes and pool history protocol_customer. The codec's
+//! and the status report's public items are re-exported here, so
+//! `protocol::VERSION`, `protocol::StatusReply` … name them as before.
 
 use std::io;
 use std::path::PathBuf;
