@@ -20,9 +20,12 @@ use std::ptr;
 /// Override classes (`AllowOverride`) and contexts a directive is allowed in.
 pub use ffi::{ACCESS_CONF, OR_AUTHCFG, OR_FILEINFO, OR_OPTIONS, RSRC_CONF};
 
+/// One entry of the command table.
+pub type Command = ffi::command_rec;
+
 /// httpd's command table must be a static C array that lives as long as the module.
 #[repr(transparent)]
-pub struct CommandTable<const N: usize>(pub [ffi::command_rec; N]);
+pub struct CommandTable<const N: usize>(pub [Command; N]);
 // SAFETY: the table is immutable after initialisation and holds only pointers
 // to 'static data (names, usage strings, functions).
 unsafe impl<const N: usize> Sync for CommandTable<N> {}
@@ -56,8 +59,8 @@ pub trait TakeArgv {
 
 /// The command table entry of TAKE_ARGV directive `name`, handled by `H`.
 /// `data` comes back as `Cmd::data`.
-pub const fn take_argv<H: TakeArgv>(name: &'static CStr, usage: &'static CStr, data: usize, req_override: u32) -> ffi::command_rec {
-    ffi::command_rec {
+pub const fn take_argv<H: TakeArgv>(name: &'static CStr, usage: &'static CStr, data: usize, req_override: u32) -> Command {
+    Command {
         name: name.as_ptr(),
         func: ffi::cmd_func { take_argv: Some(take_argv_entry::<H>) },
         cmd_data: data as *mut c_void,
@@ -68,8 +71,8 @@ pub const fn take_argv<H: TakeArgv>(name: &'static CStr, usage: &'static CStr, d
 }
 
 /// The entry that ends a command table.
-pub const fn end() -> ffi::command_rec {
-    ffi::command_rec {
+pub const fn end() -> Command {
+    Command {
         name: ptr::null(),
         func: ffi::cmd_func { take_argv: None },
         cmd_data: ptr::null_mut(),

@@ -7,7 +7,7 @@
 //! file and line to every error, so a bad `.htaccess` line is a 500 whose log
 //! names both.
 
-use super::cmd::{self, Cmd, CommandTable, Refusal, TakeArgv, ACCESS_CONF, OR_AUTHCFG, OR_FILEINFO, OR_OPTIONS, RSRC_CONF};
+use super::cmd::{self, Cmd, Command, CommandTable, Refusal, TakeArgv, ACCESS_CONF, OR_AUTHCFG, OR_FILEINFO, OR_OPTIONS, RSRC_CONF};
 use super::server_conf::ServerConf;
 use crate::core::directives::{self, DirConfig, Directive};
 use crate::core::hostconfig::HostConfig;
@@ -56,22 +56,20 @@ impl HostDirective {
     ];
 }
 
-type FfiCommand = super::ffi::command_rec;
-
 /// `SuFcgi*` customer directives, FileInfo: the same override class as
 /// AddHandler, which customers already have.
-const fn customer(d: Directive, name: &'static CStr, usage: &'static CStr) -> FfiCommand {
+const fn customer(d: Directive, name: &'static CStr, usage: &'static CStr) -> Command {
     customer_in(d, name, usage, OR_FILEINFO)
 }
 
-const fn customer_in(d: Directive, name: &'static CStr, usage: &'static CStr, classes: u32) -> FfiCommand {
+const fn customer_in(d: Directive, name: &'static CStr, usage: &'static CStr, classes: u32) -> Command {
     cmd::take_argv::<Customer>(name, usage, d as usize, classes | ACCESS_CONF | RSRC_CONF)
 }
 
 /// mod_php's directives, handled here only while mod_php is not loaded. Same
 /// override classes as mod_php: `php_value`/`php_flag` need `AllowOverride
 /// Options` in `.htaccess`; the admin forms are server config / `<Directory>` only.
-const fn php(i: usize) -> FfiCommand {
+const fn php(i: usize) -> Command {
     let d = PhpDirective::ALL[i];
     let (name, req_override, usage) = match d {
         PhpDirective::Value => (c"php_value", OR_OPTIONS, c"NAME VALUE -- PHP ini setting for this directory's SuFcgiWrapper php-cgi workers"),
@@ -82,7 +80,7 @@ const fn php(i: usize) -> FfiCommand {
     cmd::take_argv::<Php>(name, usage, i, req_override)
 }
 
-const fn host(i: usize) -> FfiCommand {
+const fn host(i: usize) -> Command {
     let (d, name, usage) = HostDirective::ALL[i];
     cmd::take_argv::<Host>(name, usage, d as usize, RSRC_CONF)
 }

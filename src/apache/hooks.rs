@@ -3,7 +3,7 @@
 //! not hold, and route requests to our handler in fixups.
 
 use super::pool::Pool;
-use super::req::{Req, Status, APP_HANDLER, DECLINED, HANDLER_METRICS, HANDLER_SCRIPT, HANDLER_STATUS, HTTP_INTERNAL_SERVER_ERROR, OK, WRAPPER_HANDLER};
+use super::req::{FileType, Req, Status, APP_HANDLER, DECLINED, HANDLER_METRICS, HANDLER_SCRIPT, HANDLER_STATUS, HTTP_INTERNAL_SERVER_ERROR, OK, WRAPPER_HANDLER};
 use super::server::{self, ConfNode, Server};
 use super::{log, runtime, watchdog};
 use crate::core::guard::guard;
@@ -259,7 +259,7 @@ pub fn fixups(r: Req<'_>) -> Status {
     if r.handler() == Some(HANDLER_SCRIPT) {
         return DECLINED;
     }
-    if r.file_type() == super::req::FileType::Regular {
+    if r.file_type() == FileType::Regular {
         if let Some(name) = r.filename() {
             if cfg.wrapper_for(name).is_some() {
                 r.set_handler(WRAPPER_HANDLER);
