@@ -147,9 +147,10 @@ impl<'r> Req<'r> {
         self.r.as_ptr()
     }
 
-    fn rec(&self) -> &'r ffi::request_rec {
-        // SAFETY: r is live for 'r (from_raw's contract). Only pointer and
-        // plain fields are read through this; writes go through raw().
+    /// A short-lived view for reading fields (writes go through `raw`, never
+    /// while a view is held).
+    fn rec(&self) -> &ffi::request_rec {
+        // SAFETY: r is live for 'r (from_raw's contract).
         unsafe { &*self.raw() }
     }
 

@@ -16,21 +16,21 @@ use crate::core::fastcgi::response::{Event, ResponseDecoder};
 use crate::core::pool_link::Fate;
 
 /// Why an exchange failed: the status to answer, the worker's fate, the log's reason.
-pub type Failure = (Status, Fate, String);
+pub(super) type Failure = (Status, Fate, String);
 
 /// The client failed while its body was being read (`fate`: what that
 /// says of the worker).
-pub fn body_failed(fate: Fate) -> Failure {
+pub(super) fn body_failed(fate: Fate) -> Failure {
     (HTTP_BAD_REQUEST as Status, fate, "reading the request body from the client failed".into())
 }
 
 /// The app broke the exchange: bad framing, a failed read or poll.
-pub fn broken(why: String) -> Failure {
+pub(super) fn broken(why: String) -> Failure {
     (HTTP_BAD_GATEWAY as Status, Fate::Broken, why)
 }
 
 /// Nothing came from the app in time.
-pub fn timed_out(t: &Timeouts) -> Failure {
+pub(super) fn timed_out(t: &Timeouts) -> Failure {
     (HTTP_GATEWAY_TIME_OUT as Status, Fate::TimedOut, t.why_timed_out())
 }
 
@@ -68,11 +68,11 @@ fn log_app_stderr(r: Req<'_>, line: &[u8]) {
 }
 
 /// What the app's response events do to the request.
-pub struct Client<'r> {
+pub(super) struct Client<'r> {
     r: Req<'r>,
     headers_sent: bool,
-    pub client_gone: bool,
-    pub wrote_body: bool,
+    pub(super) client_gone: bool,
+    pub(super) wrote_body: bool,
     stderr: AppStderr,
     end_protocol_status: Option<u8>,
     /// Some in the authorizer role: headers and body are kept here, never sent.
@@ -85,13 +85,13 @@ pub struct Client<'r> {
 }
 
 impl<'r> Client<'r> {
-    pub fn new(r: Req<'r>, role: Role, t: &Timeouts) -> Client<'r> {
+    pub(super) fn new(r: Req<'r>, role: Role, t: &Timeouts) -> Client<'r> {
         let capture = (role == Role::Authorizer).then(Captured::default);
         let x_sendfile = t.x_sendfile && role == Role::Responder;
         Client { r, headers_sent: false, client_gone: false, wrote_body: false, stderr: AppStderr::default(), end_protocol_status: None, capture, x_sendfile, sendfile: None, body_buf: Vec::new() }
     }
 
-    pub fn on_event(&mut self, ev: Event<'_>) {
+    pub(super) fn on_event(&mut self, ev: Event<'_>) {
         let Some(ev) = Captured::pass(self.capture.as_mut(), ev) else { return };
         match ev {
             Event::Headers(mut h) => {
@@ -122,13 +122,13 @@ impl<'r> Client<'r> {
 
     /// Feed `bytes` from the app to the decoder and on to the client. Err
     /// is the failure to report.
-    pub fn feed(&mut self, dec: &mut ResponseDecoder, bytes: &[u8]) -> Result<(), Failure> {
+    pub(super) fn feed(&mut self, dec: &mut ResponseDecoder, bytes: &[u8]) -> Result<(), Failure> {
         dec.feed(bytes, &mut |ev: Event<'_>| self.on_event(ev)).map_err(|e| broken(format!("the app sent malformed FastCGI: {e}")))
     }
 
     /// Push what was written to the client now (streaming); a client that
     /// is gone is noted.
-    pub fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         if self.r.flush() < 0 {
             self.client_gone = true;
         }
@@ -137,7 +137,7 @@ impl<'r> Client<'r> {
     /// Read the next piece of the request body from the client into STDIN
     /// records for request `id` in `out` (the end of STDIN once the body is
     /// over). Ok(true) when it was over; Err when the client failed.
-    pub fn next_stdin(&mut self, out: &mut Vec<u8>, id: u16) -> Result<bool, ()> {
+    pub(super) fn next_stdin(&mut self, out: &mut Vec<u8>, id: u16) -> Result<bool, ()> {
         self.body_buf.resize(CHUNK, 0);
         let n = self.r.read_body(&mut self.body_buf);
         if n < 0 {
@@ -162,7 +162,7 @@ impl<'r> Client<'r> {
     /// another protocol status than REQUEST_COMPLETE) told apart, and a
     /// response already under way cut off rather than completed with an
     /// error page.
-    pub fn conclude(mut self, dec: &ResponseDecoder, mut failure: Option<Failure>, got_bytes: bool) -> Outcome {
+    pub(super) fn conclude(mut self, dec: &ResponseDecoder, mut failure: Option<Failure>, got_bytes: bool) -> Outcome {
         self.flush_stderr();
         if failure.is_none() && !self.client_gone {
             if let Err(e) = dec.finish() {
