@@ -6,10 +6,11 @@
 //! Shared by the content handler and the authorizer; what to answer when it
 //! cannot run is left to the caller.
 
-use super::relay::{self, Body, Outcome, Role};
-use super::relay_shared;
+use super::relay::{self, Body, Fate, Outcome, Role};
+use super::req::{Req, Status, HTTP_FORBIDDEN, HTTP_SERVICE_UNAVAILABLE};
 use super::runtime::Runtime;
-use super::{ffi, log, observe};
+use super::server::Server;
+use super::{log, observe, request_file};
 use crate::core::dispatch::{self, Dispatch, Host, Refusal, Step};
 use crate::core::fastcgi::record;
 use crate::core::mux;
@@ -84,12 +85,9 @@ fn request_len(pairs: &[(&[u8], &[u8])]) -> usize {
 
 /// Run `pairs` + `body` on a worker of `spec`'s pool. `check` vets the pool
 /// once it is known (e.g. a wrapped script must be the pool owner's).
-///
-/// # Safety
-/// `r` is the live request.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn run(
-    r: *mut ffi::request_rec,
+pub fn run(
+    r: Req<'_>,
     rt: &Runtime,
     spec: &PoolSpec,
     pairs: &[(&[u8], &[u8])],
@@ -100,9 +98,8 @@ pub unsafe fn run(
     let mut fresh = false;
     let mut checked = false;
     let child = Child { holder: parking::holder(), kept: RefCell::new(None) };
-    let bodiless = body.done && body.head.is_empty();
-    // SAFETY: r is live; its method is httpd's string.
-    let idempotent = dispatch::idempotent(unsafe { super::apr::bytes((*r).method) }.unwrap_or(b""));
+    let bodiless = body.is_empty();
+    let idempotent = dispatch::idempotent(r.method().unwrap_or(b""));
     let mut d = Dispatch::new();
     let mut meter = observe::meter(rt, role == Role::Responder);
     loop {
@@ -111,7 +108,7 @@ pub unsafe fn run(
             Err(PoolError::Refused { status, reason }) => {
                 return Err(NotRun::Refused { status: status as u32, retry_after: (status == 503).then_some(5), why: reason })
             }
-            Err(PoolError::Unavailable(why)) => return Err(NotRun::Refused { status: ffi::HTTP_SERVICE_UNAVAILABLE, retry_after: Some(5), why }),
+            Err(PoolError::Unavailable(why)) => return Err(NotRun::Refused { status: HTTP_SERVICE_UNAVAILABLE, retry_after: Some(5), why }),
         };
         if !checked {
             check(&pool.info).map_err(|(status, why)| {
@@ -135,8 +132,7 @@ pub unsafe fn run(
         };
         let kept = child.kept.borrow_mut().take();
         let try_ = Try { spec, claim, kept, bodiless, idempotent };
-        // SAFETY: r is live (the caller's contract).
-        match unsafe { exchange(r, rt, &pool, slot, try_, pairs, body, role, &child, &mut meter) } {
+        match exchange(r, rt, &pool, slot, try_, pairs, body, role, &child, &mut meter) {
             Tried::Done(outcome) => return Ok(outcome),
             Tried::Refused(refusal) => return Err(turned_away(rt, &pool, refusal)),
             Tried::Again => {
@@ -179,12 +175,9 @@ enum Conn {
 }
 
 /// Reach the claimed worker, relay, and settle it.
-///
-/// # Safety
-/// `r` is the live request.
 #[allow(clippy::too_many_arguments)]
-unsafe fn exchange(
-    r: *mut ffi::request_rec,
+fn exchange(
+    r: Req<'_>,
     rt: &Runtime,
     pool: &Arc<Pool>,
     slot: &PoolSlot,
@@ -222,7 +215,7 @@ unsafe fn exchange(
             if claim.retire() {
                 link::nudge(&rt.site(), info);
             }
-            log::request(r, log::INFO, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
+            r.log(log::INFO, format!("sufcgi: worker socket unusable ({e}); trying another worker").as_bytes());
             return Tried::Again;
         }
     };
@@ -234,17 +227,14 @@ unsafe fn exchange(
     let deadline = (allowed > 0).then(|| Instant::now() + Duration::from_secs(allowed));
     let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline, x_sendfile: info.limits.x_sendfile };
     let keep = matches!(conn, Conn::Own(_)) && dispatch::keepable(slot, child, bodiless, request_len(pairs));
-    // SAFETY: r is live (the caller's contract).
-    let slow = unsafe { observe::claimed(r, rt, pool, slot, &claim, meter) };
+    let slow = observe::claimed(r, rt, pool, slot, &claim, meter);
     let mut outcome = match &conn {
-        // SAFETY: r is live (the caller's contract).
-        Conn::Own(fd) => unsafe { relay::exchange_as(r, fd, pairs, body, &timeouts, role, if keep { record::FCGI_KEEP_CONN } else { 0 }) },
-        // SAFETY: as above.
-        Conn::Shared(mc) => unsafe { relay_shared::exchange_shared(r, mc, pairs, body, &timeouts, role) },
+        Conn::Own(fd) => relay::own::exchange(r, fd, pairs, body, &timeouts, role, if keep { record::FCGI_KEEP_CONN } else { 0 }),
+        Conn::Shared(mc) => relay::shared::exchange(r, mc, pairs, body, &timeouts, role),
     };
     drop(slow);
     slot.inflight.fetch_sub(1, Ordering::AcqRel);
-    if dispatch::may_run_again(claim.via, bodiless, outcome.answered, outcome.unsent, idempotent) && outcome.fate != relay::Fate::Clean {
+    if dispatch::may_run_again(claim.via, bodiless, outcome.answered, outcome.unsent, idempotent) && outcome.fate != Fate::Clean {
         // The app had closed the connection this child kept before it took
         // the request: nothing of it ran. The worker is free; try again.
         drop(conn);
@@ -255,7 +245,7 @@ unsafe fn exchange(
     }
     let (worker, epoch) = (claim.index, claim.epoch);
     let never_accepted = match conn {
-        Conn::Own(fd) if keep && outcome.fate == relay::Fate::Clean && dispatch::may_keep(outcome.ending) => {
+        Conn::Own(fd) if keep && outcome.fate == Fate::Clean && dispatch::may_keep(outcome.ending) => {
             if parking::park(slot, info, claim, fd) {
                 link::nudge(&rt.site(), info);
             }
@@ -266,35 +256,37 @@ unsafe fn exchange(
             link::settle(&rt.site(), info, claim, outcome.fate, outcome.answered)
         }
     };
-    // SAFETY: r is live.
-    unsafe { observe::ended(r, rt, spec, pool, (worker, epoch), &mut outcome, meter.take(), never_accepted) };
+    observe::ended(r, rt, spec, pool, (worker, epoch), &mut outcome, meter.take(), never_accepted);
     if never_accepted {
         return Tried::Refused(Refusal::never_accepted(slot));
     }
     if let Some(wanted) = outcome.sendfile.take() {
         // The worker is free already (kept or settled above): httpd sends the file.
-        // SAFETY: r is live and nothing of the response was sent.
-        match unsafe { super::request_file::serve(r, &wanted, info.uid) } {
+        match request_file::serve(r, &wanted, info.uid) {
             Ok(status) => outcome.status = status,
             Err(why) => {
-                observe::not_run(rt, pool, ffi::HTTP_FORBIDDEN, &why);
-                (outcome.status, outcome.why) = (ffi::HTTP_FORBIDDEN as relay::Status, Some(why));
+                observe::not_run(rt, pool, HTTP_FORBIDDEN, &why);
+                (outcome.status, outcome.why) = (HTTP_FORBIDDEN as Status, Some(why));
             }
         }
     }
     if outcome.refused == Some(record::CANT_MPX_CONN) {
         // It said it multiplexes, then refused to: believe the refusal.
         slot.per_worker.store(1, Ordering::Release);
-    } else if outcome.fate == relay::Fate::Clean && outcome.refused.is_none() {
-        // SAFETY: r is live; its server lives as long as this generation's children.
-        let server = unsafe { (*r).server } as usize;
-        mux::ask_later(&rt.scoreboard, pool, worker, move |answer| report_multiplexing(server as *const ffi::server_rec, answer));
+    } else if outcome.fate == Fate::Clean && outcome.refused.is_none() {
+        // The request's server lives as long as this generation's children.
+        let server = r.server();
+        mux::ask_later(&rt.scoreboard, pool, worker, move |answer| report_multiplexing(server, answer));
     }
     Tried::Done(outcome)
 }
 
 /// Log what the app said about multiplexing (`mux::ask_later`'s thread).
-fn report_multiplexing(s: *const ffi::server_rec, answer: std::io::Result<mux::Capabilities>) {
+fn report_multiplexing(s: Option<Server>, answer: std::io::Result<mux::Capabilities>) {
+    let log = |msg: &str| match s {
+        Some(s) => s.log(log::INFO, msg),
+        None => log::main(log::INFO, msg),
+    };
     match answer {
         Ok(caps) if caps.requests_per_worker() > 1 => {
             let msg = format!(
@@ -302,9 +294,9 @@ fn report_multiplexing(s: *const ffi::server_rec, answer: std::io::Result<mux::C
                 caps.max_reqs.map_or("unset".into(), |m| m.to_string()),
                 caps.requests_per_worker()
             );
-            log::server(s, log::INFO, &msg);
+            log(&msg);
         }
         Ok(_) => {}
-        Err(e) => log::server(s, log::INFO, &format!("sufcgi: the app did not answer FCGI_GET_VALUES ({e}); one request per connection")),
+        Err(e) => log(&format!("sufcgi: the app did not answer FCGI_GET_VALUES ({e}); one request per connection")),
     }
 }

@@ -6,7 +6,6 @@
 //! start empty each generation; anything that must survive a graceful restart
 //! lives in the process pool's userdata instead.
 
-use super::ffi;
 use crate::core::scoreboard::{RawScoreboard, Scoreboard};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,42 +16,17 @@ pub const SCOREBOARD_SLOTS: u32 = 8192;
 
 /// Versioned: a module upgraded by a graceful restart must not read an older
 /// module's record with a different layout.
-const PERSIST_KEY: &std::ffi::CStr = c"sufcgi:persist:2";
+pub const PERSIST_KEY: &std::ffi::CStr = c"sufcgi:persist:2";
 
-/// Lives in the process pool, written only by the single-threaded parent.
+/// Lives in the process pool (`Server::process_record`), written only by
+/// the single-threaded parent.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Persist {
     pub supervisor_pid: libc::pid_t,
     pub control_fd: libc::c_int,
     /// None until the scoreboard is created.
     pub scoreboard: Option<RawScoreboard>,
-}
-
-/// The process-lifetime record, created on first use.
-///
-/// # Safety
-/// `pool` must be httpd's process pool; call only from the parent at config time
-/// (or from child_init, which only reads and clears the control fd).
-pub unsafe fn persist(pool: *mut ffi::apr_pool_t) -> Option<&'static mut Persist> {
-    let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
-    // SAFETY: the key is a static string; APR writes the stored pointer or null.
-    unsafe { ffi::apr_pool_userdata_get(&mut data, PERSIST_KEY.as_ptr(), pool) };
-    if data.is_null() {
-        // SAFETY: apr_palloc returns memory living as long as the process pool;
-        // we initialise every field before publishing it.
-        unsafe {
-            let p = ffi::apr_palloc(pool, std::mem::size_of::<Persist>()) as *mut Persist;
-            if p.is_null() {
-                return None;
-            }
-            p.write(Persist { supervisor_pid: 0, control_fd: -1, scoreboard: None });
-            // The key must outlive the pool: a static string.
-            ffi::apr_pool_userdata_setn(p as *const _, PERSIST_KEY.as_ptr(), None, pool);
-            data = p as *mut _;
-        }
-    }
-    // SAFETY: data points to the Persist stored above (or in an earlier generation).
-    unsafe { (data as *mut Persist).as_mut() }
 }
 
 /// What request handling needs, fixed for one generation.
