@@ -55,18 +55,21 @@ unsafe fn request_hook(what: &str, on_panic: Handled, r: *mut ffi::request_st, p
     guard(what, on_panic, |m| req.log(m.as_bytes()), || f(req, p)).raw()
 }
 
+/// `priv_defaults`: read the settings, start or adopt the supervisor.
+fn configure(srv: Server, p: Plugin) -> Handled {
+    match runtime::configure(srv, p) {
+        Ok(()) => Handled::GO_ON,
+        Err(e) => {
+            srv.log(&format!("sufcgi: {e}"));
+            Handled::ERROR
+        }
+    }
+}
+
 unsafe extern "C" fn priv_defaults(srv: *mut ffi::server, p_d: *mut c_void) -> ffi::handler_t {
     // SAFETY: lighttpd calls this once per (re)load, single-threaded, with
     // its server and our plugin data.
-    unsafe {
-        server_hook("priv_defaults", Handled::ERROR, srv, p_d, |srv, p| match runtime::configure(srv, p) {
-            Ok(()) => Handled::GO_ON,
-            Err(e) => {
-                srv.log(&format!("sufcgi: {e}"));
-                Handled::ERROR
-            }
-        })
-    }
+    unsafe { server_hook("priv_defaults", Handled::ERROR, srv, p_d, configure) }
 }
 
 unsafe extern "C" fn handle_physical(r: *mut ffi::request_st, p_d: *mut c_void) -> ffi::handler_t {
@@ -89,14 +92,15 @@ unsafe extern "C" fn handle_request_reset(r: *mut ffi::request_st, p_d: *mut c_v
     unsafe { request_hook("handle_request_reset", Handled::GO_ON, r, p_d, exchange::reset) }
 }
 
+/// `handle_trigger`, once a second.
+fn trigger(_: Server, _: Plugin) -> Handled {
+    exchange::check_timeouts();
+    Handled::GO_ON
+}
+
 unsafe extern "C" fn handle_trigger(srv: *mut ffi::server, p_d: *mut c_void) -> ffi::handler_t {
     // SAFETY: as priv_defaults.
-    unsafe {
-        server_hook("handle_trigger", Handled::GO_ON, srv, p_d, |_, _| {
-            exchange::check_timeouts();
-            Handled::GO_ON
-        })
-    }
+    unsafe { server_hook("handle_trigger", Handled::GO_ON, srv, p_d, trigger) }
 }
 
 /// The entry point lighttpd looks up after dlopen().

@@ -11,15 +11,20 @@
 //! what we keep of a request between hooks lives in its own plugin slot
 //! (dropped at that reset) or names it only while it is registered there
 //! (a waiter's place, a shared connection's member, an fd we watch for it).
-//! A handle is made only from what lighttpd passed to a hook.
+//! A handle is made only from what lighttpd passed to a hook. (Not a
+//! `Req<'r>` borrow as a hook's request under Apache: an exchange runs over
+//! many of lighttpd's calls — hooks, fd events, the timeout check — and
+//! keeps its request's handle in between.)
 
 use super::ffi;
 use super::server::{buffer_bytes, log_to, Handled, Plugin, Server};
 use crate::core::fastcgi::cgi_headers::{is_hop_by_hop, CgiHeaders};
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::os::raw::{c_char, c_int, c_void};
+use std::any::TypeId;
 use std::ptr::NonNull;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 /// A live lighttpd request (see the module comment).
 #[derive(Clone, Copy)]
@@ -29,12 +34,14 @@ pub struct Req(NonNull<ffi::request_st>);
 #[derive(Clone, Copy)]
 pub struct Con(NonNull<ffi::connection>);
 
-/// The type our plugin slot holds (as an `Rc`).
-///
-/// # Safety
-/// Implemented by one type only: every request's slot at our plugin id is
-/// null or an `Rc` of that type, so reading it back as one is sound.
-pub unsafe trait SlotState: 'static {}
+/// The one type our plugin slot holds (as an `Rc`): the first one stored or
+/// asked for. Asking for another finds nothing and stores nothing, so the
+/// slot is never read as a type it does not hold.
+static SLOT_TYPE: OnceLock<TypeId> = OnceLock::new();
+
+fn slot_holds<T: 'static>() -> bool {
+    *SLOT_TYPE.get_or_init(TypeId::of::<T>) == TypeId::of::<T>()
+}
 
 /// The request headers and response headers the glue names. lighttpd keeps
 /// the headers it knows by id; `Other` is one it does not.
@@ -248,9 +255,12 @@ impl Req {
     }
 
     /// What we hung on the request, if anything.
-    pub fn ctx<T: SlotState>(&self, p: Plugin) -> Option<Rc<T>> {
-        // SAFETY: our slot is null or an Rc<T> (SlotState's contract) that
-        // the slot owns; the count is raised for the one returned.
+    pub fn ctx<T: 'static>(&self, p: Plugin) -> Option<Rc<T>> {
+        if !slot_holds::<T>() {
+            return None;
+        }
+        // SAFETY: our slot is null or an Rc<T> (SLOT_TYPE) that the slot
+        // owns; the count is raised for the one returned.
         unsafe {
             let v = *self.slot(p) as *const T;
             if v.is_null() {
@@ -262,16 +272,22 @@ impl Req {
     }
 
     /// Hang `v` on the request (what was there before is dropped).
-    pub fn set_ctx<T: SlotState>(&self, p: Plugin, v: Rc<T>) {
+    pub fn set_ctx<T: 'static>(&self, p: Plugin, v: Rc<T>) {
+        if !slot_holds::<T>() {
+            return;
+        }
         self.clear_ctx::<T>(p);
         // SAFETY: our slot, empty now; it owns the Rc until cleared.
         unsafe { *self.slot(p) = Rc::into_raw(v) as *mut c_void };
     }
 
     /// Drop what we hung on the request.
-    pub fn clear_ctx<T: SlotState>(&self, p: Plugin) {
-        // SAFETY: our slot holds null or an Rc<T> it owns (SlotState's
-        // contract); emptied before the value is dropped.
+    pub fn clear_ctx<T: 'static>(&self, p: Plugin) {
+        if !slot_holds::<T>() {
+            return;
+        }
+        // SAFETY: our slot holds null or an Rc<T> it owns (SLOT_TYPE);
+        // emptied before the value is dropped.
         let old = unsafe { std::mem::replace(&mut *self.slot(p), std::ptr::null_mut()) } as *const T;
         if !old.is_null() {
             // SAFETY: the slot's reference, taken out above.

@@ -224,15 +224,16 @@ pub fn read(srv: Server, p: Plugin) -> Result<Settings, String> {
     let mut names: Vec<String> = vec![String::new(); ncontexts];
     let mut formats: Vec<u8> = Vec::new();
     for (u, (slot, dc)) in docroot_of.iter_mut().zip(&contexts).enumerate() {
-        if dc.present {
-            *slot = dc.document_root.clone();
-            // mod_accesslog's format, to know whether the request environment is wanted.
-            if let Some(f) = &dc.accesslog_format {
-                formats.extend_from_slice(f);
-            }
-            parent_of[u] = dc.parent;
-            names[u] = if u == 0 { "global".into() } else { String::from_utf8_lossy(&dc.key).into_owned() };
+        if !dc.present {
+            continue;
         }
+        *slot = dc.document_root.clone();
+        // mod_accesslog's format, to know whether the request environment is wanted.
+        if let Some(f) = &dc.accesslog_format {
+            formats.extend_from_slice(f);
+        }
+        parent_of[u] = dc.parent;
+        names[u] = if u == 0 { "global".into() } else { String::from_utf8_lossy(&dc.key).into_owned() };
         if u > 0 && (slot.is_some() || sets_owner[u]) {
             identity_contexts.push(u as u32);
         }

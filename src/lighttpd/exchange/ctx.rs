@@ -11,7 +11,7 @@ use crate::core::pool_link::{self, Fate, Pool, Site};
 use crate::core::request::{AppKind, PoolSpec};
 use crate::core::request_cost::Meter;
 use crate::lighttpd::observe;
-use crate::lighttpd::req::{Con, Header, Method, Req, SlotState};
+use crate::lighttpd::req::{Con, Header, Method, Req};
 use crate::lighttpd::runtime::Runtime;
 use crate::lighttpd::server::Handled;
 use crate::lighttpd::{shared_conn, waiters};
@@ -74,10 +74,6 @@ pub(super) struct Ctx {
 
 /// What our plugin slot holds: the request's exchange.
 pub struct Exchange(pub(super) RefCell<Ctx>);
-
-// SAFETY: Exchange is the only SlotState type: our plugin slot only ever
-// holds an Rc<Exchange> (set in `start`, mod.rs).
-unsafe impl SlotState for Exchange {}
 
 thread_local! {
     /// Live exchanges of this process, for the once-a-second timeout check.
