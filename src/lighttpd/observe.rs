@@ -2,7 +2,7 @@
 //! the `sufcgi-*` request environment for `accesslog.format`'s `%{…}e`
 //! (`core::request_cost`), the owner's log lines (refusals, failures,
 //! FastCGI stderr: `core::customer_note`) and the slow watch
-//! (`core::slow_watch`). exchange.rs calls these at its few points; nothing
+//! (`core::slow_watch`). exchange/ calls these at its few points; nothing
 //! here changes how the request is served.
 
 use super::req::{Header, Req};
