@@ -11,7 +11,7 @@
 //! again whenever the request is scheduled (our fd's events, a waiter's
 //! turn, the timeout check). The context the stages share is ctx.rs; the
 //! worker connection conn.rs. Dependencies point one way: this file ->
-//! relay -> (authorizer, body, params, claim) -> ctx -> conn.
+//! claim, relay -> authorizer, body, params -> ctx -> conn.
 
 mod authorizer;
 mod body;
