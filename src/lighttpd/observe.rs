@@ -2,10 +2,10 @@
 //! the `sufcgi-*` request environment for `accesslog.format`'s `%{…}e`
 //! (`core::request_cost`), the owner's log lines (refusals, failures,
 //! FastCGI stderr: `core::customer_note`) and the slow watch
-//! (`core::slow_watch`). exchange.rs calls these at its few points; nothing
+//! (`core::slow_watch`). exchange/ calls these at its few points; nothing
 //! here changes how the request is served.
 
-use super::ffi;
+use super::req::{Header, Req};
 use super::runtime;
 use crate::core::customer_note;
 use crate::core::pool_link::{Pool, Site};
@@ -13,7 +13,6 @@ use crate::core::request::PoolSpec;
 use crate::core::request_cost::{pool_name, Meter};
 use crate::core::scoreboard::{Claim, PoolSlot, Via};
 use crate::core::slow_watch::{self, SlowWatch};
-use std::os::raw::c_char;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -23,10 +22,7 @@ pub fn meter(rt: &runtime::Runtime, responder: bool) -> Option<Meter> {
 }
 
 /// A worker was claimed: note which, and watch the request if the pool has a slow log.
-///
-/// # Safety
-/// `r` is the live request.
-pub unsafe fn claimed(r: *mut ffi::request_st, socket_dir: &Path, pool: &Pool, slot: &PoolSlot, claim: &Claim<'_>, meter: &mut Option<Meter>) -> Option<SlowWatch> {
+pub fn claimed(req: Req, socket_dir: &Path, pool: &Pool, slot: &PoolSlot, claim: &Claim<'_>, meter: &mut Option<Meter>) -> Option<SlowWatch> {
     if let Some(m) = meter.as_mut() {
         let pid = claim.worker().pid.load(Ordering::Acquire);
         m.claimed(pid, claim.via != Via::Shared && !claim.pipelined() && slot.requests_per_worker() <= 1);
@@ -34,14 +30,9 @@ pub unsafe fn claimed(r: *mut ffi::request_st, socket_dir: &Path, pool: &Pool, s
     if pool.info.limits.slow_log == 0 {
         return None;
     }
-    // SAFETY: r is live; its method, path and query are lighttpd's buffers.
-    let what = unsafe {
-        let rr = &*r;
-        let mut w = ffi::http_method_buf(rr.http_method).as_ref().map_or(b"?".to_vec(), |b| super::route::buf(b).to_vec());
-        w.push(b' ');
-        w.extend_from_slice(super::route::buf(&rr.target));
-        w
-    };
+    let mut what = req.method_name();
+    what.push(b' ');
+    what.extend_from_slice(&req.target());
     slow_watch::watch(socket_dir, &pool.info, (claim.index, claim.epoch), what)
 }
 
@@ -66,14 +57,10 @@ pub fn not_served(site: &Site<'_>, pool: &Pool, status: u32, why: &str) {
 }
 
 /// The request's cost as its environment, for `accesslog.format`.
-///
-/// # Safety
-/// `r` is the live request.
-pub unsafe fn record(r: *mut ffi::request_st, spec: &PoolSpec, meter: Option<Meter>) {
+pub fn record(req: Req, spec: &PoolSpec, meter: Option<Meter>) {
     let Some(m) = meter else { return };
     for (k, v) in m.finish(pool_name(spec.kind, &spec.program, &spec.workdir)) {
-        // SAFETY: r is live; lighttpd copies name and value.
-        unsafe { ffi::http_header_env_set(r, k.as_ptr() as *const c_char, k.len() as u32, v.as_ptr() as *const c_char, v.len() as u32) };
+        req.set_env(k.as_bytes(), v.as_bytes());
     }
 }
 
@@ -81,28 +68,19 @@ pub unsafe fn record(r: *mut ffi::request_st, spec: &PoolSpec, meter: Option<Met
 /// the host has lighttpd make its own (`server.errorfile-prefix`,
 /// `server.error-handler`). A 503 always gets one of ours (lighttpd's would
 /// drop Retry-After): the customer's `SuFcgiBusyPage` if given. True if the
-/// body was set.
-///
-/// # Safety
-/// `r` is the live request, nothing of its response produced.
-pub unsafe fn error_page(r: *mut ffi::request_st, status: u16, busy_page: Option<Vec<u8>>) -> bool {
-    // SAFETY: r is live; lighttpd copies the header and the body.
-    unsafe {
-        let rr = &mut *r;
-        let host_pages = !rr.conf.errorfile_prefix.is_null() || !rr.conf.error_handler.is_null();
-        let page = match busy_page {
-            Some(p) => p,
-            None if status == 503 || !host_pages => match crate::core::error_page::page(status) {
-                Some(p) => p.into_bytes(),
-                None => return false,
-            },
+/// body was set. Nothing of the response may have been produced.
+pub fn error_page(req: Req, status: u16, busy_page: Option<Vec<u8>>) -> bool {
+    let page = match busy_page {
+        Some(p) => p,
+        None if status == 503 || !req.host_error_pages() => match crate::core::error_page::page(status) {
+            Some(p) => p.into_bytes(),
             None => return false,
-        };
-        rr.http_status = status as i32;
-        let ct = b"text/html; charset=utf-8";
-        ffi::http_header_response_set(r, ffi::http_header_e_HTTP_HEADER_CONTENT_TYPE, c"Content-Type".as_ptr(), 12, ct.as_ptr() as *const c_char, ct.len() as u32);
-        ffi::http_chunk_append_mem(r, page.as_ptr() as *const c_char, page.len());
-        rr.resp_body_finished = 1;
-    }
+        },
+        None => return false,
+    };
+    req.set_status(status as i32);
+    req.set_header(Header::ContentType, b"Content-Type", b"text/html; charset=utf-8");
+    req.append_body(&page);
+    req.finish_body();
     true
 }

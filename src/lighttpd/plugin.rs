@@ -1,17 +1,13 @@
 //! The plugin record lighttpd loads (`server.modules += ( "mod_sufcgi" )`)
-//! and its hooks. Every hook goes through the panic guard.
+//! and its hooks. Every hook goes through the panic guard, with the
+//! request, server and plugin handles made once here (req.rs, server.rs).
 
-use super::exchange::{self, ctx_of};
-use super::{ffi, log, route, runtime, shared_conn};
+use super::ffi;
+use super::req::Req;
+use super::server::{self, Handled, Plugin, Server};
+use super::{exchange, route, runtime, shared_conn};
 use crate::core::guard::guard;
 use std::os::raw::{c_int, c_void};
-
-/// What lighttpd keeps for us: only its own `PLUGIN_DATA` header (our state
-/// lives in statics that survive reloads). lighttpd frees it with free().
-#[repr(C)]
-struct PluginData {
-    base: ffi::plugin_data_base,
-}
 
 /// lighttpd's `LIGHTTPD_VERSION_ID` for the headers we were built against.
 const VERSION_ID: usize = {
@@ -25,15 +21,8 @@ const VERSION_ID: usize = {
     v
 };
 
-fn data(p_d: *mut c_void) -> &'static PluginData {
-    // SAFETY: lighttpd passes back the record `init` returned, alive until cleanup.
-    unsafe { &*(p_d as *const PluginData) }
-}
-
 unsafe extern "C" fn init() -> *mut c_void {
-    // calloc: lighttpd frees the record (and the cvlist it points to) itself.
-    // SAFETY: a plain allocation, zeroed, of the record's size.
-    unsafe { libc::calloc(1, std::mem::size_of::<PluginData>()) }
+    guard("init", std::ptr::null_mut(), |_| {}, server::new_plugin_data)
 }
 
 unsafe extern "C" fn cleanup(_p_d: *mut c_void) {
@@ -46,77 +35,72 @@ unsafe extern "C" fn cleanup(_p_d: *mut c_void) {
     })
 }
 
-unsafe extern "C" fn priv_defaults(srv: *mut ffi::server, p_d: *mut c_void) -> ffi::handler_t {
-    guard("priv_defaults", ffi::handler_t_HANDLER_ERROR, |m| log::server(srv, m), || {
-        // SAFETY: lighttpd calls this once per (re)load, single-threaded.
-        match unsafe { runtime::configure(srv, p_d) } {
-            Ok(()) => ffi::handler_t_HANDLER_GO_ON,
-            Err(e) => {
-                log::server(srv, &format!("sufcgi: {e}"));
-                ffi::handler_t_HANDLER_ERROR
-            }
-        }
-    })
+/// A server hook: `f` with the server and our plugin, through the guard.
+///
+/// # Safety
+/// `srv` and `p_d` are as lighttpd passes them to a hook.
+unsafe fn server_hook(what: &str, on_panic: Handled, srv: *mut ffi::server, p_d: *mut c_void, f: impl FnOnce(Server, Plugin) -> Handled) -> ffi::handler_t {
+    // SAFETY: the caller's contract.
+    let (Some(srv), Some(p)) = (unsafe { Server::from_raw(srv) }, unsafe { Plugin::from_raw(p_d) }) else { return on_panic.raw() };
+    guard(what, on_panic, |m| srv.log(m), || f(srv, p)).raw()
 }
 
-fn slot_id(p_d: *mut c_void) -> usize {
-    data(p_d).base.id.max(0) as usize
+/// A request hook: `f` with the request and our plugin, through the guard.
+///
+/// # Safety
+/// `r` and `p_d` are as lighttpd passes them to a request hook.
+unsafe fn request_hook(what: &str, on_panic: Handled, r: *mut ffi::request_st, p_d: *mut c_void, f: impl FnOnce(Req, Plugin) -> Handled) -> ffi::handler_t {
+    // SAFETY: the caller's contract.
+    let (Some(req), Some(p)) = (unsafe { Req::from_raw(r) }, unsafe { Plugin::from_raw(p_d) }) else { return on_panic.raw() };
+    guard(what, on_panic, |m| req.log(m.as_bytes()), || f(req, p)).raw()
+}
+
+/// `priv_defaults`: read the settings, start or adopt the supervisor.
+fn configure(srv: Server, p: Plugin) -> Handled {
+    match runtime::configure(srv, p) {
+        Ok(()) => Handled::GO_ON,
+        Err(e) => {
+            srv.log(&format!("sufcgi: {e}"));
+            Handled::ERROR
+        }
+    }
+}
+
+unsafe extern "C" fn priv_defaults(srv: *mut ffi::server, p_d: *mut c_void) -> ffi::handler_t {
+    // SAFETY: lighttpd calls this once per (re)load, single-threaded, with
+    // its server and our plugin data.
+    unsafe { server_hook("priv_defaults", Handled::ERROR, srv, p_d, configure) }
 }
 
 unsafe extern "C" fn handle_physical(r: *mut ffi::request_st, p_d: *mut c_void) -> ffi::handler_t {
-    guard("handle_physical", ffi::handler_t_HANDLER_ERROR, |m| log::request(r, m.as_bytes()), || {
-        // SAFETY: lighttpd passes the live request.
-        unsafe { route::physical(r, data(p_d).base.self_, slot_id(p_d)) }
-    })
+    // SAFETY: lighttpd passes the live request and our plugin data.
+    unsafe { request_hook("handle_physical", Handled::ERROR, r, p_d, route::physical) }
 }
 
 unsafe extern "C" fn handle_subrequest_start(r: *mut ffi::request_st, p_d: *mut c_void) -> ffi::handler_t {
-    guard("handle_subrequest_start", ffi::handler_t_HANDLER_ERROR, |m| log::request(r, m.as_bytes()), || {
-        // SAFETY: lighttpd passes the live request.
-        unsafe { route::subrequest_start(r, data(p_d).base.self_, slot_id(p_d)) }
-    })
+    // SAFETY: as handle_physical.
+    unsafe { request_hook("handle_subrequest_start", Handled::ERROR, r, p_d, route::subrequest_start) }
 }
 
 unsafe extern "C" fn handle_subrequest(r: *mut ffi::request_st, p_d: *mut c_void) -> ffi::handler_t {
-    guard("handle_subrequest", ffi::handler_t_HANDLER_ERROR, |m| log::request(r, m.as_bytes()), || {
-        let id = slot_id(p_d);
-        // SAFETY: lighttpd passes the live request; the Ctx stays ours until reset.
-        unsafe {
-            let c = ctx_of(r, id);
-            if c.is_null() {
-                return ffi::handler_t_HANDLER_GO_ON;
-            }
-            let rc = exchange::subrequest(&mut *c);
-            if rc == ffi::handler_t_HANDLER_FINISHED || rc == ffi::handler_t_HANDLER_ERROR {
-                // Done with it: settle the worker now, not at connection reset.
-                *(*r).plugin_ctx.add(id) = std::ptr::null_mut();
-                drop(Box::from_raw(c));
-            }
-            rc
-        }
-    })
+    // SAFETY: as handle_physical.
+    unsafe { request_hook("handle_subrequest", Handled::ERROR, r, p_d, exchange::subrequest) }
 }
 
 unsafe extern "C" fn handle_request_reset(r: *mut ffi::request_st, p_d: *mut c_void) -> ffi::handler_t {
-    guard("handle_request_reset", ffi::handler_t_HANDLER_GO_ON, |m| log::request(r, m.as_bytes()), || {
-        let id = slot_id(p_d);
-        // SAFETY: as handle_subrequest; the Ctx is dropped exactly once.
-        unsafe {
-            let c = ctx_of(r, id);
-            if !c.is_null() {
-                *(*r).plugin_ctx.add(id) = std::ptr::null_mut();
-                drop(Box::from_raw(c));
-            }
-        }
-        ffi::handler_t_HANDLER_GO_ON
-    })
+    // SAFETY: as handle_physical.
+    unsafe { request_hook("handle_request_reset", Handled::GO_ON, r, p_d, exchange::reset) }
 }
 
-unsafe extern "C" fn handle_trigger(srv: *mut ffi::server, _p_d: *mut c_void) -> ffi::handler_t {
-    guard("handle_trigger", ffi::handler_t_HANDLER_GO_ON, |m| log::server(srv, m), || {
-        exchange::check_timeouts();
-        ffi::handler_t_HANDLER_GO_ON
-    })
+/// `handle_trigger`, once a second.
+fn trigger(_: Server, _: Plugin) -> Handled {
+    exchange::check_timeouts();
+    Handled::GO_ON
+}
+
+unsafe extern "C" fn handle_trigger(srv: *mut ffi::server, p_d: *mut c_void) -> ffi::handler_t {
+    // SAFETY: as priv_defaults.
+    unsafe { server_hook("handle_trigger", Handled::GO_ON, srv, p_d, trigger) }
 }
 
 /// The entry point lighttpd looks up after dlopen().
@@ -127,7 +111,7 @@ unsafe extern "C" fn handle_trigger(srv: *mut ffi::server, _p_d: *mut c_void) ->
 pub unsafe extern "C" fn mod_sufcgi_plugin_init(p: *mut ffi::plugin) -> c_int {
     guard("plugin_init", -1, |_| {}, || {
         // SAFETY: lighttpd passes a plugin record to fill in.
-        let p = unsafe { &mut *p };
+        let Some(p) = (unsafe { p.as_mut() }) else { return -1 };
         p.version = VERSION_ID;
         p.name = c"sufcgi".as_ptr();
         p.init = Some(init);

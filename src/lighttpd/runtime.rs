@@ -16,12 +16,13 @@
 //! (logged) until lighttpd is restarted. A change of the id floors or the
 //! socket directory makes every sufcgi request 503 until then.
 
-use super::{ffi, log, settings};
+use super::server::{Plugin, Server};
+use super::settings;
 use crate::core::hostconfig::HostConfig;
 use crate::core::scoreboard::Scoreboard;
 use crate::core::supervisor::{self, SupervisorHandle};
 use once_cell::sync::OnceCell;
-use std::os::fd::IntoRawFd;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -41,7 +42,7 @@ pub fn scoreboard() -> Option<&'static Scoreboard> {
 struct Running {
     /// The keeper's pid, and our end of its lifeline.
     pid: libc::pid_t,
-    control_fd: libc::c_int,
+    _lifeline: OwnedFd,
     host: HostConfig,
 }
 
@@ -101,15 +102,10 @@ fn map_contexts(old: &HostConfig, new: &HostConfig) -> Vec<Option<u32>> {
 }
 
 /// Start the supervisor (first start, as root) or adopt the running one
-/// (reload), and publish this generation's runtime.
-///
-/// # Safety
-/// Called from `priv_defaults` with the live server and our plugin data.
-pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -> Result<(), String> {
-    // SAFETY: the caller's contract.
-    let st = unsafe { settings::read(srv, p_d)? };
-    // SAFETY: srv is live.
-    let preflight = unsafe { (*srv).srvconf.preflight_check } != 0;
+/// (reload), and publish this generation's runtime. From `priv_defaults`.
+pub fn configure(srv: Server, p: Plugin) -> Result<(), String> {
+    let st = settings::read(srv, p)?;
+    let preflight = srv.preflight();
     let mut unavailable = None;
     let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
     if preflight {
@@ -120,7 +116,7 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
     if let Some(r) = running.as_ref().filter(|_| alive) {
         if !same_floors(&r.host, &st.host) {
             let why = "sufcgi.min-uid, sufcgi.min-gid or sufcgi.socket-dir changed on reload; restart lighttpd to apply them".to_string();
-            log::server(srv, &format!("sufcgi: {why}; sufcgi requests are answered 503 until then"));
+            srv.log(&format!("sufcgi: {why}; sufcgi requests are answered 503 until then"));
             unavailable = Some(why);
         }
         let unknown: Vec<&str> = map_contexts(&r.host, &st.host)
@@ -130,38 +126,33 @@ pub unsafe fn configure(srv: *mut ffi::server, p_d: *mut std::os::raw::c_void) -
             .map(|(_, v)| v.name.as_str())
             .collect();
         if !unknown.is_empty() {
-            log::server(srv, &format!(
+            srv.log(&format!(
                 "sufcgi: owners or document roots changed on reload for {}; their sufcgi requests are answered 503 until lighttpd is restarted",
                 unknown.join(", ")
             ));
         }
     } else {
-        // SAFETY: plain syscall.
-        if unsafe { libc::geteuid() } != 0 {
+        if crate::core::sys::geteuid() != 0 {
             let why = if running.is_some() {
                 "the supervisor keeper exited and lighttpd no longer runs as root to restart it; restart lighttpd"
             } else {
                 "lighttpd was not started as root, so workers cannot run as their owners"
             };
-            log::server(srv, &format!("sufcgi: {why}; sufcgi requests will be answered 503"));
+            srv.log(&format!("sufcgi: {why}; sufcgi requests will be answered 503"));
             unavailable = Some(why.to_string());
         } else {
             let sb = SCOREBOARD
                 .get_or_try_init(|| Scoreboard::create(SCOREBOARD_SLOTS, st.host.ceilings.max_workers))
                 .map_err(|e| format!("cannot create the scoreboard: {e}"))?;
             if let Some(note) = sb.capacity_note(st.host.ceilings.max_workers) {
-                log::server(srv, &format!("sufcgi: {note}"));
+                srv.log(&format!("sufcgi: {note}"));
             }
             let k = supervisor::start_keeper(&st.host, sb).map_err(|e| format!("cannot start the supervisor: {e}"))?;
-            let (pid, fd) = (k.pid, k.lifeline.into_raw_fd());
-            if let Some(old) = running.take() {
-                if old.control_fd >= 0 {
-                    // SAFETY: our own descriptor from an earlier start.
-                    unsafe { libc::close(old.control_fd) };
-                }
-            }
-            log::server(srv, &format!("sufcgi: supervisor keeper started, pid {pid}"));
-            *running = Some(Running { pid, control_fd: fd, host: st.host.clone() });
+            let pid = k.pid;
+            // An earlier start's lifeline is closed with it.
+            drop(running.take());
+            srv.log(&format!("sufcgi: supervisor keeper started, pid {pid}"));
+            *running = Some(Running { pid, _lifeline: k.lifeline, host: st.host.clone() });
         }
     }
     let host = running.as_ref().map(|r| r.host.clone()).unwrap_or_else(|| st.host.clone());

@@ -12,13 +12,14 @@
 //! doorbell (`core::dispatch`), and this process claims it again with
 //! `take_parked`. Otherwise it closes (an abandoned request is aborted with
 //! FCGI_ABORT_REQUEST first). lighttpd is one process, so a worker waiting
-//! on a kept connection is only ever wanted by this process (exchange.rs
+//! on a kept connection is only ever wanted by this process (exchange/
 //! keeps connections only then). An idle kept connection that the app
 //! closes, or that receives anything, is closed and forgotten; one unused
 //! for `parking::KEEP_IDLE` is closed and its worker given back (`close_idle`).
 
-use super::exchange::schedule;
-use super::ffi;
+use super::fdevent::{Events, Watch};
+use super::req::Con;
+use super::server::Server;
 use crate::core::fastcgi::record;
 use crate::core::mux_conn::{Key, Router};
 use crate::core::parking::KEEP_IDLE;
@@ -28,9 +29,8 @@ use crate::core::sys;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd};
-use std::os::raw::{c_int, c_void};
-use std::rc::Rc;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 /// Reads per event: other connections get their turn in between.
@@ -38,16 +38,16 @@ const READS_PER_EVENT: usize = 16;
 const READ_CHUNK: usize = 65536;
 
 pub struct SharedConn {
-    fd: c_int,
-    fdn: *mut ffi::fdnode,
-    ev: *mut ffi::fdevents,
+    fd: RawFd,
+    /// Its registration with lighttpd's event loop, until `shut`.
+    watch: Option<Watch>,
     key: Key,
     router: Router,
     /// Whole records waiting to be sent, from every request on it.
     out: Vec<u8>,
     out_pos: usize,
     /// The lighttpd connection of each request on it, to schedule it.
-    members: HashMap<u16, *mut ffi::connection>,
+    members: HashMap<u16, Con>,
     /// Nothing more will come or go (EOF, I/O error, bad framing): why.
     closed: Option<String>,
     /// Where reads land (kept: a fresh 64 KiB per event would show).
@@ -155,20 +155,18 @@ pub fn may_keep(shared: &Shared, id: u16) -> bool {
 /// A request id on this process's connection to the worker `key` names,
 /// opened with `connect` when there is none (or it closed).
 ///
-/// # Safety
-/// `con` is the live connection of the request; `ev` its server's event handler.
-pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, connect: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<(Shared, u16)> {
+/// `con` is the request's connection (it leaves before it ends: `leave`).
+pub fn join(key: Key, srv: Server, con: Con, connect: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<(Shared, u16)> {
     // (A kept connection still parked is not this request's: its worker was
     // claimed another way, so it was given back meanwhile.)
     let existing = SHARED.with(|m| m.borrow().get(&key).filter(|s| s.borrow().closed.is_none() && s.borrow().parked.is_none()).cloned());
     let shared = match existing {
         Some(s) => s,
         None => {
-            let fd = connect()?.into_raw_fd();
+            let sock = connect()?;
             let shared = Rc::new(RefCell::new(SharedConn {
-                fd,
-                fdn: std::ptr::null_mut(),
-                ev,
+                fd: sock.as_raw_fd(),
+                watch: None,
                 key,
                 router: Router::default(),
                 out: Vec::new(),
@@ -179,17 +177,12 @@ pub unsafe fn join(key: Key, ev: *mut ffi::fdevents, con: *mut ffi::connection, 
                 parked: None,
                 sent: 0,
             }));
-            // SAFETY: ev is live; the handler's ctx is the RefCell inside the
-            // Rc, which the registry keeps alive until `shut` unregisters it.
-            let fdn = unsafe { ffi::fdevent_register(ev, fd, Some(on_event), Rc::as_ptr(&shared) as *mut c_void) };
-            if fdn.is_null() {
-                // SAFETY: our own fd, registered nowhere.
-                unsafe { libc::close(fd) };
-                return Err(io::Error::other("lighttpd could not register the socket"));
-            }
-            // SAFETY: fdn was just registered on ev.
-            unsafe { ffi::fdevent_fdnode_event_set(ev, fdn, (ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP) as c_int) };
-            shared.borrow_mut().fdn = fdn;
+            // The registry keeps the connection alive; its events reach it
+            // while it is there.
+            let weak = Rc::downgrade(&shared);
+            let watch = Watch::register(srv, sock, move |ev| on_event(&weak, ev));
+            watch.want(false);
+            shared.borrow_mut().watch = Some(watch);
             SHARED.with(|m| m.borrow_mut().insert(key, shared.clone()));
             shared
         }
@@ -246,16 +239,8 @@ pub fn close_all(sb: &Scoreboard) {
     for (key, shared) in all {
         let mut s = shared.borrow_mut();
         let parked = s.parked.take();
-        if !s.fdn.is_null() {
-            // SAFETY: fdn is registered on ev, which lighttpd frees only after
-            // its plugins' cleanup; no event is dispatched any more, so the
-            // node can go at once (not through sched_close).
-            unsafe {
-                ffi::fdevent_fdnode_event_del(s.ev, s.fdn);
-                ffi::fdevent_unregister(s.ev, s.fdn);
-                libc::close(s.fd);
-            }
-            s.fdn = std::ptr::null_mut();
+        if let Some(w) = s.watch.take() {
+            w.close_now();
         }
         s.closed.get_or_insert_with(|| "server stopping".into());
         if let (Some((word, _)), Some(slot)) = (parked, sb.slot(key.0).filter(|p| p.generation.load(std::sync::atomic::Ordering::Acquire) == key.1)) {
@@ -309,17 +294,15 @@ impl SharedConn {
     }
 
     fn schedule_members(&self) {
-        for &con in self.members.values() {
-            // SAFETY: a member's connection is live while its request is on
-            // this connection (it leaves before its request is freed).
-            unsafe { schedule(con) };
+        for con in self.members.values() {
+            con.schedule();
         }
     }
 
     fn set_events(&self, out: bool) {
-        let want = ffi::FDEVENT_IN | ffi::FDEVENT_RDHUP | if out { ffi::FDEVENT_OUT } else { 0 };
-        // SAFETY: fdn is registered on ev until `shut`.
-        unsafe { ffi::fdevent_fdnode_event_set(self.ev, self.fdn, want as c_int) };
+        if let Some(w) = &self.watch {
+            w.want(out);
+        }
     }
 
     fn flush(&mut self) {
@@ -368,52 +351,41 @@ impl SharedConn {
         self.read_buf = buf;
         filed.dedup();
         for id in filed {
-            if let Some(&con) = self.members.get(&id) {
-                // SAFETY: as in schedule_members.
-                unsafe { schedule(con) };
+            if let Some(con) = self.members.get(&id) {
+                con.schedule();
             }
         }
     }
 
     /// Unregister and close the socket (lighttpd closes it).
     fn shut(&mut self) {
-        if self.fdn.is_null() {
-            return;
-        }
-        // SAFETY: fdn is registered on ev; after this nothing refers to it.
-        unsafe {
-            ffi::fdevent_fdnode_event_del(self.ev, self.fdn);
-            ffi::fdevent_sched_close(self.ev, self.fdn);
-        }
-        self.fdn = std::ptr::null_mut();
+        let Some(w) = self.watch.take() else { return };
+        w.close();
         self.closed.get_or_insert_with(|| "closed".into());
     }
 }
 
-/// The fd handler: send what is queued, file what arrived.
-unsafe extern "C" fn on_event(ctx: *mut c_void, revents: c_int) -> ffi::handler_t {
-    // SAFETY: ctx is the RefCell registered with this fd, alive until `shut`
-    // unregisters it.
-    let cell = unsafe { &*(ctx as *const RefCell<SharedConn>) };
-    let Ok(mut s) = cell.try_borrow_mut() else { return ffi::handler_t_HANDLER_FINISHED };
-    if revents & ffi::FDEVENT_OUT as c_int != 0 {
+/// Its events: send what is queued, file what arrived.
+fn on_event(weak: &Weak<RefCell<SharedConn>>, ev: Events) {
+    let Some(cell) = weak.upgrade() else { return };
+    let Ok(mut s) = cell.try_borrow_mut() else { return };
+    if ev.writable() {
         s.flush();
         if s.pending_out() == 0 {
             // Room again: requests with more body to send go on.
             s.schedule_members();
         }
     }
-    if revents & (ffi::FDEVENT_IN | ffi::FDEVENT_HUP | ffi::FDEVENT_ERR | ffi::FDEVENT_RDHUP) as c_int != 0 {
+    if ev.readable() {
         s.read();
     }
     if s.closed.is_some() && s.members.is_empty() {
-        // An idle kept connection that ended: out of the registry. That may
-        // drop the last reference to `cell`, which is not touched after.
+        // An idle kept connection that ended: out of the registry.
         let key = s.key;
         drop(s);
         let ours = SHARED.with(|m| {
             let mut m = m.borrow_mut();
-            if m.get(&key).is_some_and(|cur| std::ptr::eq(Rc::as_ptr(cur), cell)) {
+            if m.get(&key).is_some_and(|cur| Rc::ptr_eq(cur, &cell)) {
                 m.remove(&key)
             } else {
                 None
@@ -421,5 +393,4 @@ unsafe extern "C" fn on_event(ctx: *mut c_void, revents: c_int) -> ffi::handler_
         });
         drop(ours);
     }
-    ffi::handler_t_HANDLER_FINISHED
 }
