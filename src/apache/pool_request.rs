@@ -198,11 +198,7 @@ fn exchange(
     // child's last request to the worker, or fresh).
     let conn = match (claim.via, kept) {
         (Via::Kept, Some(k)) => Ok(Conn::Own(k)),
-        (Via::Shared, _) => {
-            let key = (info.slot, info.slot_generation, claim.index, claim.epoch);
-            mux_conn::shared(key, || connect_worker(&info.socket_prefix, claim.index)).map(Conn::Shared)
-        }
-        _ if slot.requests_per_worker() > 1 => {
+        (via, _) if via == Via::Shared || slot.requests_per_worker() > 1 => {
             let key = (info.slot, info.slot_generation, claim.index, claim.epoch);
             mux_conn::shared(key, || connect_worker(&info.socket_prefix, claim.index)).map(Conn::Shared)
         }
