@@ -307,7 +307,7 @@ impl Server {
             // SAFETY: waiting for our own child; `st` is a valid out-int.
             let _ = sys::cvt_retry(|| unsafe { libc::waitpid(pid, &mut st, 0) });
             if let Some((id, index, w)) = self.pools.remove_worker(pid) {
-                self.worker_gone(id, index, w, "killed", false);
+                self.worker_gone(id, index, w, "killed", false, Some(libc::SIGKILL));
             }
         }
         // What workers started and left behind, and every group.

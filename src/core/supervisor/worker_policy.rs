@@ -48,6 +48,18 @@ pub fn crashed_at_start(lived: Duration, served: u32, accepted: bool) -> bool {
     lived < CRASH_WINDOW && served == 0 && !accepted
 }
 
+/// A young worker SIGKILLed by someone else (an admin, a script, the
+/// kernel's OOM killer outside any memory limit of ours: `oom` is ours)
+/// while another live worker of its pool has taken requests: the app
+/// evidently starts, so this is no crash at start and no step towards a
+/// back-off (the streak stays as it is). Under a server that keeps its
+/// connections to workers a fresh worker may wait a while for its first
+/// request, so "it took one" alone cannot tell. An app whose workers all
+/// die at start has no such sibling and still backs off, whatever kills them.
+pub fn killed_from_outside(signal: Option<i32>, oom: bool, sibling_started: bool) -> bool {
+    signal == Some(libc::SIGKILL) && !oom && sibling_started
+}
+
 /// After the `streak`-th crash at start in a row: None to start another
 /// worker at once, else how long the pool backs off.
 pub fn crash_backoff(streak: u32) -> Option<Duration> {
@@ -109,6 +121,9 @@ pub struct Backoff {
 pub enum CrashVerdict {
     /// It had started: not a crash at start (the streak is over).
     Started,
+    /// Killed from outside beside a serving sibling (`killed_from_outside`):
+    /// no crash at start, the streak as it was.
+    KilledFromOutside,
     /// A crash at start while the pool is backing off already: nothing changes.
     BackingOff,
     /// The `streak`-th crash at start in a row, not yet a burst: start another at once.

@@ -86,6 +86,18 @@ fn a_worker_killed_from_outside_after_accepting_a_request_is_no_crash_at_start()
 }
 
 #[test]
+fn a_fresh_worker_killed_from_outside_beside_a_serving_one_is_no_crash_at_start() {
+    // test_lifecycle's kill storm under lighttpd: a fresh worker waits for
+    // its first request while a kept connection serves on another; kill -9s
+    // of such workers must not add up to a back-off.
+    assert!(killed_from_outside(Some(libc::SIGKILL), false, true));
+    assert!(!killed_from_outside(Some(libc::SIGKILL), false, false), "no worker of the pool ever started: it may be the app");
+    assert!(!killed_from_outside(Some(libc::SIGKILL), true, true), "our memory limit: a memory stop, counted as such");
+    assert!(!killed_from_outside(Some(libc::SIGSEGV), false, true), "the app crashed");
+    assert!(!killed_from_outside(None, false, true), "it exited");
+}
+
+#[test]
 fn a_long_quiet_spell_starts_the_streak_over() {
     let t0 = Instant::now();
     let mut b = Backoff { streak: 2, last_crash: Some(t0), restart_at: None };

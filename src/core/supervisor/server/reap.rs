@@ -25,14 +25,19 @@ impl Server {
             };
             let Some((id, index, worker)) = self.pools.remove_worker(pid) else { continue };
             let clean = matches!(how, sys::ExitKind::Exited(0));
-            self.worker_gone(id, index, worker, &how.to_string(), clean);
+            let signal = match how {
+                sys::ExitKind::Signaled(n) => Some(n),
+                sys::ExitKind::Exited(_) => None,
+            };
+            self.worker_gone(id, index, worker, &how.to_string(), clean, signal);
         }
     }
 
     /// Bookkeeping after a worker of pool `id` exited (`index`: its entry,
     /// None if it was already draining).
-    /// `clean`: it exited with status 0 (for the status page's counters).
-    pub(super) fn worker_gone(&mut self, id: u64, index: Option<u32>, mut worker: Worker, how: &str, clean: bool) {
+    /// `clean`: it exited with status 0 (for the status page's counters);
+    /// `signal`: the signal that ended it, if one did.
+    pub(super) fn worker_gone(&mut self, id: u64, index: Option<u32>, mut worker: Worker, how: &str, clean: bool, signal: Option<i32>) {
         let now = Instant::now();
         self.drain_stderr(id, &mut worker);
         // The kernel's OOM killer ended it: a memory stop, even if the failed
@@ -43,6 +48,7 @@ impl Server {
         }
         let mut served = 0;
         let mut accepted = false;
+        let mut sibling_started = false;
         if let (Some(index), Some(slot)) = (index, self.pools.get(id).and_then(|p| self.slot(p.slot))) {
             let ws = &slot.workers[index as usize];
             served = ws.requests.load(Ordering::Acquire);
@@ -55,6 +61,9 @@ impl Server {
             }
             // Given requests and none of them left waiting: it took one.
             accepted = ws.assigned() > 0 && !pending;
+            sibling_started = slot.workers.iter().enumerate().any(|(i, w)| {
+                i != index as usize && w.pid.load(Ordering::Acquire) != 0 && (w.requests.load(Ordering::Acquire) > 0 || w.assigned() > 0)
+            });
             let (epoch, _) = ws.load();
             ws.set(epoch.wrapping_add(1), worker_state::EMPTY);
             ws.pid.store(0, Ordering::Release);
@@ -82,9 +91,15 @@ impl Server {
         }
         // A crash at start: dead before it took any connection. A worker
         // that accepted a request (however soon it was killed) or served and
-        // then exited on its own is not one.
-        match pool.backoff.worker_ended(lived, served, accepted, now) {
-            CrashVerdict::Started | CrashVerdict::BackingOff => {}
+        // then exited on its own is not one, nor one killed from outside
+        // while a sibling serves.
+        let verdict = if worker_policy::killed_from_outside(signal, oom.is_some(), sibling_started) {
+            CrashVerdict::KilledFromOutside
+        } else {
+            pool.backoff.worker_ended(lived, served, accepted, now)
+        };
+        match verdict {
+            CrashVerdict::Started | CrashVerdict::BackingOff | CrashVerdict::KilledFromOutside => {}
             // Not a burst yet: start another at once (balance, below).
             CrashVerdict::Restart { streak } => self.event(
                 id,
