@@ -712,13 +712,7 @@ def connect_and_get(port: int, req: bytes, timeout: float = 10) -> tuple[float, 
     t0 = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = b""
-        s.sendall(req)
-        while not response_complete(buf):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
+        _, buf = send_timed(s, req)
     elapsed = time.perf_counter() - t0
     status, headers, body = parse(buf)
     return elapsed, status, headers, body
