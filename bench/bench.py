@@ -37,6 +37,9 @@ import wrkstats  # noqa: E402
 USER, UID = "sufcgi-bench", 2050
 BODY = b"Hello, world\n"           # what hello.c and the static file answer
 APP_PROCS = 4                      # processes behind every FastCGI variant
+# `--sufcgi-extra`: host lines added to the sufcgi variant's server config (an
+# A/B of a host setting, e.g. "SuFcgiShortSlices off").
+SUFCGI_EXTRA = [""]
 # Same MPM sizing for every server: a fixed set of children, none started or
 # stopped while measuring (MaxSpareThreads covers them all).
 # 4 x 32 threads: even when wrk's 64 connections land unevenly on the children,
@@ -232,6 +235,7 @@ def make_server(kind: str, site: Site, port: int) -> tuple[BenchApache, str, App
     elif kind == "sufcgi":
         sufcgi = True
         extra = "SuFcgiMaxWorkersPerOwner 64"   # room for the cold-start pools
+        extra += "\n" + SUFCGI_EXTRA[0]
         path = "/su/hello.fcgi"
     else:
         raise ValueError(kind)
@@ -611,14 +615,17 @@ def main() -> int:
     ap.add_argument("--owners", type=int, default=5000,
                     help="owners (one vhost and one user each) for the 'owners' extra")
     ap.add_argument("--neighbour-runs", type=int, default=extras.NEIGHBOUR_RUNS,
-                    help="samples per mode (cgroups on, off) for the 'neighbour' extra")
+                    help="samples per mode (defaults, short slices off, cgroups off) for the 'neighbour' extra")
     ap.add_argument("--remove-owner-users", action="store_true",
                     help="delete the sufcgi-oNNNN users at the end (they are kept for the next run "
                          "otherwise: creating 5,000 takes a minute or two)")
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep each Apache server root (config, error.log) and print where")
+    ap.add_argument("--sufcgi-extra", default="",
+                    help="server config lines for the Apache sufcgi variant (\\n between lines), for an A/B of a host setting")
     args = ap.parse_args()
+    SUFCGI_EXTRA[0] = args.sufcgi_extra.replace("\\n", "\n")
     if os.geteuid() != 0:
         print("make bench must run as root (it creates a user and starts Apache)", file=sys.stderr)
         return 2

@@ -677,7 +677,10 @@ def run_owners(b, site, tmp: Path, gate, which: list[str], n_owners: int) -> dic
 NEIGHBOUR_REQUESTS = 1000
 NEIGHBOUR_BURNERS = 16       # A's workers, each burning CPU for a request
 NEIGHBOUR_BURN_S = 12
-NEIGHBOUR_RUNS = 3           # samples per mode (cgroups on, off), interleaved
+NEIGHBOUR_RUNS = 3           # samples per mode, interleaved
+# The modes: the defaults (per-owner cgroups, short slices), cgroups without
+# short slices, and no cgroups (short slices on).
+NEIGHBOUR_MODES = (("on", ""), ("noslice", "SuFcgiShortSlices off"), ("off", "SuFcgiCgroups off"))
 
 
 class NeighbourSite:
@@ -752,6 +755,10 @@ def neighbour_sample(b, a, nb: NeighbourSite) -> dict:
         running = burning()
         t0 = time.monotonic()
         loaded, bad_loaded = b_latencies(a.port, NEIGHBOUR_REQUESTS)
+        # Which slice the workers ran with (core::latency): A's burners the
+        # kernel's default, B's worker the short one, unless turned off.
+        slices = {o: sorted({harness.sched_slice_ns(p) for p in harness.processes_of_uids([u.uid])} - {None})
+                  for o, u in (("a", nb.a), ("b", nb.b))}
         within = time.monotonic() - t0 < NEIGHBOUR_BURN_S - 1
         answered = 0
         for s in socks:
@@ -766,7 +773,7 @@ def neighbour_sample(b, a, nb: NeighbourSite) -> dict:
         for s in socks:
             s.close()
     return {"alone": summary_ms(alone), "loaded": summary_ms(loaded), "a_burning_at_start": running,
-            "b_done_within_burn": within, "a_answered": answered, "unexpected": (bad_alone + bad_loaded)[:5]}
+            "b_done_within_burn": within, "a_answered": answered, "slices_ns": slices, "unexpected": (bad_alone + bad_loaded)[:5]}
 
 
 def run_neighbour(b, site, tmp: Path, gate, runs: int = NEIGHBOUR_RUNS) -> dict:
@@ -777,13 +784,13 @@ def run_neighbour(b, site, tmp: Path, gate, runs: int = NEIGHBOUR_RUNS) -> dict:
     nb = NeighbourSite(site, tmp)
     servers = {}
     out: dict = {"requests": NEIGHBOUR_REQUESTS, "burners": NEIGHBOUR_BURNERS, "burn_s": NEIGHBOUR_BURN_S,
-                 "runs": runs, "on": [], "off": []}
+                 "runs": runs, **{m: [] for m, _ in NEIGHBOUR_MODES}}
     try:
-        for mode, extra in (("on", ""), ("off", "SuFcgiCgroups off")):
+        for mode, extra in NEIGHBOUR_MODES:
             port = harness.free_port()
             a = b.BenchApache(mpm="event", port=port, sufcgi=True, vhosts=nb.vhosts(), log_level="warn", extra=extra)
             servers[mode] = a
-            b.log(f"neighbour: server with cgroups {mode} on 127.0.0.1:{port}")
+            b.log(f"neighbour: server '{mode}' ({extra or 'defaults'}) on 127.0.0.1:{port}")
             a.start()
             b_latencies(port, 20)                 # B's worker up and warm
             st = a.get("/burn/burn.fcgi?s=0", host="a.nb.test")
@@ -792,19 +799,20 @@ def run_neighbour(b, site, tmp: Path, gate, runs: int = NEIGHBOUR_RUNS) -> dict:
         iso = servers["on"].log_since(0)
         out["cgroups_log"] = [l.split("] ", 3)[-1] for l in iso.splitlines() if "cgroups:" in l][:3]
         for i in range(runs):
-            for mode in ("on", "off"):
+            for mode, _ in NEIGHBOUR_MODES:
                 gate.wait()
                 r = b.measure(lambda: neighbour_sample(b, servers[mode], nb), None, gate)
                 out[mode].append(r)
                 al, lo = r["alone"], r["loaded"]
-                b.log(f"  run {i + 1} cgroups {mode}: B alone p50 {al.get('p50_ms')} p99 {al.get('p99_ms')} ms; "
-                      f"A burning ({r['a_burning_at_start']} running): p50 {lo.get('p50_ms')} p99 {lo.get('p99_ms')} ms")
+                b.log(f"  run {i + 1} {mode}: B alone p50 {al.get('p50_ms')} p99 {al.get('p99_ms')} ms; "
+                      f"A burning ({r['a_burning_at_start']} running): p50 {lo.get('p50_ms')} p99 {lo.get('p99_ms')} ms; "
+                      f"slices ns {r['slices_ns']}")
     finally:
         for a in servers.values():
             a.stop()
             a.cleanup()
         nb.cleanup()
-    for mode in ("on", "off"):
+    for mode, _ in NEIGHBOUR_MODES:
         rs = [r for r in out[mode] if r["alone"].get("n") and r["loaded"].get("n")]
         if not rs:
             continue
@@ -849,14 +857,18 @@ def neighbour_markdown(n: dict) -> list[str]:
     def cell(s, k):
         v = s.get(k)
         return f"{v['median']:.2f} ({v['min']:.2f}–{v['max']:.2f})" if v else "—"
+    modes = [m for m, _ in NEIGHBOUR_MODES if f"summary_{m}" in n]
+    names = {"on": "defaults (cgroups, short slices)", "noslice": "cgroups, SuFcgiShortSlices off",
+             "off": "SuFcgiCgroups off"}
     L = [f"| neighbour (issue 15): B's hello app, {n['requests']} sequential requests; A's {n['burners']} workers "
-         f"burn CPU; median (min–max) of {n['runs']} runs, ms | cgroups on | SuFcgiCgroups off |", "|---|---|---|"]
-    on, off = n.get("summary_on", {}), n.get("summary_off", {})
+         f"burn CPU; median (min–max) of {n['runs']} runs, ms | " + " | ".join(names[m] for m in modes) + " |",
+         "|---" * (len(modes) + 1) + "|"]
     for label, k in (("B alone, p50", "alone_p50_ms"), ("B alone, p99", "alone_p99_ms"),
                      ("B while A burns, p50", "loaded_p50_ms"), ("B while A burns, p99", "loaded_p99_ms")):
-        L.append(f"| {label} | {cell(on, k)} | {cell(off, k)} |")
+        L.append(f"| {label} | " + " | ".join(cell(n[f"summary_{m}"], k) for m in modes) + " |")
     for label, k in (("ratio while A burns / alone, p50", "ratio_p50_ms"), ("ratio while A burns / alone, p99", "ratio_p99_ms")):
-        L.append(f"| {label} (target with cgroups: {'2×' if 'p50' in k else '3×'}) | {cell(on, k)}× | {cell(off, k)}× |")
+        L.append(f"| {label} (target with the defaults: {'2×' if 'p50' in k else '3×'}) | "
+                 + " | ".join(cell(n[f"summary_{m}"], k) + "×" for m in modes) + " |")
     return L
 
 

@@ -317,6 +317,18 @@ def processes_of_uids(uids) -> list[int]:
     return [p for p in all_pids() if proc_uid(p) in uids and pid_alive(p)]
 
 
+def sched_slice_ns(tid: int) -> int | None:
+    """A thread's fair-scheduler slice (sched_getattr's runtime; Linux
+    6.12+ reports every fair thread's, older kernels 0), None if it is gone."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(48)
+    if libc.syscall(315, tid, buf, 48, 0) != 0:     # SYS_sched_getattr (x86_64)
+        return None
+    return struct.unpack("IIQiIQQQ", buf.raw)[5]
+
+
 def processes_with_cwd_under(path: Path) -> list[int]:
     path = str(path)
     out = []
@@ -944,6 +956,8 @@ def apache_host_config_to_lighttpd(extra: str) -> str:
             out.append(f'sufcgi.socket-dir = "{w[1]}"')
         elif name == "sufcgicgroups":
             out.append(f'sufcgi.cgroups = "{w[1]}"')
+        elif name == "sufcgishortslices":
+            out.append(f'sufcgi.short-slices = "{"enable" if w[1].lower() == "on" else "disable"}"')
         elif name in OWNER_LIMIT_KEYS:
             out.append(_owner_limit_setting(name, w[1]))
         elif name in ("sufcgiblockenv", "sufcgiphpforbid"):

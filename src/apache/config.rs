@@ -34,10 +34,11 @@ enum HostDirective {
     OwnerMaxProcesses,
     OwnerMemory,
     RequestNotes,
+    ShortSlices,
 }
 
 impl HostDirective {
-    const ALL: [(HostDirective, &'static CStr, &'static CStr); 15] = [
+    const ALL: [(HostDirective, &'static CStr, &'static CStr); 16] = [
         (HostDirective::Owner, c"SuFcgiOwner", c"USER [GROUP] -- the identity this vhost's FastCGI workers run as"),
         (HostDirective::MinUid, c"SuFcgiMinUid", c"N -- lowest uid a worker may run as (default 1000)"),
         (HostDirective::MinGid, c"SuFcgiMinGid", c"N -- lowest gid a worker may run as (default 1000)"),
@@ -53,6 +54,7 @@ impl HostDirective {
         (HostDirective::OwnerMaxProcesses, c"SuFcgiOwnerMaxProcesses", c"N|none -- processes all of an owner's workers may have in all (default 512)"),
         (HostDirective::OwnerMemory, c"SuFcgiOwnerMemory", c"SIZE|none -- memory for all of an owner's processes (e.g. 2G; default none)"),
         (HostDirective::RequestNotes, c"SuFcgiRequestNotes", c"auto|on|off -- set the sufcgi-* request notes for LogFormat (auto: when a log format uses them)"),
+        (HostDirective::ShortSlices, c"SuFcgiShortSlices", c"on|off -- short scheduler slices for the server's threads and for workers that are not CPU-bound, so they preempt CPU-bound ones (default on; Linux 6.12+)"),
     ];
 }
 
@@ -85,7 +87,7 @@ const fn host(i: usize) -> Command {
     cmd::take_argv::<Host>(name, usage, d as usize, RSRC_CONF)
 }
 
-pub static COMMANDS: CommandTable<37> = CommandTable([
+pub static COMMANDS: CommandTable<38> = CommandTable([
     customer(Directive::App, c"SuFcgiApp", c"FILE [ARG...] | off -- serve this directory tree with the FastCGI app FILE"),
     customer(Directive::Wrapper, c"SuFcgiWrapper", c"COMMAND [ARG...] .EXT -- run existing *.EXT files through COMMAND"),
     customer(Directive::Env, c"SuFcgiEnv", c"NAME VALUE -- extra environment variable for the workers"),
@@ -120,6 +122,7 @@ pub static COMMANDS: CommandTable<37> = CommandTable([
     host(12),
     host(13),
     host(14),
+    host(15),
     php(0),
     php(1),
     php(2),
@@ -301,6 +304,17 @@ fn apply_host(d: HostDirective, name: &str, conf: &mut ServerConf, a: &[&[u8]]) 
                 Ok(())
             }
             _ => Err(format!("{name} takes auto, on or off")),
+        },
+        HostDirective::ShortSlices => match a {
+            [v] if v.eq_ignore_ascii_case(b"on") => {
+                conf.short_slices = Some(true);
+                Ok(())
+            }
+            [v] if v.eq_ignore_ascii_case(b"off") => {
+                conf.short_slices = Some(false);
+                Ok(())
+            }
+            _ => Err(format!("{name} takes on or off")),
         },
         HostDirective::BlockEnv => {
             if a.is_empty() {

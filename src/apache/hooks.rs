@@ -8,6 +8,7 @@ use super::server::{self, ConfNode, Server};
 use super::{log, runtime, watchdog};
 use crate::core::guard::guard;
 use crate::core::hostconfig::{HostConfig, HostDirective, VhostConfig};
+use crate::core::latency;
 use crate::core::owner_limits::OwnerLimits;
 use crate::core::parking;
 use crate::core::request_cost::Wanted;
@@ -55,6 +56,7 @@ fn host_config(pconf: Pool, s: Server, generation: u64) -> Result<(HostConfig, H
     }
     hc.blocked_env = main.blocked_env.clone();
     hc.cgroups = main.cgroups.unwrap_or_default();
+    hc.short_slices = main.short_slices.unwrap_or(true);
     hc.owner_limits = OwnerLimits::DEFAULT.with(&main.owner_limits);
     collect_host_directives(ConfNode::tree(), None, &mut hc.host_directives);
 
@@ -215,6 +217,12 @@ pub fn child_init(pchild: Pool, s: Server) {
     // compromised later) must not hold the control channel.
     if let Some(record) = s.process_record() {
         record.close_control();
+    }
+    // Before the MPM starts this child's threads: they inherit the slice
+    // (core::latency says why).
+    let short = s.conf().and_then(|c| c.short_slices).unwrap_or(true);
+    if let Err(e) = latency::server_process(short) {
+        s.log(log::WARNING, &format!("sufcgi: cannot set this child's scheduler slice: {e}"));
     }
     // Connections to workers are kept per child, with a keeper thread of
     // its own (started here, in the child: a thread does not survive

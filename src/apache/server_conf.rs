@@ -30,6 +30,8 @@ pub struct ServerConf {
     /// `SuFcgiRequestNotes auto|on|off`: None = auto (set them when a log
     /// format of the configuration mentions them).
     pub request_notes: Option<bool>,
+    /// `SuFcgiShortSlices on|off` (main server only; None = on).
+    pub short_slices: Option<bool>,
 }
 
 impl Default for ServerConf {
@@ -47,6 +49,7 @@ impl Default for ServerConf {
             cgroups: None,
             owner_limits: OwnerOverrides::default(),
             request_notes: None,
+            short_slices: None,
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct HostConfig {
     pub cgroups: CgroupMode,
     /// `SuFcgiOwner*` in server config: every owner's limits unless its vhost sets its own.
     pub owner_limits: OwnerLimits,
+    /// `SuFcgiShortSlices`: short scheduler slices for interactive workers (core::latency).
+    pub short_slices: bool,
 }
 
 /// A customer directive written by the host in server config (e.g.
@@ -110,6 +112,7 @@ impl HostConfig {
             host_directives: Vec::new(),
             cgroups: CgroupMode::default(),
             owner_limits: OwnerLimits::DEFAULT,
+            short_slices: true,
         }
     }
 

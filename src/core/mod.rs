@@ -11,6 +11,7 @@ pub mod hostconfig;
 pub mod htaccess;
 pub mod htaccess_file;
 pub mod identity;
+pub mod latency;
 pub mod limits;
 pub mod mapping;
 pub mod mux;

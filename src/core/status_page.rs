@@ -206,12 +206,13 @@ fn isolation_json(o: &mut String, i: &Isolation, customer: bool) {
     let ctrls: Vec<String> = i.controllers.iter().map(|c| json_str(c)).collect();
     let _ = write!(
         o,
-        "\"isolation\":{{\"mode\":{},\"hierarchy\":{},\"controllers\":[{}],\"location\":{},\"note\":{}}}",
+        "\"isolation\":{{\"mode\":{},\"hierarchy\":{},\"controllers\":[{}],\"location\":{},\"note\":{},\"slices\":{}}}",
         json_str(i.mode.name()),
         json_str(&i.hierarchy),
         ctrls.join(","),
         json_str(if customer { "" } else { &i.location }),
-        json_str(&i.note)
+        json_str(&i.note),
+        json_str(&i.slices)
     );
 }
 
@@ -325,6 +326,9 @@ pub fn isolation_text(i: &Isolation) -> String {
     s.push_str(&format!("; SuFcgiCgroups {}", i.mode.name()));
     if !i.note.is_empty() {
         s.push_str(&format!(" ({})", i.note));
+    }
+    if !i.slices.is_empty() {
+        s.push_str(&format!("; scheduler slices: {}", i.slices));
     }
     s
 }
@@ -460,6 +464,7 @@ mod tests {
             controllers: vec!["cpu".into(), "memory".into()],
             location: "/sys/fs/cgroup/cpu/sufcgi/x".into(),
             note: "no pids controller".into(),
+            slices: "short".into(),
         };
         (vec![pool], vec![owner], iso)
     }
@@ -469,7 +474,7 @@ mod tests {
         let (pools, owners, iso) = view_parts();
         let v = View { pools: &pools, owners: &owners, isolation: &iso, customer: false, truncated: false };
         let j = String::from_utf8(render(&v, Format::Json).0).unwrap();
-        assert!(j.contains(r#""isolation":{"mode":"required","hierarchy":"v1","controllers":["cpu","memory"],"location":"/sys/fs/cgroup/cpu/sufcgi/x","note":"no pids controller"}"#), "{j}");
+        assert!(j.contains(r#""isolation":{"mode":"required","hierarchy":"v1","controllers":["cpu","memory"],"location":"/sys/fs/cgroup/cpu/sufcgi/x","note":"no pids controller","slices":"short"}"#), "{j}");
         assert!(j.contains(r#""owners":[{"uid":2001,"user":"\u003cal\u003e","in_cgroup":true,"limits":{"cpu_weight":100,"cpu_max_percent":150,"max_processes":512,"memory_bytes":null},"cpu_seconds":0.000001,"cpu_throttled_seconds":null,"memory_bytes":null"#), "{j}");
         assert!(j.contains(r#""cgroup":{"cpu_seconds":2.500000,"memory_bytes":4096,"processes":null,"oom_kills":0}"#), "{j}");
         // A customer's page does not say where the host's groups are.
@@ -478,7 +483,7 @@ mod tests {
         assert!(j.contains(r#""view":"owner""#) && j.contains(r#""location":"""#), "{j}");
         let h = String::from_utf8(render(&v, Format::Html).0).unwrap();
         assert!(h.contains("&lt;al&gt; (uid 2001)") && !h.contains("<al>"), "escaped owner name");
-        assert!(h.contains("isolation: cgroup v1 (cpu, memory)") && h.contains("SuFcgiCgroups required (no pids controller)"), "{h}");
+        assert!(h.contains("isolation: cgroup v1 (cpu, memory)") && h.contains("SuFcgiCgroups required (no pids controller); scheduler slices: short"), "{h}");
         assert!(h.contains("<td>2.50 s</td>") || h.contains("2.50 s"), "pool CPU: {h}");
         assert_eq!(render(&v, Format::Metrics).1, crate::core::metrics::CONTENT_TYPE);
     }

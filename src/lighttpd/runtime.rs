@@ -112,6 +112,11 @@ pub fn configure(srv: Server, p: Plugin) -> Result<(), String> {
         // `lighttpd -tt` checks the configuration only: fork nothing.
         return Ok(());
     }
+    // lighttpd's one event loop relays every request: it gets the short
+    // slice (core::latency), on every (re)load as configured.
+    if let Err(e) = crate::core::latency::server_process(st.host.short_slices) {
+        srv.log(&format!("sufcgi: cannot set the server's scheduler slice: {e}"));
+    }
     let alive = running.as_ref().is_some_and(|r| SupervisorHandle::from_detached(r.pid).is_alive());
     if let Some(r) = running.as_ref().filter(|_| alive) {
         if !same_floors(&r.host, &st.host) {

@@ -43,9 +43,10 @@ enum Key {
     OwnerCpuMax,
     OwnerMaxProcesses,
     OwnerMemory,
+    ShortSlices,
 }
 
-const KEY_ORDER: [Key; 16] = [
+const KEY_ORDER: [Key; 17] = [
     Key::Owner,
     Key::MinUid,
     Key::MinGid,
@@ -62,6 +63,7 @@ const KEY_ORDER: [Key; 16] = [
     Key::OwnerCpuMax,
     Key::OwnerMaxProcesses,
     Key::OwnerMemory,
+    Key::ShortSlices,
 ];
 
 /// Longest silence from an app before the exchange is cut (Apache's `Timeout`).
@@ -90,6 +92,7 @@ fn key_def(k: Key) -> KeyDef {
         Key::OwnerCpuMax => KeyDef(c"sufcgi.owner-cpu-max", ffi::config_values_type_t_T_CONFIG_STRING, CONN),
         Key::OwnerMaxProcesses => KeyDef(c"sufcgi.owner-max-processes", ffi::config_values_type_t_T_CONFIG_INT, CONN),
         Key::OwnerMemory => KeyDef(c"sufcgi.owner-memory", ffi::config_values_type_t_T_CONFIG_STRING, CONN),
+        Key::ShortSlices => KeyDef(c"sufcgi.short-slices", ffi::config_values_type_t_T_CONFIG_BOOL, SRV),
     }
 }
 
@@ -197,6 +200,7 @@ pub fn read(srv: Server, p: Plugin) -> Result<Settings, String> {
             Key::Timeout => timeout_secs = count(key, v.int())?,
             Key::Status => status_contexts.push((ctx as u32, v.int() != 0)),
             Key::Cgroups => host.cgroups = CgroupMode::parse(v.bytes()).map_err(|e| format!("sufcgi.cgroups: {e}"))?,
+            Key::ShortSlices => host.short_slices = v.int() != 0,
             Key::OwnerCpuWeight | Key::OwnerCpuMax | Key::OwnerMaxProcesses | Key::OwnerMemory => {
                 let (name, value) = match key {
                     Key::OwnerCpuWeight => ("CpuWeight", v.int().to_string().into_bytes()),

@@ -8,6 +8,7 @@
   childalloc?mb=N  a child touches N MiB in 8 MiB steps; how it ended
                    (exit status, or -signal)
   alloc            this worker touches 10 MiB every 0.05 s without bound
+  burn?s=S&until=F burns CPU for S seconds, or until file F exists
 """
 import errno
 import json
@@ -82,6 +83,13 @@ def app(environ, start_response):
         out.update(forked=len(pids), error=err)
     elif what == "childalloc":
         out.update(child_status=child_alloc(int(qs.get("mb", ["64"])[0])))
+    elif what == "burn":
+        until = qs.get("until", [""])[0]
+        end = time.monotonic() + float(qs.get("s", ["1"])[0])
+        n = 0
+        while time.monotonic() < end and not (until and n % 4096 == 0 and os.path.exists(until)):
+            n += 1
+        out.update(burned=n)
     elif what == "alloc":
         hog = []
         for _ in range(200):  # 2 GiB: far past any limit the tests set

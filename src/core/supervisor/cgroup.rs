@@ -217,6 +217,7 @@ impl Cgroups {
             controllers: self.h.as_ref().map(|h| h.controllers()).unwrap_or_default(),
             location: self.h.as_ref().map(|h| h.location()).unwrap_or_default(),
             note: self.note.clone(),
+            slices: String::new(),
         }
     }
 

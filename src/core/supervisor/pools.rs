@@ -44,6 +44,8 @@ pub struct Worker {
     pub stopping: Option<Stopping>,
     /// Its cgroup (None: the fallback, see cgroup.rs).
     pub cgroup: Option<WorkerGroup>,
+    /// Whether it is CPU-bound, for its scheduler slice (core::latency).
+    pub latency: crate::core::latency::Watch,
 }
 
 pub struct Pool {

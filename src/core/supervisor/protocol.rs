@@ -274,6 +274,7 @@ pub fn encode_config(c: &HostConfig) -> io::Result<Vec<u8>> {
     }
     usage::put_mode(&mut e, c.cgroups);
     usage::put_owner_limits(&mut e, &c.owner_limits);
+    e.u8(c.short_slices as u8);
     e.finish()
 }
 
@@ -319,6 +320,7 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
     }
     let cgroups = usage::get_mode(&mut d)?;
     let owner_limits = usage::get_owner_limits(&mut d)?;
+    let short_slices = d.bool()?;
     d.end()?;
     Ok(HostConfig {
         generation,
@@ -335,6 +337,7 @@ pub fn decode_config(payload: &[u8]) -> Result<HostConfig, ProtoError> {
         host_directives,
         cgroups,
         owner_limits,
+        short_slices,
     })
 }
 

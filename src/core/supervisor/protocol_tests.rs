@@ -85,6 +85,12 @@ fn config_round_trip() {
     c.vhosts[1].owner_overrides.memory = Some(64 << 20);
     let f = encode_config(&c).unwrap();
     assert_eq!(decode_config(payload(&f)).unwrap(), c);
+    // SuFcgiShortSlices is the last byte; off travels as 0.
+    assert_eq!(f.last(), Some(&1u8));
+    c.short_slices = false;
+    let f = encode_config(&c).unwrap();
+    assert_eq!(f.last(), Some(&0u8));
+    assert!(!decode_config(payload(&f)).unwrap().short_slices);
 }
 
 #[test]
@@ -180,7 +186,7 @@ fn hand_written_status_reply_frame() {
     let worker_state_at = p.len() - 21 + 4;
     p.extend_from_slice(&[0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // usage: cpu unknown, 7 bytes, the rest unknown
     p.extend_from_slice(&[0u8; 16]); // empty history (protocol_customer)
-    p.extend_from_slice(&[2, 4, 0, 0, 0, b'n', b'o', b'n', b'e', 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, b'o', b'f', b'f']); // isolation
+    p.extend_from_slice(&[2, 4, 0, 0, 0, b'n', b'o', b'n', b'e', 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, b'o', b'f', b'f', 0, 0, 0, 0]); // isolation (no slices text)
     p.extend_from_slice(&1u32.to_le_bytes()); // one owner
     p.extend_from_slice(&2401u32.to_le_bytes());
     p.extend_from_slice(&[1, 0, 0, 0, b'u']);

@@ -19,6 +19,8 @@ pub struct Isolation {
     pub location: String,
     /// Why cgroups are not (fully) in use; empty when they are.
     pub note: String,
+    /// The scheduler slices in force (`core::latency::state_text`).
+    pub slices: String,
 }
 
 impl Isolation {
@@ -111,7 +113,7 @@ pub fn put_isolation(e: &mut Encoder, i: &Isolation) {
     for c in &i.controllers {
         e.bytes(c.as_bytes());
     }
-    e.bytes(i.location.as_bytes()).bytes(i.note.as_bytes());
+    e.bytes(i.location.as_bytes()).bytes(i.note.as_bytes()).bytes(i.slices.as_bytes());
 }
 
 pub fn get_isolation(d: &mut Decoder<'_>) -> Result<Isolation, ProtoError> {
@@ -122,7 +124,7 @@ pub fn get_isolation(d: &mut Decoder<'_>) -> Result<Isolation, ProtoError> {
     for _ in 0..n {
         controllers.push(d.string()?);
     }
-    Ok(Isolation { mode, hierarchy, controllers, location: d.string()?, note: d.string()? })
+    Ok(Isolation { mode, hierarchy, controllers, location: d.string()?, note: d.string()?, slices: d.string()? })
 }
 
 pub fn put_owner_usage(e: &mut Encoder, o: &OwnerUsage) {
@@ -217,12 +219,14 @@ mod tests {
         want.extend_from_slice(&[2, 0, 0, 0, 3, 0, 0, 0, b'c', b'p', b'u', 4, 0, 0, 0, b'p', b'i', b'd', b's']);
         want.extend_from_slice(&[2, 0, 0, 0, b'/', b's']);
         want.extend_from_slice(&[0, 0, 0, 0]);
+        want.extend_from_slice(&[5, 0, 0, 0, b's', b'h', b'o', b'r', b't']);
         let i = Isolation {
             mode: CgroupMode::Required,
             hierarchy: "v1".into(),
             controllers: vec!["cpu".into(), "pids".into()],
             location: "/s".into(),
             note: String::new(),
+            slices: "short".into(),
         };
         assert_eq!(raw(|e| put_isolation(e, &i)), want);
         assert_eq!(get_isolation(&mut Decoder::new(&want)).unwrap(), i);

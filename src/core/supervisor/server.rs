@@ -147,6 +147,7 @@ impl Server {
         listener.set_nonblocking(true)?;
         let nslots = sb.len();
         let cgroups = Cgroups::open(cfg.cgroups, &cfg.socket_dir);
+        log_notice!("scheduler slices: {}", crate::core::latency::state_text(cfg.short_slices, crate::core::latency::kernel_has_slices()));
         let mut configs = VecDeque::new();
         let socket_dir = cfg.socket_dir.clone();
         configs.push_back(cfg);

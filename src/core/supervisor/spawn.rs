@@ -151,6 +151,7 @@ struct ChildArgs<'a> {
     /// `cgroup.procs` of the worker's group in each hierarchy.
     join: &'a [RawFd],
     nproc: u64,
+    slice_ns: u64,
 }
 
 /// Bytes of the new process's stack (it runs a few syscalls, then execs).
@@ -192,6 +193,9 @@ pub struct Confinement<'a> {
     /// RLIMIT_DATA in bytes (0 = none): the hard backstop behind the
     /// supervisor's RSS watch, where no memory controller enforces the limit.
     pub data_limit: u64,
+    /// The worker's scheduler slice in ns (0: leave the kernel's default);
+    /// see core::latency.
+    pub slice_ns: u64,
 }
 
 /// Starts one worker. Returns its pid (also its process group and session
@@ -233,6 +237,7 @@ pub fn spawn_worker(
         nofile: WORKER_NOFILE.get().copied(),
         join: confine.join,
         nproc: confine.nproc,
+        slice_ns: confine.slice_ns,
     };
     let stack = child_stack()?;
     // SAFETY: `child_main` only makes async-signal-safe calls on `args`,
@@ -277,6 +282,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             child_fail(b"supervisor exited");
         }
         sys::reset_signals();
+        // Inherited by the app's threads; an old kernel ignores it, and a
+        // failure only leaves the default slice.
+        if a.slice_ns > 0 {
+            let _ = sys::sched::set_slice_ns(0, a.slice_ns);
+        }
 
         if a.listen_fd == 0 {
             let fl = libc::fcntl(0, libc::F_GETFD);

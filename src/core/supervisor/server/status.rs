@@ -10,6 +10,7 @@ use super::super::pools::Pool;
 use super::super::protocol::{PoolState, PoolStatus, StatusReply, WorkerState, WorkerStatus};
 use super::{rss_bytes, Server};
 use crate::core::identity::{self, Refusal, System};
+use crate::core::latency;
 use crate::core::request::PoolSpec;
 use crate::core::scoreboard::{worker_state, PoolSlot};
 use crate::core::sys;
@@ -32,7 +33,9 @@ impl Server {
         pools.extend(self.refused_status(only_uid));
         pools.sort_by(|a, b| (a.uid, &a.vhost, &a.program, &a.workdir).cmp(&(b.uid, &b.vhost, &b.program, &b.workdir)));
         let owners = self.owners_status(&pools, only_uid);
-        StatusReply::Pools { pools, truncated: false, isolation: self.cgroups.isolation(), owners }
+        let mut isolation = self.cgroups.isolation();
+        isolation.slices = latency::state_text(self.short_slices(), latency::kernel_has_slices()).to_string();
+        StatusReply::Pools { pools, truncated: false, isolation, owners }
     }
 
     /// The uid whose pools a customer's status page in `dir` may list.

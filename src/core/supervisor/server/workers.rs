@@ -12,6 +12,7 @@ use super::super::pools::{Pool, Stopping, Worker};
 use super::super::spawn::{spawn_worker, Confinement};
 use super::super::worker_policy::{self, Ceilings, Demand, InService, PoolFacts, Seen, StopReason};
 use super::{customer, has_pending_connection, rss_bytes, signal_group, socket_identity, Server};
+use crate::core::latency;
 use crate::core::request::worker_socket_path;
 use crate::core::scoreboard::{pool_state, worker_state};
 use crate::core::sys;
@@ -41,6 +42,7 @@ impl Server {
                 self.spawn_into(id);
             }
             self.look_at_workers(id, now, now_s);
+            self.reclassify(id, now);
             self.balance(id);
             let Some(pool) = self.pools.get(id) else { continue };
             if worker_policy::forget_pool(pool.processes(), pool.retiring, pool.empty_since, pool.backoff.active(), now) {
@@ -226,6 +228,7 @@ impl Server {
             join: &join,
             nproc: cg.nproc as u64,
             data_limit: if self.cgroups.kernel_memory() { 0 } else { pool.limits.memory_limit.saturating_mul(2) },
+            slice_ns: if self.short_slices() { latency::Class::Interactive.slice_ns() } else { 0 },
         };
         let spawned = spawn_worker(&pool.exec, listener.as_raw_fd(), self.dev_null.as_raw_fd(), write_end.as_raw_fd(), &confine);
         drop(write_end);
@@ -268,6 +271,7 @@ impl Server {
             stderr_buf: Vec::new(),
             stopping: None,
             cgroup: cg.group,
+            latency: latency::Watch::new(Instant::now()),
         };
         self.pools.add_worker(id, index, worker);
         if let Some(p) = self.pools.get_mut(id) {
@@ -278,6 +282,34 @@ impl Server {
             slot.notify_idle(i32::MAX);
         }
         true
+    }
+
+    /// `SuFcgiShortSlices` of the newest configuration.
+    pub(super) fn short_slices(&self) -> bool {
+        self.configs.back().is_none_or(|c| c.short_slices)
+    }
+
+    /// Give a worker that turned CPU-bound the kernel's default slice, and
+    /// one that calmed down the short one again (core::latency). With the
+    /// setting off, every worker keeps (or gets back) the default.
+    fn reclassify(&mut self, id: u64, now: Instant) {
+        let on = self.short_slices();
+        let Some(pool) = self.pools.get_mut(id) else { return };
+        for w in pool.workers.iter_mut().flatten() {
+            let change = if !on {
+                (w.latency.class != latency::Class::CpuBound).then(|| {
+                    w.latency.class = latency::Class::CpuBound;
+                    latency::Class::CpuBound
+                })
+            } else if w.latency.due(now) {
+                sys::sched::demand_ns(w.pid).ok().and_then(|d| w.latency.observe(d, now))
+            } else {
+                None
+            };
+            if let Some(class) = change {
+                let _ = latency::apply(w.pid, class);
+            }
+        }
     }
 
     /// The host's ceilings, from the newest configuration (none without one).
