@@ -392,7 +392,8 @@ def test_package_contents(deb):
                           "SuFcgiMaxWorkersPerOwner 32", "SuFcgiMaxWorkersTotal 512",
                           "SuFcgiBlockEnv", "SuFcgiPhpForbid", "php_admin_value", "php_admin_flag",
                           "SuFcgiCgroups on", "SuFcgiOwnerCpuWeight 100", "SuFcgiOwnerCpuMax none",
-                          "SuFcgiOwnerMaxProcesses 512", "SuFcgiOwnerMemory none", "SuFcgiRequestNotes auto"):
+                          "SuFcgiOwnerMaxProcesses 512", "SuFcgiOwnerMemory none", "SuFcgiRequestNotes auto",
+                          "SuFcgiShortSlices on"):
             assert f"#{directive}" in conf, f"{directive} is not shown in sufcgi.conf"
 
         doc = root / "usr/share/doc/sufcgi"
@@ -776,7 +777,7 @@ def test_lighttpd_package_contents(lighttpd_deb):
                         '"MemoryLimit"    => "4G"', "sufcgi.block-env = (", "sufcgi.php-forbid = (",
                         "sufcgi.timeout = 60", 'sufcgi.cgroups = "on"', "sufcgi.owner-cpu-weight = 100",
                         'sufcgi.owner-cpu-max = "none"', "sufcgi.owner-max-processes = 512",
-                        'sufcgi.owner-memory = "none"'):
+                        'sufcgi.owner-memory = "none"', 'sufcgi.short-slices = "enable"'):
             assert f"#{setting}" in conf or f"#    {setting}" in conf, \
                 f"{setting} is not shown in 20-sufcgi.conf"
         keys = set(re.findall(r'c"(sufcgi\.[a-z-]+)"', (harness.REPO / "src/lighttpd/settings.rs").read_text()))
