@@ -37,8 +37,9 @@ import wrkstats  # noqa: E402
 USER, UID = "sufcgi-bench", 2050
 BODY = b"Hello, world\n"           # what hello.c and the static file answer
 APP_PROCS = 4                      # processes behind every FastCGI variant
-# `--sufcgi-extra`: host lines added to the sufcgi variant's server config (an
-# A/B of a host setting, e.g. "SuFcgiShortSlices off").
+# `--sufcgi-extra`: host lines added to the sufcgi variants' server config (an
+# A/B of a host setting, e.g. "SuFcgiShortSlices off"; lighttpd gets them
+# translated, as the tests' shared suites do).
 SUFCGI_EXTRA = [""]
 # Same MPM sizing for every server: a fixed set of children, none started or
 # stopped while measuring (MaxSpareThreads covers them all).
@@ -197,7 +198,7 @@ def make_lighttpd(kind: str, site: Site, port: int):
         extra = ('server.modules += ( "mod_fastcgi" )\n'
                  f'fastcgi.server = ( "/proxy/" => (( "socket" => "{sock}", "check-local" => "disable" )) )')
         return harness.Lighttpd(vhosts=[vhost], port=port, sufcgi=False, extra=extra), "/proxy/hello.fcgi", app
-    extra = "sufcgi.max-workers-per-owner = 64"
+    extra = "sufcgi.max-workers-per-owner = 64\n" + harness.apache_host_config_to_lighttpd(SUFCGI_EXTRA[0])
     return harness.Lighttpd(vhosts=[vhost], port=port, extra=extra), "/su/hello.fcgi", None
 
 
@@ -623,7 +624,7 @@ def main() -> int:
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep each Apache server root (config, error.log) and print where")
     ap.add_argument("--sufcgi-extra", default="",
-                    help="server config lines for the Apache sufcgi variant (\\n between lines), for an A/B of a host setting")
+                    help="server config lines (Apache form, \\n between lines) for the sufcgi variants, for an A/B of a host setting")
     args = ap.parse_args()
     SUFCGI_EXTRA[0] = args.sufcgi_extra.replace("\\n", "\n")
     if os.geteuid() != 0:
