@@ -28,6 +28,9 @@ from harness import Vhost, mkdir, put, put_app, wait_for
 
 SHORT_NS = 100_000          # core::latency::SHORT_SLICE_NS
 HOST = "a.sl.test"
+ADMIN = "admin.sl.test"
+APACHE_PAGE = "<Location /sufcgi-status>\n  SetHandler sufcgi-status\n</Location>"
+LIGHTTPD_PAGE = '$HTTP["url"] =~ "^/sufcgi-status" {\n  sufcgi.status = "enable"\n}'
 DEFAULT_NS = harness.sched_slice_ns(os.getpid()) or 0
 
 pytestmark = pytest.mark.skipif(DEFAULT_NS == 0, reason="this kernel has no custom scheduler slices (Linux < 6.12)")
@@ -48,11 +51,27 @@ def owner():
         shutil.rmtree(u.www / name, ignore_errors=True)
 
 
-def server(kind: str, u, extra: str = "") -> harness.Server:
-    vh = [Vhost(HOST, u.www)]
+@pytest.fixture(scope="module")
+def admin_root():
+    """The host's status page's vhost (the owner's has an .htaccess per app)."""
+    d = Path(tempfile.mkdtemp(prefix="sufcgi-sl-admin-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def server(kind: str, u, admin: Path, extra: str = "") -> harness.Server:
+    vh = [Vhost(ADMIN, admin, allow_override="None"), Vhost(HOST, u.www)]
     if kind == "lighttpd":
-        return harness.Lighttpd(vhosts=vh, extra=harness.apache_host_config_to_lighttpd(extra))
-    return harness.Apache(mpm=kind, vhosts=vh, extra=extra)
+        return harness.Lighttpd(vhosts=vh, extra=LIGHTTPD_PAGE + "\n" + harness.apache_host_config_to_lighttpd(extra))
+    return harness.Apache(mpm=kind, vhosts=vh, extra=APACHE_PAGE + "\n" + extra)
+
+
+def slices_said(srv) -> str:
+    """What the status page says of the slices in force."""
+    r = srv.get("/sufcgi-status?json", host=ADMIN)
+    assert r.status == 200, f"status page: {r}"
+    return r.json()["isolation"]["slices"]
 
 
 @pytest.fixture(params=["event", "prefork", "lighttpd"])
@@ -79,8 +98,8 @@ def worker_pid(srv, path: str) -> int:
     return r.json()["pid"]
 
 
-def test_server_threads_and_an_idle_worker_have_short_slices_a_burning_worker_the_default(kind, owner):
-    srv = server(kind, owner)
+def test_server_threads_and_an_idle_worker_have_short_slices_a_burning_worker_the_default(kind, owner, admin_root):
+    srv = server(kind, owner, admin_root)
     flag = Path(tempfile.mkdtemp(prefix="sufcgi-sl-")) / "stop"
     flag.parent.chmod(0o755)
     srv.start()
@@ -104,20 +123,22 @@ def test_server_threads_and_an_idle_worker_have_short_slices_a_burning_worker_th
             t.join(90)
         assert answer["r"].status == 200, answer
         wait_for(lambda: all_have(burner, SHORT_NS), 30, "the calmed-down worker to get the short slice back")
+        assert slices_said(srv).startswith("short for the server"), slices_said(srv)
     finally:
         srv.stop()
         srv.cleanup()
         shutil.rmtree(flag.parent, ignore_errors=True)
 
 
-def test_short_slices_off_leaves_the_kernels_default(kind, owner):
-    srv = server(kind, owner, "SuFcgiShortSlices off")
+def test_short_slices_off_leaves_the_kernels_default(kind, owner, admin_root):
+    srv = server(kind, owner, admin_root, "SuFcgiShortSlices off")
     srv.start()
     try:
         for p in srv.child_pids():
             assert all_have(p, DEFAULT_NS), f"server process {p}'s threads: {slices(p)}"
         w = worker_pid(srv, "/app/")
         assert all_have(w, DEFAULT_NS), f"worker {w}'s threads: {slices(w)}"
+        assert "SuFcgiShortSlices off" in slices_said(srv), slices_said(srv)
     finally:
         srv.stop()
         srv.cleanup()

@@ -5,7 +5,7 @@
 //! prompt turn. A request of owner B wakes, in turn, a server thread, B's
 //! worker and the server thread again; each can find a CPU running one of
 //! owner A's CPU-bound workers, and Linux's fair scheduler (EEVDF) lets the
-//! running task finish its slice (1.5–3 ms by default) before a task that
+//! running task finish its slice (1.4–3 ms by default) before a task that
 //! merely woke up — unless the woken task asks for a *shorter* slice than
 //! the running one (Linux 6.12+ custom slices, `sched_setattr`'s runtime):
 //! then it preempts at once. So the server's own threads run with a short
@@ -17,8 +17,9 @@
 use crate::core::sys::sched;
 use std::time::Instant;
 
-/// The short slice: the kernel's minimum (0.1 ms). The default is 0.75 ms ×
-/// (1 + log2 CPUs, at most 3): 1.5 ms on 2 CPUs, 3 ms on 8 or more.
+/// The short slice: the kernel's minimum (0.1 ms). The default is the base
+/// slice (0.7 ms on 6.18, 0.75 on 6.12) × (1 + log2 CPUs, at most 3): 1.4 ms
+/// on 2 CPUs (read with `sched_getattr` here), 2.8 ms on 8 or more.
 pub const SHORT_SLICE_NS: u64 = 100_000;
 /// A worker that was running or waiting for a CPU for at least this share
 /// of the time since the last look is CPU-bound…
