@@ -305,17 +305,7 @@ fn apply_host(d: HostDirective, name: &str, conf: &mut ServerConf, a: &[&[u8]]) 
             }
             _ => Err(format!("{name} takes auto, on or off")),
         },
-        HostDirective::ShortSlices => match a {
-            [v] if v.eq_ignore_ascii_case(b"on") => {
-                conf.short_slices = Some(true);
-                Ok(())
-            }
-            [v] if v.eq_ignore_ascii_case(b"off") => {
-                conf.short_slices = Some(false);
-                Ok(())
-            }
-            _ => Err(format!("{name} takes on or off")),
-        },
+        HostDirective::ShortSlices => directives::one_flag(name, a).map(|on| conf.short_slices = Some(on)),
         HostDirective::BlockEnv => {
             if a.is_empty() {
                 Err(format!("{name} takes one or more names"))

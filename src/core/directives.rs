@@ -470,8 +470,8 @@ fn one_count(name: &str, args: &[&[u8]], min: u32, max: u32) -> Result<u32, Stri
     parse_count(n, min, max).map_err(|e| format!("{name}: {e}"))
 }
 
-/// `on` / `off` (any case).
-fn one_flag(name: &str, args: &[&[u8]]) -> Result<bool, String> {
+/// `on` / `off` (any case); also for host directives.
+pub fn one_flag(name: &str, args: &[&[u8]]) -> Result<bool, String> {
     match args {
         [v] if v.eq_ignore_ascii_case(b"on") => Ok(true),
         [v] if v.eq_ignore_ascii_case(b"off") => Ok(false),
