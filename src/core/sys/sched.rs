@@ -91,7 +91,14 @@ pub fn threads(pid: libc::pid_t) -> io::Result<Vec<libc::pid_t>> {
 }
 
 /// Running + waiting nanoseconds of all of process `pid`'s threads now.
+/// Most FastCGI workers have one thread: procfs counts a process's threads
+/// in its task directory's link count, so those cost one read, no listing.
 pub fn demand_ns(pid: libc::pid_t) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(format!("/proc/{pid}/task"))?.nlink() == 3 {
+        let text = std::fs::read(format!("/proc/{pid}/schedstat"))?;
+        return parse_schedstat(&text).map(|(run, wait)| run.saturating_add(wait)).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData));
+    }
     let mut sum = 0u64;
     for t in threads(pid)? {
         // A thread that ended since the listing counts nothing.
@@ -134,6 +141,19 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_single_threaded_process_is_read_in_one_go() {
+        // A child that only sleeps: one thread, its demand is the one schedstat line.
+        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let pid = c.id() as libc::pid_t;
+        let one = demand_ns(pid).unwrap();
+        let (run, wait) = parse_schedstat(&std::fs::read(format!("/proc/{pid}/task/{pid}/schedstat")).unwrap()).unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(one <= run + wait, "{one} > {run} + {wait}");
+        assert!(one > 0, "exec alone takes some CPU");
     }
 
     #[test]
