@@ -321,10 +321,12 @@ def sched_slice_ns(tid: int) -> int | None:
     """A thread's fair-scheduler slice (sched_getattr's runtime; Linux
     6.12+ reports every fair thread's, older kernels 0), None if it is gone."""
     import ctypes
+    import platform
     import struct
     libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(48)
-    if libc.syscall(315, tid, buf, 48, 0) != 0:     # SYS_sched_getattr (x86_64)
+    nr = {"x86_64": 315, "aarch64": 275}[platform.machine()]     # SYS_sched_getattr
+    if libc.syscall(nr, tid, buf, 48, 0) != 0:
         return None
     return struct.unpack("IIQiIQQQ", buf.raw)[5]
 
