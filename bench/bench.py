@@ -31,6 +31,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
 sys.path.insert(0, str(BENCH))
 import extras  # noqa: E402
+import neighbour  # noqa: E402
 import harness  # noqa: E402
 import wrkstats  # noqa: E402
 
@@ -615,7 +616,7 @@ def main() -> int:
                          f"{','.join(extras.EXTRAS)}, all or none (see BENCHMARKS.md)")
     ap.add_argument("--owners", type=int, default=5000,
                     help="owners (one vhost and one user each) for the 'owners' extra")
-    ap.add_argument("--neighbour-runs", type=int, default=extras.NEIGHBOUR_RUNS,
+    ap.add_argument("--neighbour-runs", type=int, default=neighbour.NEIGHBOUR_RUNS,
                     help="samples per mode (defaults, short slices off, cgroups off) for the 'neighbour' extra")
     ap.add_argument("--remove-owner-users", action="store_true",
                     help="delete the sufcgi-oNNNN users at the end (they are kept for the next run "
