@@ -75,6 +75,29 @@ def test_one_connection_carries_a_childs_consecutive_requests(server, site):
         c.close()
 
 
+def test_the_end_of_an_answer_is_read_only_once_the_next_request_went_out(server, site):
+    """On a kept connection the server only peeks at the end of an answer and
+    reads it once the next request went out: read at once, it would wake the
+    worker — asleep reading the connection by then — for nothing (the kernel
+    wakes a sender whose data was read; BENCHMARKS.md, session 7). The app,
+    waiting for its next request, sees its answer still unread."""
+    path = _app(site, "kc-unread", "keep")
+    c = KeepAliveClient(server.port, site.ALICE)
+    try:
+        _kept(c, server, path)
+        # Longer than the app looks (UNREAD_WATCH_S in keepconn.py).
+        time.sleep(1)
+        j = _get(c, server, path)
+        assert j["on_conn"] >= 3, j
+        assert j["unread"] is not None and j["unread"] > 0, ("the server read the whole answer at once", j)
+        # Read once the request went out: the next answer is whole, and so on.
+        time.sleep(1)
+        j2 = _get(c, server, path)
+        assert (j2["conn"], j2["on_conn"]) == (j["conn"], j["on_conn"] + 1) and j2["unread"] > 0, j2
+    finally:
+        c.close()
+
+
 def test_a_kept_connection_the_app_dropped_is_replaced_unseen(server, site):
     """The app hangs up on a kept connection as the next request arrives: that
     request runs again on a fresh connection, and the client sees a plain 200."""

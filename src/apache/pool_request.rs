@@ -15,13 +15,12 @@ use crate::core::dispatch::{self, Dispatch, Host, Refusal, Step};
 use crate::core::fastcgi::record;
 use crate::core::mux;
 use crate::core::mux_conn::{self, MuxConn};
-use crate::core::parking;
+use crate::core::parking::{self, KeptConn};
 use crate::core::pool_link::{self as link, Pool, PoolError};
 use crate::core::request_cost::Meter;
 use crate::core::request::{connect_worker, PoolInfo, PoolSpec};
 use crate::core::scoreboard::{Claim, PoolSlot, Via};
 use std::cell::RefCell;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +50,7 @@ pub type PoolCheck<'a> = &'a dyn Fn(&PoolInfo) -> Result<(), (u32, String)>;
 /// and the kept connection of the worker it just claimed again.
 struct Child {
     holder: Option<u32>,
-    kept: RefCell<Option<OwnedFd>>,
+    kept: RefCell<Option<KeptConn>>,
 }
 
 impl Host for Child {
@@ -155,7 +154,7 @@ struct Try<'a, 's> {
     spec: &'s PoolSpec,
     claim: Claim<'a>,
     /// The connection this child kept to the claimed worker, if any.
-    kept: Option<OwnedFd>,
+    kept: Option<KeptConn>,
     bodiless: bool,
     idempotent: bool,
 }
@@ -170,7 +169,7 @@ enum Tried {
 
 /// The backend side of one request.
 enum Conn {
-    Own(OwnedFd),
+    Own(KeptConn),
     Shared(Arc<MuxConn>),
 }
 
@@ -202,9 +201,9 @@ fn exchange(
             let key = (info.slot, info.slot_generation, claim.index, claim.epoch);
             mux_conn::shared(key, || connect_worker(&info.socket_prefix, claim.index)).map(Conn::Shared)
         }
-        _ => connect_worker(&info.socket_prefix, claim.index).map(Conn::Own),
+        _ => connect_worker(&info.socket_prefix, claim.index).map(|fd| Conn::Own(KeptConn::new(fd))),
     };
-    let conn = match conn {
+    let mut conn = match conn {
         Ok(c) => c,
         Err(e) => {
             // The worker went away between claim and connect: take another.
@@ -224,8 +223,8 @@ fn exchange(
     let timeouts = relay::Timeouts { io_ms: rt.io_timeout_ms, deadline, x_sendfile: info.limits.x_sendfile };
     let keep = matches!(conn, Conn::Own(_)) && dispatch::keepable(slot, child, bodiless, request_len(pairs));
     let slow = observe::claimed(r, rt, pool, slot, &claim, meter);
-    let mut outcome = match &conn {
-        Conn::Own(fd) => relay::own::exchange(r, fd, pairs, body, &timeouts, role, if keep { record::FCGI_KEEP_CONN } else { 0 }),
+    let mut outcome = match &mut conn {
+        Conn::Own(kc) => relay::own::exchange(r, kc, pairs, body, &timeouts, role, if keep { record::FCGI_KEEP_CONN } else { 0 }),
         Conn::Shared(mc) => relay::shared::exchange(r, mc, pairs, body, &timeouts, role),
     };
     drop(slow);
@@ -241,8 +240,8 @@ fn exchange(
     }
     let (worker, epoch) = (claim.index, claim.epoch);
     let never_accepted = match conn {
-        Conn::Own(fd) if keep && outcome.fate == Fate::Clean && dispatch::may_keep(outcome.ending) => {
-            if parking::park(slot, info, claim, fd) {
+        Conn::Own(kc) if keep && outcome.fate == Fate::Clean && dispatch::may_keep(outcome.ending) => {
+            if parking::park(slot, info, claim, kc) {
                 link::nudge(&rt.site(), info);
             }
             false

@@ -92,6 +92,13 @@ impl Router {
         self.open.len() == 1 && self.open.contains_key(&id)
     }
 
+    /// Everything read so far is whole records and `id`'s END_REQUEST is
+    /// among those not yet taken: nothing more is due on the connection
+    /// until a request is sent.
+    pub fn answered(&self, id: u16) -> bool {
+        self.pending.is_empty() && self.open.get(&id).is_some_and(|i| has_end_request(&i.bytes))
+    }
+
     /// Take what was filed for `id`.
     pub fn take(&mut self, id: u16) -> Vec<u8> {
         let data = self.open.get_mut(&id).map(|i| std::mem::take(&mut i.bytes)).unwrap_or_default();
@@ -434,6 +441,23 @@ mod tests {
         conn.close_request(1, true);
         // Both ids are free again.
         assert_eq!(conn.open(), Some(1));
+    }
+
+    #[test]
+    fn answered_once_the_end_request_is_whole_and_nothing_is_partial() {
+        let mut r = Router::default();
+        let id = r.open().unwrap();
+        assert!(!r.answered(id), "nothing read yet");
+        r.feed(&OUT1, |_| {}).unwrap();
+        assert!(!r.answered(id), "output, but no END_REQUEST");
+        r.feed(&END1[..9], |_| {}).unwrap();
+        assert!(!r.answered(id), "END_REQUEST only begun");
+        r.feed(&END1[9..], |_| {}).unwrap();
+        assert!(r.answered(id));
+        // Taken by its request: nothing filed holds it any more.
+        assert!(!r.take(id).is_empty());
+        assert!(!r.answered(id));
+        assert!(!r.answered(2), "an id not open is never answered");
     }
 
     #[test]

@@ -20,7 +20,8 @@
 use crate::core::request::PoolInfo;
 use crate::core::scoreboard::{Claim, Ended, PoolSlot, Scoreboard};
 use crate::core::sys;
-use std::os::fd::OwnedFd;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,6 +30,47 @@ use std::time::{Duration, Instant};
 /// closed: the worker is then idle for everyone without a hand-over.
 pub const KEEP_IDLE: Duration = Duration::from_secs(2);
 
+/// A connection to a worker, with what is still unread of the last answer
+/// on it. The end of an answer on a connection that is kept is only peeked
+/// at (MSG_PEEK) and read once the next request went out: reading it at once
+/// would wake the worker, which is asleep in read(2) for the next request by
+/// then, for nothing (the kernel wakes a sender whose data was consumed).
+/// Dropping it reads what is unread first: closing a Unix socket over unread
+/// bytes resets the worker's end instead of giving it a plain EOF.
+pub struct KeptConn {
+    fd: OwnedFd,
+    unread: usize,
+}
+
+impl KeptConn {
+    /// A connection with nothing left unread (a fresh one).
+    pub fn new(fd: OwnedFd) -> KeptConn {
+        KeptConn { fd, unread: 0 }
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The last `n` bytes read were only peeked at: read them later.
+    pub fn leave_unread(&mut self, n: usize) {
+        self.unread = n;
+    }
+
+    /// The next request went out: read the last answer's end now (the
+    /// worker is awake for the request). Ok(false): the app closed the
+    /// connection meanwhile.
+    pub fn request_sent(&mut self) -> io::Result<bool> {
+        sys::discard(self.fd.as_raw_fd(), std::mem::take(&mut self.unread))
+    }
+}
+
+impl Drop for KeptConn {
+    fn drop(&mut self) {
+        let _ = self.request_sent();
+    }
+}
+
 /// A connection kept to worker `index` of pool slot `slot`.
 struct Kept {
     slot: u32,
@@ -36,7 +78,7 @@ struct Kept {
     index: u32,
     /// The worker's word as parked: unchanged while it is ours.
     word: u64,
-    fd: OwnedFd,
+    conn: KeptConn,
     since: Instant,
 }
 
@@ -84,7 +126,7 @@ pub fn holder() -> Option<u32> {
 }
 
 /// Claim again a worker of `slot` this process parked, with its connection.
-pub fn take<'a>(slot: &'a PoolSlot, info: &PoolInfo) -> Option<(Claim<'a>, OwnedFd)> {
+pub fn take<'a>(slot: &'a PoolSlot, info: &PoolInfo) -> Option<(Claim<'a>, KeptConn)> {
     let k = KEEPER.get()?;
     let mut kept = lock(&k.kept);
     let mut i = 0;
@@ -96,7 +138,7 @@ pub fn take<'a>(slot: &'a PoolSlot, info: &PoolInfo) -> Option<(Claim<'a>, Owned
         }
         if let Some(c) = slot.take_parked(e.index, e.word) {
             let e = kept.swap_remove(i);
-            return Some((c, e.fd));
+            return Some((c, e.conn));
         }
         if !slot.workers.get(e.index as usize).is_some_and(|w| w.is_word(e.word)) {
             // Taken over, or stopped by the supervisor: ours no more.
@@ -112,11 +154,11 @@ pub fn take<'a>(slot: &'a PoolSlot, info: &PoolInfo) -> Option<(Claim<'a>, Owned
 /// process's next request to the worker, parked; or, when requests wait for
 /// the pool, close it and release the worker to them. Returns true when the
 /// supervisor should look at the pool (a worker retired).
-pub fn park(slot: &PoolSlot, info: &PoolInfo, claim: Claim<'_>, fd: OwnedFd) -> bool {
+pub fn park(slot: &PoolSlot, info: &PoolInfo, claim: Claim<'_>, conn: KeptConn) -> bool {
     let k = match KEEPER.get() {
         Some(k) if !k.stopped.load(Ordering::Acquire) && slot.waiting.load(Ordering::Acquire) == 0 => k,
         _ => {
-            drop(fd);
+            drop(conn);
             return claim.release();
         }
     };
@@ -124,7 +166,7 @@ pub fn park(slot: &PoolSlot, info: &PoolInfo, claim: Claim<'_>, fd: OwnedFd) -> 
     let mut kept = lock(&k.kept);
     match claim.park(k.holder) {
         Ended::Parked(word) => {
-            kept.push(Kept { slot: info.slot, slot_generation: info.slot_generation, index, word, fd, since: Instant::now() });
+            kept.push(Kept { slot: info.slot, slot_generation: info.slot_generation, index, word, conn, since: Instant::now() });
             let wake_keeper = k.dozing.swap(false, Ordering::AcqRel);
             drop(kept);
             if wake_keeper {
@@ -145,7 +187,7 @@ pub fn stop() {
     let all: Vec<Kept> = lock(&k.kept).drain(..).collect();
     for e in all {
         let (slot, index, word) = (e.slot, e.index, e.word);
-        drop(e.fd);
+        drop(e.conn);
         if let Some(s) = k.sb.slot(slot) {
             s.unpark(index, word);
         }
@@ -191,7 +233,7 @@ fn sweep(k: &Keeper) -> Option<Instant> {
         let e = kept.swap_remove(i);
         let (index, word) = (e.index, e.word);
         // Closed first: the worker is back in accept() when anyone claims it.
-        drop(e.fd);
+        drop(e.conn);
         if let (true, Some(s)) = (ours, slot) {
             s.unpark(index, word);
         }
@@ -223,6 +265,52 @@ mod tests {
         false
     }
 
+    /// What the app reads on its end once our end is gone, after we
+    /// peeked at its answer: through a `KeptConn` (`kept`) or a plain close.
+    fn app_reads_after_close(kept: bool) -> io::Result<usize> {
+        let (ours, app) = sys::socketpair().unwrap();
+        sys::send_all(app.as_raw_fd(), b"answer").unwrap();
+        let mut b = [0u8; 16];
+        assert_eq!(sys::peek_nonblocking(ours.as_raw_fd(), &mut b).unwrap(), 6);
+        if kept {
+            let mut conn = KeptConn::new(ours);
+            conn.leave_unread(6);
+            drop(conn);
+        } else {
+            drop(ours);
+        }
+        // SAFETY: reading into a local buffer from our own socket.
+        let n = unsafe { libc::recv(app.as_raw_fd(), b.as_mut_ptr() as *mut _, b.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    #[test]
+    fn an_answer_peeked_at_is_read_before_the_connection_closes() {
+        // The app sees a plain end of stream, not a reset.
+        assert_eq!(app_reads_after_close(true).unwrap(), 0);
+        // (Which is what closing over the unread answer would give it.)
+        assert_eq!(app_reads_after_close(false).unwrap_err().raw_os_error(), Some(libc::ECONNRESET));
+    }
+
+    #[test]
+    fn the_end_of_an_answer_is_read_once_the_next_request_went_out() {
+        let (ours, app) = sys::socketpair().unwrap();
+        sys::send_all(app.as_raw_fd(), b"end").unwrap();
+        let mut conn = KeptConn::new(ours);
+        conn.leave_unread(3);
+        sys::send_all(conn.fd().as_raw_fd(), b"next request").unwrap();
+        sys::send_all(app.as_raw_fd(), b"answer").unwrap();
+        assert!(conn.request_sent().unwrap());
+        let mut b = [0u8; 16];
+        let n = sys::recv_nonblocking(conn.fd().as_raw_fd(), &mut b).unwrap();
+        assert_eq!(&b[..n], b"answer", "only the new answer is left");
+        assert_eq!(conn.unread, 0, "read once");
+    }
+
     /// One test: the keeper is one per process.
     #[test]
     fn kept_parked_taken_over_and_closed_when_idle() {
@@ -240,11 +328,11 @@ mod tests {
 
         // Parked with this process; claimed again with the same connection.
         let (ours, app) = sys::socketpair().unwrap();
-        assert!(!park(p, &info, p.claim().unwrap(), ours));
+        assert!(!park(p, &info, p.claim().unwrap(), KeptConn::new(ours)));
         assert_eq!(p.workers[0].load().1, worker_state::PARKED);
         let (c, conn) = take(p, &info).unwrap();
         assert_eq!(c.via, Via::Kept);
-        sys::send_all(conn.as_raw_fd(), b"x").unwrap();
+        sys::send_all(conn.fd().as_raw_fd(), b"x").unwrap();
         let mut b = [0u8; 1];
         sys::read_exact_fd(app.as_raw_fd(), &mut b).unwrap();
         assert!(take(p, &info).is_none(), "claimed once");
@@ -263,7 +351,7 @@ mod tests {
         let (ours, app) = sys::socketpair().unwrap();
         let c = p.claim().unwrap();
         assert_eq!(c.index, 1);
-        assert!(!park(p, &info, c, ours));
+        assert!(!park(p, &info, c, KeptConn::new(ours)));
         assert!(eof_within(&app, 10), "closed after KEEP_IDLE");
         assert_eq!(p.workers[1].load().1, worker_state::IDLE);
 
@@ -271,12 +359,12 @@ mod tests {
         let (ours, app) = sys::socketpair().unwrap();
         let c = p.claim().unwrap();
         assert!(p.enter_queue());
-        assert!(!park(p, &info, c, ours));
+        assert!(!park(p, &info, c, KeptConn::new(ours)));
         assert_eq!(p.workers[1].load().1, worker_state::IDLE);
         assert!(eof_within(&app, 1));
         p.leave_queue();
         let (ours, _app) = sys::socketpair().unwrap();
-        assert!(!park(p, &info, p.claim().unwrap(), ours));
+        assert!(!park(p, &info, p.claim().unwrap(), KeptConn::new(ours)));
         assert_eq!(p.workers[1].load().1, worker_state::PARKED);
 
         // The process exits: every parked worker given back, the doorbell too.

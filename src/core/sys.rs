@@ -22,8 +22,8 @@ mod users;
 
 // Callers name every wrapper `sys::…`, whichever file holds it.
 pub use socket::{
-    connect_unix_nonblocking, peer_cred, recv_nonblocking, recv_with_uid, send_all, send_nonblocking, set_passcred,
-    socketpair, unix_listen,
+    connect_unix_nonblocking, discard, peek_nonblocking, peer_cred, recv_nonblocking, recv_with_uid, send_all,
+    send_nonblocking, set_passcred, socketpair, unix_listen,
 };
 pub use users::{getgrnam_gid, getgrouplist, getpwnam, getpwuid, Passwd};
 

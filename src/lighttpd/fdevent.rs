@@ -70,6 +70,12 @@ impl Watch {
         self.set(want as c_int);
     }
 
+    /// Wait for room to write when `write`, and for nothing else but a
+    /// hang-up or an error (which epoll always reports).
+    pub fn want_output_only(&self, write: bool) {
+        self.set(if write { ffi::FDEVENT_OUT as c_int } else { 0 });
+    }
+
     /// Wait for input only (a timer).
     pub fn want_input(&self) {
         self.set(ffi::FDEVENT_IN as c_int);

@@ -56,6 +56,10 @@ pub struct SharedConn {
     parked: Option<(u64, Instant)>,
     /// Bytes sent since its current request joined it.
     sent: usize,
+    /// The end of the last answer, filed but left in the socket (peeked):
+    /// read for real once the next request went out, or before closing —
+    /// why, in `core::parking::KeptConn` (Apache's kept connections).
+    deferred: usize,
 }
 
 pub type Shared = Rc<RefCell<SharedConn>>;
@@ -176,6 +180,7 @@ pub fn join(key: Key, srv: Server, con: Con, connect: impl FnOnce() -> io::Resul
                 read_buf: Vec::new(),
                 parked: None,
                 sent: 0,
+                deferred: 0,
             }));
             // The registry keeps the connection alive; its events reach it
             // while it is there.
@@ -239,7 +244,9 @@ pub fn close_all(sb: &Scoreboard) {
     for (key, shared) in all {
         let mut s = shared.borrow_mut();
         let parked = s.parked.take();
+        let deferred = std::mem::take(&mut s.deferred);
         if let Some(w) = s.watch.take() {
+            let _ = sys::discard(w.fd(), deferred);
             w.close_now();
         }
         s.closed.get_or_insert_with(|| "server stopping".into());
@@ -301,8 +308,33 @@ impl SharedConn {
 
     fn set_events(&self, out: bool) {
         if let Some(w) = &self.watch {
-            w.want(out);
+            if self.deferred > 0 {
+                // Unread bytes keep it readable: only a hang-up is news.
+                w.want_output_only(out);
+            } else {
+                w.want(out);
+            }
         }
+    }
+
+    /// Read the deferred end of the last answer (its records were filed).
+    fn consume_deferred(&mut self) {
+        let n = std::mem::take(&mut self.deferred);
+        if n == 0 {
+            return;
+        }
+        match sys::discard(self.fd, n) {
+            Ok(true) => {}
+            Ok(false) => self.close_with("the app closed the connection".into()),
+            Err(e) => self.close_with(format!("reading from the app failed: {e}")),
+        }
+    }
+
+    /// The lone request on it, if it is alone and has sent everything: its
+    /// answer's end may be left in the socket (`deferred`).
+    fn lone_request(&self) -> Option<u16> {
+        let (&id, _) = self.members.iter().next().filter(|_| self.members.len() == 1)?;
+        (self.deferred == 0 && self.pending_out() == 0 && self.router.only(id)).then_some(id)
     }
 
     fn flush(&mut self) {
@@ -319,15 +351,26 @@ impl SharedConn {
                 }
             }
         }
+        if self.sent > 0 {
+            // The next request is on its way: the worker is awake for it.
+            self.consume_deferred();
+        }
         self.set_events(self.out_pos < self.out.len());
     }
 
     fn read(&mut self) {
+        // A hang-up while the end of the last answer waits in the socket.
+        self.consume_deferred();
         let mut buf = std::mem::take(&mut self.read_buf);
         buf.resize(READ_CHUNK, 0);
         let mut filed: Vec<u16> = Vec::new();
         for _ in 0..READS_PER_EVENT {
-            match sys::recv_nonblocking(self.fd, &mut buf) {
+            if self.closed.is_some() {
+                break;
+            }
+            let lone = self.lone_request();
+            let got = if lone.is_some() { sys::peek_nonblocking(self.fd, &mut buf) } else { sys::recv_nonblocking(self.fd, &mut buf) };
+            match got {
                 Ok(0) => {
                     self.close_with("the app closed the connection".into());
                     break;
@@ -336,6 +379,16 @@ impl SharedConn {
                     if let Err(why) = self.router.feed(&buf[..n], |id| filed.push(id)) {
                         self.close_with(why);
                         break;
+                    }
+                    if let Some(id) = lone {
+                        if self.router.answered(id) {
+                            // All of its answer: leave the bytes where they are.
+                            self.deferred = n;
+                            self.set_events(false);
+                            break;
+                        }
+                        self.deferred = n;
+                        self.consume_deferred();
                     }
                     if n < buf.len() {
                         break;
@@ -357,8 +410,13 @@ impl SharedConn {
         }
     }
 
-    /// Unregister and close the socket (lighttpd closes it).
+    /// Unregister and close the socket (lighttpd closes it). What is unread
+    /// is read first: closing over it would reset the worker's end.
     fn shut(&mut self) {
+        if self.watch.is_none() {
+            return;
+        }
+        let _ = sys::discard(self.fd, std::mem::take(&mut self.deferred));
         let Some(w) = self.watch.take() else { return };
         w.close();
         self.closed.get_or_insert_with(|| "closed".into());

@@ -17,12 +17,20 @@ argv[1] picks the behaviour:
             the question's connection until the server gives up on it;
             `probe_seen` / `probe_closed` are when (time.time()) it came / ended
 A management record (FCGI_GET_VALUES) is otherwise answered FCGI_UNKNOWN_TYPE.
+After an answer on a connection the server keeps, the app looks for up to
+UNREAD_WATCH_S whether the server has read all of it (SIOCOUTQ: bytes it
+sent that its peer has not read) and says in its next answer how many bytes
+were still unread then (`unread`; None when the next request came first).
 Records are read and written with fcgi_raw.py (copied beside this file).
 """
+import fcntl
 import json
 import os
+import select
 import socket
+import struct
 import sys
+import termios
 import time
 
 sys.dont_write_bytecode = True   # leave no __pycache__ in the customer's directory
@@ -30,7 +38,21 @@ import fcgi_raw  # noqa: E402
 from fcgi_raw import BEGIN_REQUEST, STDIN, STDOUT, PARAMS, record  # noqa: E402
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "keep"
-state = {"conns": 0, "dropped": 0, "probe_seen": None, "probe_closed": None}
+state = {"conns": 0, "dropped": 0, "probe_seen": None, "probe_closed": None, "unread": None}
+UNREAD_WATCH_S = 0.3
+
+
+def unread_by_server(conn):
+    """What the server left unread of the last answer, once UNREAD_WATCH_S
+    passed without the next request (None when it came first)."""
+    end = time.monotonic() + UNREAD_WATCH_S
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        if select.select([conn], [], [], min(left, 0.01))[0]:
+            return None
+    return struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 class Ignored(Exception):
@@ -63,7 +85,7 @@ def read_request(conn, on_first_byte=None):
 
 def answer(conn, rid, on_conn, body):
     doc = json.dumps({"conn": state["conns"], "on_conn": on_conn, "body": body, "dropped": state["dropped"],
-                      "probe_seen": state["probe_seen"],
+                      "probe_seen": state["probe_seen"], "unread": state["unread"],
                       "probe_closed": state["probe_closed"], "pid": os.getpid()}).encode()
     out = b"Content-Type: application/json\r\n\r\n" + doc
     conn.sendall(record(STDOUT, rid, out) + record(STDOUT, rid) + fcgi_raw.end_request(rid))
@@ -96,6 +118,7 @@ def main():
                 answer(conn, rid, on_conn, body)
                 if not keep:
                     break
+                state["unread"] = unread_by_server(conn)
         except Ignored:
             state["conns"] -= 1
             state["probe_seen"] = time.time()

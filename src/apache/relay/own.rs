@@ -10,10 +10,11 @@ use crate::apache::req::Req;
 use crate::core::dispatch::Ending;
 use crate::core::fastcgi::record::{self, STDIN};
 use crate::core::fastcgi::response::ResponseDecoder;
+use crate::core::parking::KeptConn;
 use crate::core::pool_link::Fate;
 use crate::core::sys;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::raw::c_int;
 
 const REQUEST_ID: u16 = 1;
@@ -44,9 +45,12 @@ thread_local! {
 /// Run one request of `r` on connected socket `sock` in `role`. An
 /// authorizer gets no body (pass `Body::empty()`) and its response comes
 /// back in `Outcome::captured`; nothing is written to the client. `flags`:
-/// the BEGIN_REQUEST flags (FCGI_KEEP_CONN to keep the connection afterwards).
-pub fn exchange(r: Req<'_>, sock: &OwnedFd, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role, flags: u8) -> Outcome {
-    let fd = sock.as_raw_fd();
+/// the BEGIN_REQUEST flags (FCGI_KEEP_CONN to keep the connection
+/// afterwards: the end of the answer is then left unread on `sock`, see
+/// `KeptConn`).
+pub fn exchange(r: Req<'_>, sock: &mut KeptConn, pairs: &[(&[u8], &[u8])], body: &Body, t: &Timeouts, role: Role, flags: u8) -> Outcome {
+    let fd = sock.fd().as_raw_fd();
+    let keep = flags & record::FCGI_KEEP_CONN != 0;
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024 + body.head.len());
     let mut stdin_closed = write_request_start(&mut out, REQUEST_ID, role, flags, pairs, body);
     let mut unsent = false;
@@ -86,6 +90,12 @@ pub fn exchange(r: Req<'_>, sock: &OwnedFd, pairs: &[(&[u8], &[u8])], body: &Bod
             let first = out_pos == 0 && !got_bytes;
             backend_closed_input = !send_pending(fd, &mut out, &mut out_pos);
             unsent |= first && backend_closed_input;
+            // The request went out: the last answer's end left on a kept
+            // connection is read now (it was there: peeked at before).
+            if first && out_pos > 0 && !matches!(sock.request_sent(), Ok(true)) {
+                failure = Some(client::broken("reading the end of the last answer on the kept connection failed".into()));
+                break;
+            }
             if out_pos == out.len() && !stdin_closed && !backend_closed_input {
                 continue;
             }
@@ -111,7 +121,8 @@ pub fn exchange(r: Req<'_>, sock: &OwnedFd, pairs: &[(&[u8], &[u8])], body: &Bod
             backend_closed_input = !send_pending(fd, &mut out, &mut out_pos);
         }
         if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            let n = match sys::recv_nonblocking(fd, &mut backend_buf) {
+            let read = if keep { sys::peek_nonblocking(fd, &mut backend_buf) } else { sys::recv_nonblocking(fd, &mut backend_buf) };
+            let n = match read {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => continue,
@@ -124,6 +135,17 @@ pub fn exchange(r: Req<'_>, sock: &OwnedFd, pairs: &[(&[u8], &[u8])], body: &Bod
             if let Err(f) = ex.feed(&mut dec, &backend_buf[..n]) {
                 failure = Some(f);
                 break;
+            }
+            if keep {
+                // Peeked: the end of the answer stays unread until the next
+                // request went out; anything before it is read now.
+                sock.leave_unread(n);
+                if !dec.is_done() {
+                    if let Err(e) = sock.request_sent() {
+                        failure = Some(client::broken(format!("reading from the app failed: {e}")));
+                        break;
+                    }
+                }
             }
             if ex.client_gone {
                 break;

@@ -186,11 +186,61 @@ pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 /// recv(2) into `buf`: Ok(0) at end of stream; Err(WouldBlock) when nothing
 /// is there yet (non-blocking sockets).
 pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    recv_flags(fd, buf, 0)
+}
+
+/// As `recv_nonblocking`, but the bytes stay in the socket (MSG_PEEK): the
+/// next read returns them again.
+pub fn peek_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    recv_flags(fd, buf, libc::MSG_PEEK)
+}
+
+/// Read and drop the next `n` bytes (ones peeked at before: they are there).
+/// Ok(false) when fewer came (the peer went away meanwhile).
+pub fn discard(fd: RawFd, mut n: usize) -> io::Result<bool> {
+    let mut buf = [0u8; 4096];
+    while n > 0 {
+        let want = n.min(buf.len());
+        match recv_flags(fd, &mut buf[..want], libc::MSG_DONTWAIT)? {
+            0 => return Ok(false),
+            got => n -= got,
+        }
+    }
+    Ok(true)
+}
+
+fn recv_flags(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: reading into a live buffer of buf.len() bytes.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), flags) };
     if n >= 0 {
         Ok(n as usize)
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn peeked_bytes_stay_until_discarded() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.write_all(b"answer").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(peek_nonblocking(a.as_raw_fd(), &mut buf).unwrap(), 6);
+        assert_eq!(peek_nonblocking(a.as_raw_fd(), &mut buf).unwrap(), 6, "still there");
+        b.write_all(b"next").unwrap();
+        assert!(discard(a.as_raw_fd(), 6).unwrap());
+        assert_eq!(recv_nonblocking(a.as_raw_fd(), &mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"next");
+        // Fewer bytes than asked for: the peer closed.
+        b.write_all(b"ab").unwrap();
+        drop(b);
+        assert!(!discard(a.as_raw_fd(), 3).unwrap());
     }
 }
