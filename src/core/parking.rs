@@ -279,13 +279,7 @@ mod tests {
         } else {
             drop(ours);
         }
-        // SAFETY: reading into a local buffer from our own socket.
-        let n = unsafe { libc::recv(app.as_raw_fd(), b.as_mut_ptr() as *mut _, b.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        sys::recv_nonblocking(app.as_raw_fd(), &mut b)
     }
 
     #[test]

@@ -413,11 +413,9 @@ impl SharedConn {
     /// Unregister and close the socket (lighttpd closes it). What is unread
     /// is read first: closing over it would reset the worker's end.
     fn shut(&mut self) {
-        if self.watch.is_none() {
-            return;
-        }
-        let _ = sys::discard(self.fd, std::mem::take(&mut self.deferred));
         let Some(w) = self.watch.take() else { return };
+        // (The fd is open until the watch closes it.)
+        let _ = sys::discard(self.fd, std::mem::take(&mut self.deferred));
         w.close();
         self.closed.get_or_insert_with(|| "closed".into());
     }
