@@ -98,6 +98,24 @@ def test_the_end_of_an_answer_is_read_only_once_the_next_request_went_out(server
         c.close()
 
 
+def test_a_kept_connection_the_app_closed_while_idle_is_replaced_unseen(server, site):
+    """The app closes a kept connection while nothing is on it, with the end
+    of its last answer still unread by the server: the next request runs on a
+    fresh connection, and what was left of the old answer is never taken for
+    the new one."""
+    path = _app(site, "kc-hangup", "hangup")
+    c = KeepAliveClient(server.port, site.ALICE)
+    try:
+        _kept(c, server, path)
+        last = _get(c, server, path)
+        # Longer than the app waits before it hangs up (UNREAD_WATCH_S).
+        time.sleep(1)
+        j = _get(c, server, path)
+        assert j["conn"] > last["conn"] and j["on_conn"] == 1, (last, j)
+    finally:
+        c.close()
+
+
 def test_a_kept_connection_the_app_dropped_is_replaced_unseen(server, site):
     """The app hangs up on a kept connection as the next request arrives: that
     request runs again on a fresh connection, and the client sees a plain 200."""

@@ -52,6 +52,11 @@ impl KeptConn {
         &self.fd
     }
 
+    /// Bytes of the last answer still unread on it.
+    pub fn unread(&self) -> usize {
+        self.unread
+    }
+
     /// The last `n` bytes read were only peeked at: read them later.
     pub fn leave_unread(&mut self, n: usize) {
         self.unread = n;

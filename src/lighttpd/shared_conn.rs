@@ -338,6 +338,7 @@ impl SharedConn {
     }
 
     fn flush(&mut self) {
+        let from = self.out_pos;
         while self.out_pos < self.out.len() {
             match sys::send_nonblocking(self.fd, &self.out[self.out_pos..]) {
                 Ok(0) => break,
@@ -351,7 +352,7 @@ impl SharedConn {
                 }
             }
         }
-        if self.sent > 0 {
+        if self.out_pos > from {
             // The next request is on its way: the worker is awake for it.
             self.consume_deferred();
         }

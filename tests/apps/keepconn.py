@@ -13,6 +13,8 @@ argv[1] picks the behaviour:
             to its end, notes it in posts.log (in its directory) and hangs up
             unanswered (so the app may have acted on it: it must never be sent
             twice)
+  hangup    keeps connections, but closes one that stayed unused for
+            UNREAD_WATCH_S after an answer (an app with an idle timeout)
   ignore    keeps connections and never answers FCGI_GET_VALUES: it waits on
             the question's connection until the server gives up on it;
             `probe_seen` / `probe_closed` are when (time.time()) it came / ended
@@ -119,6 +121,8 @@ def main():
                 if not keep:
                     break
                 state["unread"] = unread_by_server(conn)
+                if MODE == "hangup" and state["unread"] is not None:
+                    break
         except Ignored:
             state["conns"] -= 1
             state["probe_seen"] = time.time()

@@ -36,6 +36,17 @@ fn send_pending(fd: c_int, out: &mut Vec<u8>, pos: &mut usize) -> bool {
     }
 }
 
+/// Once the request went out (`sent_some`), or could not because the app
+/// closed the kept connection (`closed`), the end of the last answer still
+/// unread on it is read: it must never be taken for this request's answer.
+/// False when that failed although the request went out.
+fn read_last_answer(sock: &mut KeptConn, sent_some: bool, closed: bool) -> bool {
+    if !sent_some && !closed {
+        return true;
+    }
+    matches!(sock.request_sent(), Ok(true)) || !sent_some
+}
+
 thread_local! {
     /// The backend read buffer, kept per thread: a fresh 64 KiB zeroed
     /// buffer per request showed up in the profile.
@@ -90,9 +101,7 @@ pub fn exchange(r: Req<'_>, sock: &mut KeptConn, pairs: &[(&[u8], &[u8])], body:
             let first = out_pos == 0 && !got_bytes;
             backend_closed_input = !send_pending(fd, &mut out, &mut out_pos);
             unsent |= first && backend_closed_input;
-            // The request went out: the last answer's end left on a kept
-            // connection is read now (it was there: peeked at before).
-            if first && out_pos > 0 && !matches!(sock.request_sent(), Ok(true)) {
+            if !read_last_answer(sock, out_pos > 0, backend_closed_input) {
                 failure = Some(client::broken("reading the end of the last answer on the kept connection failed".into()));
                 break;
             }
@@ -101,7 +110,8 @@ pub fn exchange(r: Req<'_>, sock: &mut KeptConn, pairs: &[(&[u8], &[u8])], body:
             }
         }
         let want_write = out_pos < out.len() && !backend_closed_input;
-        let events = libc::POLLIN | if want_write { libc::POLLOUT } else { 0 };
+        // (Not readable for this request while the last answer's end is there.)
+        let events = if sock.unread() == 0 { libc::POLLIN } else { 0 } | if want_write { libc::POLLOUT } else { 0 };
         let mut wait = t.io_ms;
         if let Some(d) = t.deadline {
             wait = wait.min(sys::ms_until(d));
@@ -119,6 +129,10 @@ pub fn exchange(r: Req<'_>, sock: &mut KeptConn, pairs: &[(&[u8], &[u8])], body:
         };
         if want_write && rev & libc::POLLOUT != 0 {
             backend_closed_input = !send_pending(fd, &mut out, &mut out_pos);
+            if !read_last_answer(sock, out_pos > 0, backend_closed_input) {
+                failure = Some(client::broken("reading the end of the last answer on the kept connection failed".into()));
+                break;
+            }
         }
         if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
             let read = if keep { sys::peek_nonblocking(fd, &mut backend_buf) } else { sys::recv_nonblocking(fd, &mut backend_buf) };
